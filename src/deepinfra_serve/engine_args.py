@@ -1,0 +1,109 @@
+"""Card -> vLLM engine arguments, with a CPU profile for machines without a GPU.
+
+Cards describe the GPU deployment. On a CPU-only machine some of those settings cannot run
+(fp8 kernels are GPU-only; bfloat16 crashes the CPU worker on common x86 parts), so the CPU
+profile swaps them for working equivalents and says what it changed, rather than failing
+inside a worker process minutes later.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from .cards import HubWeights, ModelCard
+
+log = logging.getLogger(__name__)
+
+Device = Literal["cuda", "cpu"]
+
+
+@dataclass(frozen=True)
+class EnginePlan:
+    """Keyword arguments for `AsyncEngineArgs`, the environment the workers need, and why."""
+
+    kwargs: dict[str, Any]
+    env: dict[str, str] = field(default_factory=dict)
+    changes: list[str] = field(default_factory=list)
+
+
+def gpu_engine_kwargs(card: ModelCard, model: str) -> dict[str, Any]:
+    """The engine arguments the card asks for, exactly as a GPU node runs them."""
+    spec = card.engine
+    kwargs: dict[str, Any] = {
+        "model": model,
+        "served_model_name": [card.name],
+        "dtype": spec.dtype,
+        "quantization": spec.quantization,
+        "tensor_parallel_size": spec.tensor_parallel_size,
+        "max_model_len": spec.max_model_len,
+        "gpu_memory_utilization": spec.gpu_memory_utilization,
+        "kv_cache_dtype": spec.kv_cache_dtype,
+        "tokenizer_mode": spec.tokenizer_mode,
+    }
+    if isinstance(card.weights, HubWeights):
+        kwargs["revision"] = card.weights.revision
+    kwargs.update(spec.extra_args)
+    return kwargs
+
+
+def _cpu_thread_binding(tp: int) -> str:
+    """Split the cores this process may use into one group per tensor-parallel rank."""
+    cores = sorted(os.sched_getaffinity(0))
+    if len(cores) < tp:
+        raise ValueError(
+            f"tensor_parallel_size {tp} needs at least {tp} CPU cores; {len(cores)} available"
+        )
+    per_rank = len(cores) // tp
+    groups = [cores[i * per_rank : (i + 1) * per_rank] for i in range(tp)]
+    return "|".join(",".join(str(c) for c in g) for g in groups)
+
+
+def plan_engine(
+    card: ModelCard, model: str, device: Device, *, cpu_kv_cache_gib: int = 1
+) -> EnginePlan:
+    kwargs = gpu_engine_kwargs(card, model)
+    if device == "cuda":
+        return EnginePlan(kwargs)
+
+    changes: list[str] = []
+    env: dict[str, str] = {}
+
+    def replace(key: str, value: Any, why: str) -> None:
+        if kwargs.get(key) != value:
+            changes.append(f"{key}: {kwargs.get(key)!r} -> {value!r} ({why})")
+            kwargs[key] = value
+
+    if kwargs["quantization"] == "fp8":
+        replace("quantization", None, "fp8 kernels are GPU-only")
+    if kwargs["dtype"] in ("auto", "bfloat16"):
+        replace("dtype", "float32", "bfloat16 crashes the CPU worker")
+    if str(kwargs["kv_cache_dtype"]).startswith("fp8"):
+        replace("kv_cache_dtype", "auto", "fp8 KV cache is GPU-only")
+    replace("enforce_eager", True, "skips torch.compile start-up on the CPU")
+
+    env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib))
+    tp = kwargs["tensor_parallel_size"]
+    if tp > 1 and "VLLM_CPU_OMP_THREADS_BIND" not in os.environ:
+        # Without an explicit binding vLLM wants one NUMA node per rank, which these hosts lack.
+        env["VLLM_CPU_OMP_THREADS_BIND"] = _cpu_thread_binding(tp)
+        changes.append(f"VLLM_CPU_OMP_THREADS_BIND={env['VLLM_CPU_OMP_THREADS_BIND']}")
+    return EnginePlan(kwargs, env, changes)
+
+
+def detect_device() -> Device:
+    from vllm.platforms import current_platform
+
+    return "cpu" if current_platform.is_cpu() else "cuda"
+
+
+def build_engine_args(plan: EnginePlan) -> Any:
+    """Apply the plan's environment and build `AsyncEngineArgs` (imports vLLM)."""
+    os.environ.update(plan.env)
+    for change in plan.changes:
+        log.warning("CPU profile: %s", change)
+    from vllm.engine.arg_utils import AsyncEngineArgs
+
+    return AsyncEngineArgs(**plan.kwargs)

@@ -1,0 +1,81 @@
+"""One error type that carries its HTTP status, and the handlers that render it.
+
+Routes raise `APIError`; FastAPI's own request validation errors are turned into the same shape
+with the offending field named in `param`, so clients see one error format per API.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+log = logging.getLogger(__name__)
+
+
+class APIError(Exception):
+    def __init__(
+        self,
+        status: int,
+        message: str,
+        *,
+        param: str | None = None,
+        code: str | None = None,
+        type: str = "invalid_request_error",
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.type = type
+
+    def body(self) -> dict[str, Any]:
+        return {
+            "error": {
+                "message": self.message,
+                "type": self.type,
+                "param": self.param,
+                "code": self.code,
+            }
+        }
+
+
+def _field(loc: tuple[Any, ...]) -> str:
+    # ("body", "messages", 0, "content") -> "messages.0.content"; pydantic adds union-branch
+    # names (e.g. "list[str]") to locations, which mean nothing to a client.
+    parts = [str(p) for p in loc[1:] if not (isinstance(p, str) and ("[" in p or p == "str"))]
+    return ".".join(parts) or str(loc[0])
+
+
+def validation_error(exc: RequestValidationError) -> APIError:
+    errors = exc.errors()
+    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+    if first.get("type") == "json_invalid":
+        return APIError(400, "Request body is not valid JSON", code="invalid_json")
+    if first.get("type") == "missing" and tuple(first["loc"]) == ("body",):
+        return APIError(400, "Request body is required", code="invalid_request")
+    messages = [f"{_field(tuple(e['loc']))}: {e['msg']}" for e in errors]
+    return APIError(
+        422, "; ".join(messages), param=_field(tuple(first["loc"])), code="invalid_value"
+    )
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(APIError)
+    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
+        return JSONResponse(exc.body(), status_code=exc.status)
+
+    @app.exception_handler(RequestValidationError)
+    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        err = validation_error(exc)
+        return JSONResponse(err.body(), status_code=err.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        err = APIError(500, "Internal server error", type="server_error", code="internal_error")
+        return JSONResponse(err.body(), status_code=500)

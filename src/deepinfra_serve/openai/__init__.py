@@ -1,0 +1,1 @@
+"""DeepInfra's OpenAI-compatible API, served under /v1/openai."""

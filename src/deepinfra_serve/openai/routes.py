@@ -1,0 +1,92 @@
+"""Routes of the OpenAI-compatible API; mounted under /v1/openai and /v1."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from sse_starlette import EventSourceResponse
+
+from ..cards import ModelCard
+from ..errors import APIError
+from .chat import ChatService
+from .schema import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    ModelList,
+    ModelMetadata,
+    ModelOut,
+    ModelPricing,
+)
+
+
+def model_out(card: ModelCard, created: int) -> ModelOut:
+    return ModelOut(
+        id=card.name,
+        created=created,
+        owned_by=card.owned_by,
+        root=card.name,
+        metadata=ModelMetadata(
+            description=card.description,
+            context_length=card.engine.max_model_len,
+            max_tokens=card.max_output_tokens,
+            pricing=ModelPricing(
+                input_tokens=card.pricing.input_usd_per_mtok,
+                output_tokens=card.pricing.output_usd_per_mtok,
+            ),
+            tags=card.tags,
+        ),
+    )
+
+
+def _chat(request: Request, model: str) -> ChatService:
+    service: ChatService | None = getattr(request.app.state, "chat", None)
+    if service is None:
+        raise APIError(
+            503,
+            "The model is still loading; retry later",
+            type="server_error",
+            code="model_loading",
+        )
+    card = service.card
+    if model != card.name:
+        raise APIError(
+            404, f"The model `{model}` does not exist", param="model", code="model_not_found"
+        )
+    if "openai" not in card.apis:
+        raise APIError(
+            400,
+            f"The model `{model}` is served through /v1/inference/{model} only",
+            param="model",
+            code="api_not_supported",
+        )
+    return service
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.post(
+        "/chat/completions",
+        response_model=ChatCompletion,
+        responses={200: {"content": {"text/event-stream": {}}}},
+    )
+    async def chat_completions(
+        body: ChatCompletionRequest, request: Request
+    ) -> ChatCompletion | EventSourceResponse:
+        return await _chat(request, body.model).create(body)
+
+    @router.get("/models", response_model=ModelList)
+    async def list_models(request: Request) -> ModelList:
+        card: ModelCard = request.app.state.card
+        data = [model_out(card, request.app.state.created)] if "openai" in card.apis else []
+        return ModelList(data=data)
+
+    @router.get("/models/{model:path}", response_model=ModelOut)
+    async def get_model(model: str, request: Request) -> ModelOut:
+        card: ModelCard = request.app.state.card
+        if model != card.name or "openai" not in card.apis:
+            raise APIError(
+                404, f"The model `{model}` does not exist", param="model", code="model_not_found"
+            )
+        return model_out(card, request.app.state.created)
+
+    return router

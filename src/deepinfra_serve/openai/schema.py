@@ -1,0 +1,205 @@
+"""Request and response models of the OpenAI-compatible API, field for field as DeepInfra's."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from ..sampling import SamplingOptions
+
+
+class TextPart(BaseModel):
+    type: Literal["text"]
+    text: str
+
+
+class ContentPart(BaseModel):
+    """Any content part; only text reaches a text model, the rest is refused by name."""
+
+    model_config = ConfigDict(extra="allow")
+    type: str
+    text: str | None = None
+
+    @model_validator(mode="after")
+    def _text_only(self) -> ContentPart:
+        if self.type != "text" or self.text is None:
+            raise ValueError(f"content parts of type '{self.type}' are not supported by this model")
+        return self
+
+
+Content = str | list[ContentPart]
+
+
+class _Message(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+    name: str | None = None
+
+    def text(self) -> str:
+        content = getattr(self, "content", None)
+        if content is None:
+            return ""
+        if isinstance(content, str):
+            return content
+        return "".join(part.text or "" for part in content)
+
+
+class SystemMessage(_Message):
+    role: Literal["system"]
+    content: Content
+
+
+class UserMessage(_Message):
+    role: Literal["user"]
+    content: Content
+
+
+class AssistantMessage(_Message):
+    role: Literal["assistant"]
+    content: Content | None = None
+
+
+class ToolMessage(_Message):
+    role: Literal["tool"]
+    content: Content
+    tool_call_id: str
+
+
+Message = Annotated[
+    SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
+]
+
+
+class StreamOptions(BaseModel):
+    include_usage: bool = Field(True, description="Send usage on the chunk that finishes.")
+    continuous_usage_stats: bool = False
+
+
+class ResponseFormat(BaseModel):
+    type: Literal["text", "json_object", "json_schema", "regex"] = "text"
+    json_schema: dict[str, Any] | None = None
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ResponseFormat:
+        if self.type == "json_schema" and not self.json_schema:
+            raise ValueError("json_schema is required when type is 'json_schema'")
+        if self.type == "regex" and not self.regex:
+            raise ValueError("regex is required when type is 'regex'")
+        return self
+
+
+class ChatCompletionRequest(SamplingOptions):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="Model name, Owner/Name.")
+    messages: list[Message] = Field(min_length=1)
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: bool | None = None
+    response_format: ResponseFormat | None = None
+    tools: list[dict[str, Any]] | None = None
+    tool_choice: str | dict[str, Any] | None = None
+    user: str | None = None
+    reasoning_effort: Literal["low", "medium", "high", "none"] | None = None
+    prompt_cache_key: str | None = None
+    chat_template_kwargs: dict[str, Any] | None = None
+    max_completion_tokens: int | None = Field(
+        None, ge=0, le=1_000_000, description="OpenAI's newer name for max_tokens."
+    )
+
+    @model_validator(mode="after")
+    def _aliases(self) -> ChatCompletionRequest:
+        if self.max_tokens is None and self.max_completion_tokens is not None:
+            self.max_tokens = self.max_completion_tokens
+        return self
+
+    def engine_messages(self) -> list[dict[str, Any]]:
+        out = []
+        for m in self.messages:
+            msg: dict[str, Any] = {"role": m.role, "content": m.text()}
+            if m.name:
+                msg["name"] = m.name
+            if isinstance(m, ToolMessage):
+                msg["tool_call_id"] = m.tool_call_id
+            out.append(msg)
+        return out
+
+
+class Usage(BaseModel):
+    prompt_tokens: int
+    completion_tokens: int
+    total_tokens: int
+    estimated_cost: float = Field(description="USD, from the model's per-token prices.")
+
+
+class ChatMessageOut(BaseModel):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+
+
+class ChatChoice(BaseModel):
+    index: int
+    message: ChatMessageOut
+    finish_reason: Literal["stop", "length", "tool_calls"] | None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletion(BaseModel):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class ChatDelta(BaseModel):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+
+
+class ChatChunkChoice(BaseModel):
+    index: int
+    delta: ChatDelta
+    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
+    logprobs: dict[str, Any] | None = None
+
+
+class ChatCompletionChunk(BaseModel):
+    """One SSE event of a streamed chat completion (documentation and tests)."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class ModelPricing(BaseModel):
+    input_tokens: float = Field(description="USD per million prompt tokens.")
+    output_tokens: float = Field(description="USD per million completion tokens.")
+
+
+class ModelMetadata(BaseModel):
+    description: str
+    context_length: int
+    max_tokens: int
+    pricing: ModelPricing
+    tags: list[str]
+
+
+class ModelOut(BaseModel):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    root: str
+    parent: None = None
+    metadata: ModelMetadata
+
+
+class ModelList(BaseModel):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]

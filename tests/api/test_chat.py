@@ -1,0 +1,241 @@
+"""POST /v1/openai/chat/completions on the real CPU engine (tiny random Llama)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from deepinfra_serve.cards import ModelCard
+from deepinfra_serve.openai.schema import ChatCompletion, ChatCompletionChunk
+
+MODEL = "deepinfra-serve/tiny-random-llama"
+HELLO = [{"role": "user", "content": "Hello!"}]
+CHEF = [
+    {"role": "system", "content": "Respond like a michelin starred chef."},
+    {"role": "user", "content": "Can you name at least two different techniques to cook lamb?"},
+    {
+        "role": "assistant",
+        "content": "Bonjour! Let me tell you, my friend, cooking lamb is an art form. First, we "
+        'have the classic "Sous Vide" method. Next, we have the ancient art of "Sous le Sable". '
+        'And finally, we have the more modern technique of "Hot Smoking."',
+    },
+    {"role": "user", "content": "Tell me more about the second method."},
+]
+
+
+def chat(client: httpx.Client, **body: Any) -> httpx.Response:
+    return client.post("/v1/openai/chat/completions", json={"model": MODEL, **body})
+
+
+def sse_events(client: httpx.Client, **body: Any) -> list[str]:
+    with client.stream(
+        "POST", "/v1/openai/chat/completions", json={"model": MODEL, "stream": True, **body}
+    ) as r:
+        assert r.status_code == 200
+        assert r.headers["content-type"].startswith("text/event-stream")
+        lines = [line for line in r.iter_lines() if line]
+    assert all(line.startswith("data: ") for line in lines), lines
+    return [line.removeprefix("data: ") for line in lines]
+
+
+def expected_cost(card: ModelCard, prompt: int, completion: int) -> float:
+    p = card.pricing
+    return (prompt * p.input_usd_per_mtok + completion * p.output_usd_per_mtok) / 1e6
+
+
+def test_health(client: httpx.Client) -> None:
+    r = client.get("/health")
+    assert r.status_code == 200
+    assert r.json() == {"status": "ok", "model": MODEL}
+
+
+def test_hello_example_has_the_documented_shape(client: httpx.Client, tiny_card: ModelCard) -> None:
+    r = chat(client, messages=HELLO, max_tokens=16)
+    assert r.status_code == 200
+    body = r.json()
+    assert set(body) == {"id", "object", "created", "model", "choices", "usage"}
+    assert body["id"].startswith("chatcmpl-")
+    assert body["object"] == "chat.completion"
+    assert body["model"] == MODEL
+    assert isinstance(body["created"], int)
+    [choice] = body["choices"]
+    assert choice["index"] == 0
+    assert choice["message"]["role"] == "assistant"
+    assert isinstance(choice["message"]["content"], str)
+    assert choice["finish_reason"] in ("stop", "length")
+    usage = body["usage"]
+    assert set(usage) == {"prompt_tokens", "completion_tokens", "total_tokens", "estimated_cost"}
+    assert 1 <= usage["completion_tokens"] <= 16
+    assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
+    assert usage["estimated_cost"] == pytest.approx(
+        expected_cost(tiny_card, usage["prompt_tokens"], usage["completion_tokens"]), abs=1e-12
+    )
+    ChatCompletion.model_validate(body)
+
+
+def test_prompt_is_rendered_with_the_cards_chat_template(
+    client: httpx.Client, tiny_card: ModelCard, cache_dir: Path
+) -> None:
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cache_dir / "deepinfra-serve--tiny-random-llama")
+    text = tokenizer.apply_chat_template(
+        CHEF, chat_template=tiny_card.chat_template, add_generation_prompt=True, tokenize=False
+    )
+    assert text.endswith("<|im_start|>assistant\n")
+    expected = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    r = chat(client, messages=CHEF, max_tokens=4)
+    assert r.status_code == 200
+    assert r.json()["usage"]["prompt_tokens"] == expected
+
+
+def test_chef_conversation(client: httpx.Client) -> None:
+    r = chat(client, messages=CHEF, max_tokens=32)
+    assert r.status_code == 200
+    body = ChatCompletion.model_validate(r.json())
+    assert body.usage.prompt_tokens > 60
+    assert body.choices[0].message.content is not None
+
+
+def test_max_tokens_bounds_the_completion(client: httpx.Client) -> None:
+    r = chat(client, messages=HELLO, max_tokens=1, temperature=0)
+    body = r.json()
+    assert body["usage"]["completion_tokens"] == 1
+    assert body["choices"][0]["finish_reason"] == "length"
+
+
+def test_n_choices(client: httpx.Client) -> None:
+    r = chat(client, messages=HELLO, n=3, max_tokens=6, seed=7)
+    assert r.status_code == 200
+    body = r.json()
+    assert [c["index"] for c in body["choices"]] == [0, 1, 2]
+    assert 3 <= body["usage"]["completion_tokens"] <= 18
+
+
+def test_streaming_example(client: httpx.Client, tiny_card: ModelCard) -> None:
+    events = sse_events(client, messages=HELLO, max_tokens=12, temperature=0)
+    assert events[-1] == "[DONE]"
+    chunks = [ChatCompletionChunk.model_validate(json.loads(e)) for e in events[:-1]]
+    assert len({c.id for c in chunks}) == 1 and chunks[0].id.startswith("chatcmpl-")
+    assert all(c.model == MODEL and c.object == "chat.completion.chunk" for c in chunks)
+    *content, last = chunks
+    assert content and all(c.choices[0].delta.role == "assistant" for c in content)
+    assert all(c.choices[0].finish_reason is None and c.usage is None for c in content)
+    # DeepInfra: usage rides on the chunk that carries finish_reason.
+    assert last.choices[0].finish_reason in ("stop", "length")
+    assert last.usage is not None
+    usage = last.usage
+    assert usage.estimated_cost == pytest.approx(
+        expected_cost(tiny_card, usage.prompt_tokens, usage.completion_tokens), abs=1e-12
+    )
+    streamed = "".join(c.choices[0].delta.content or "" for c in content)
+    whole = chat(client, messages=HELLO, max_tokens=12, temperature=0).json()
+    assert streamed == whole["choices"][0]["message"]["content"]
+    assert usage.completion_tokens == whole["usage"]["completion_tokens"]
+    assert usage.prompt_tokens == whole["usage"]["prompt_tokens"]
+
+
+def test_streaming_n_choices_finish_once_each(client: httpx.Client) -> None:
+    events = sse_events(client, messages=HELLO, max_tokens=5, n=2, seed=1)
+    chunks = [json.loads(e) for e in events[:-1]]
+    finishes = [c for c in chunks if c["choices"][0]["finish_reason"] is not None]
+    assert sorted(c["choices"][0]["index"] for c in finishes) == [0, 1]
+    assert [("usage" in c) for c in finishes] == [False, True]
+
+
+def test_stream_options_can_turn_usage_off(client: httpx.Client) -> None:
+    events = sse_events(
+        client, messages=HELLO, max_tokens=4, stream_options={"include_usage": False}
+    )
+    assert not any("usage" in json.loads(e) for e in events[:-1])
+
+
+def test_unknown_model_is_404_naming_it(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/openai/chat/completions", json={"model": "nobody/nothing", "messages": HELLO}
+    )
+    assert r.status_code == 404
+    error = r.json()["error"]
+    assert "nobody/nothing" in error["message"]
+    assert error["param"] == "model"
+    assert error["code"] == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("body", "param"),
+    [
+        ({"temperature": 2.5}, "temperature"),
+        ({"top_p": 0}, "top_p"),
+        ({"n": 5}, "n"),
+        ({"stop": [str(i) for i in range(17)]}, "stop"),
+        ({"messages": []}, "messages"),
+        ({"messages": [{"role": "wizard", "content": "hi"}]}, "messages.0"),
+        ({"messages": [{"role": "user", "content": [{"type": "image_url"}]}]}, "messages.0"),
+        ({"seed": 2**64}, "seed"),
+        ({"max_tokens": -1}, "max_tokens"),
+    ],
+)
+def test_bad_fields_get_a_4xx_that_names_them(
+    client: httpx.Client, body: dict[str, Any], param: str
+) -> None:
+    r = chat(client, **{"messages": HELLO, **body})
+    assert r.status_code == 422, r.text
+    error = r.json()["error"]
+    assert error["param"].startswith(param)
+    assert param.split(".")[0] in error["message"]
+
+
+def test_missing_model_field(client: httpx.Client) -> None:
+    r = client.post("/v1/openai/chat/completions", json={"messages": HELLO})
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "model"
+
+
+def test_malformed_json_is_400(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/openai/chat/completions",
+        content=b'{"model": ',
+        headers={"content-type": "application/json"},
+    )
+    assert r.status_code == 400
+    assert "JSON" in r.json()["error"]["message"]
+
+
+def test_over_long_prompt_is_400_with_the_numbers(client: httpx.Client) -> None:
+    long = [{"role": "user", "content": "lamb " * 600}]
+    r = chat(client, messages=long)
+    assert r.status_code == 400
+    message = r.json()["error"]["message"]
+    assert "context is 512 tokens" in message
+    assert "prompt tokens" in message
+
+
+def test_models_lists_deepinfra_metadata(client: httpx.Client) -> None:
+    for path in ("/v1/openai/models", "/v1/models"):
+        body = client.get(path).json()
+        assert body["object"] == "list"
+        [model] = body["data"]
+        assert model["id"] == MODEL
+        assert model["object"] == "model"
+        assert model["owned_by"] == "deepinfra-serve"
+        assert model["metadata"] == {
+            "description": "A 2-layer random Llama for tests; its output is gibberish.",
+            "context_length": 512,
+            "max_tokens": 512,
+            "pricing": {"input_tokens": 1.0, "output_tokens": 2.0},
+            "tags": ["test", "cpu"],
+        }
+    assert client.get(f"/v1/openai/models/{MODEL}").json()["id"] == MODEL
+    assert client.get("/v1/openai/models/nobody/nothing").status_code == 404
+
+
+def test_same_api_without_the_openai_segment(client: httpx.Client) -> None:
+    r = client.post(
+        "/v1/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 2}
+    )
+    assert r.status_code == 200
+    assert r.json()["object"] == "chat.completion"

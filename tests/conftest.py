@@ -1,0 +1,36 @@
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from deepinfra_serve.cards import ModelCard, load_card
+
+from .server import TINY_CARD, running_server
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Weights prepared for the tests (the tiny random Llama is generated here once)."""
+    return tmp_path_factory.mktemp("weights")
+
+
+@pytest.fixture(scope="session")
+def tiny_card() -> ModelCard:
+    return load_card(TINY_CARD)
+
+
+@pytest.fixture(scope="session")
+def base_url(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The real server on the real CPU engine with the tiny card, started once per session."""
+    log = tmp_path_factory.mktemp("logs") / "tiny-server.log"
+    with running_server(TINY_CARD, cache_dir, log) as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def client(base_url: str) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=base_url, timeout=60) as c:
+        yield c

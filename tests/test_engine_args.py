@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from deepinfra_serve.cards import load_card
+from deepinfra_serve.engine_args import build_engine_args, gpu_engine_kwargs, plan_engine
+from deepinfra_serve.weights import model_path
+
+from .server import CARDS
+
+CACHE = Path("/cache")
+
+GPU_ARGS = {
+    "mythomax-l2-13b-turbo.yaml": {
+        "model": "Gryphe/MythoMax-L2-13b",
+        "revision": "main",
+        "served_model_name": ["Gryphe/MythoMax-L2-13b-turbo"],
+        "dtype": "float16",
+        "quantization": "fp8",
+        "tensor_parallel_size": 2,
+        "max_model_len": 4096,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_dtype": "auto",
+        "tokenizer_mode": "auto",
+    },
+    "codellama-70b-instruct.yaml": {
+        "model": "codellama/CodeLlama-70b-Instruct-hf",
+        "revision": "main",
+        "served_model_name": ["codellama/CodeLlama-70b-Instruct-hf"],
+        "dtype": "bfloat16",
+        "quantization": "fp8",
+        "tensor_parallel_size": 4,
+        "max_model_len": 4096,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_dtype": "auto",
+        "tokenizer_mode": "auto",
+    },
+    "mistral-nemo-instruct-2407.yaml": {
+        "model": "mistralai/Mistral-Nemo-Instruct-2407",
+        "revision": "main",
+        "served_model_name": ["mistralai/Mistral-Nemo-Instruct-2407"],
+        "dtype": "bfloat16",
+        "quantization": "fp8",
+        "tensor_parallel_size": 1,
+        "max_model_len": 131072,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_dtype": "auto",
+        "tokenizer_mode": "mistral",
+        "config_format": "mistral",
+        "load_format": "mistral",
+    },
+    "pygmalion-13b-4bit-128g.yaml": {
+        "model": "DeepInfra/pygmalion-13b-4bit-128g",
+        "revision": "main",
+        "served_model_name": ["DeepInfra/pygmalion-13b-4bit-128g"],
+        "dtype": "float16",
+        "quantization": "gptq",
+        "tensor_parallel_size": 1,
+        "max_model_len": 2048,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_dtype": "auto",
+        "tokenizer_mode": "auto",
+    },
+}
+
+
+@pytest.mark.parametrize("name", sorted(GPU_ARGS))
+def test_exact_gpu_engine_args(name: str) -> None:
+    card = load_card(CARDS / name)
+    plan = plan_engine(card, model_path(card, CACHE), "cuda")
+    assert plan.kwargs == GPU_ARGS[name]
+    assert plan.env == {} and plan.changes == []
+
+
+@pytest.mark.parametrize("name", sorted(GPU_ARGS))
+def test_gpu_engine_args_are_accepted_by_vllm(name: str) -> None:
+    card = load_card(CARDS / name)
+    args = build_engine_args(plan_engine(card, model_path(card, CACHE), "cuda"))
+    for key, value in GPU_ARGS[name].items():
+        assert getattr(args, key) == value
+
+
+def test_cpu_profile_replaces_gpu_only_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1, 2, 3})
+    card = load_card(CARDS / "codellama-70b-instruct.yaml")
+    plan = plan_engine(card, model_path(card, CACHE), "cpu", cpu_kv_cache_gib=2)
+    gpu = gpu_engine_kwargs(card, model_path(card, CACHE))
+    assert plan.kwargs == {**gpu, "quantization": None, "dtype": "float32", "enforce_eager": True}
+    assert plan.env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0|1|2|3"}
+    joined = "\n".join(plan.changes)
+    assert "quantization: 'fp8' -> None" in joined
+    assert "dtype: 'bfloat16' -> 'float32'" in joined
+
+
+def test_cpu_profile_keeps_working_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_KVCACHE_SPACE", raising=False)
+    card = load_card(CARDS / "dev" / "tiny-random.yaml")
+    plan = plan_engine(card, "/m", "cpu")
+    assert plan.kwargs["dtype"] == "float32"
+    assert plan.kwargs["quantization"] is None
+    assert plan.changes == ["enforce_eager: None -> True (skips torch.compile start-up on the CPU)"]
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in plan.env
+
+
+def test_cpu_profile_refuses_more_ranks_than_cores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VLLM_CPU_OMP_THREADS_BIND", raising=False)
+    monkeypatch.setattr("os.sched_getaffinity", lambda _pid: {0, 1})
+    card = load_card(CARDS / "codellama-70b-instruct.yaml")
+    with pytest.raises(ValueError, match="tensor_parallel_size 4 needs at least 4 CPU cores"):
+        plan_engine(card, "/m", "cpu")
+
+
+def test_cpu_profile_respects_an_explicit_binding(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("VLLM_CPU_OMP_THREADS_BIND", "0|1")
+    card = load_card(CARDS / "mythomax-l2-13b-turbo.yaml")
+    plan = plan_engine(card, "/m", "cpu")
+    assert "VLLM_CPU_OMP_THREADS_BIND" not in plan.env
+
+
+def test_offline_weights_live_in_the_cache_dir() -> None:
+    card = load_card(CARDS / "dev" / "tiny-random.yaml")
+    assert model_path(card, CACHE) == "/cache/deepinfra-serve--tiny-random-llama"
