@@ -35,7 +35,26 @@ class ServedModel:
         from vllm.v1.engine.async_llm import AsyncLLM
 
         engine = AsyncLLM.from_engine_args(engine_args)
-        return cls(card, engine)
+        model = cls(card, engine)
+        try:
+            model._check_chat_template()
+        except Exception:
+            engine.shutdown()
+            raise
+        return model
+
+    def _check_chat_template(self) -> None:
+        # Without a template every chat request would fail; say so once, at start.
+        if "openai" not in self.card.apis or self.card.chat_template is not None:
+            return
+        tokenizer = self.engine.get_tokenizer()
+        if self.card.engine.tokenizer_mode != "mistral" and not getattr(
+            tokenizer, "chat_template", None
+        ):
+            raise RuntimeError(
+                f"{self.card.name}: the tokenizer has no chat template; set chat_template "
+                "in the model card or drop 'openai' from its apis"
+            )
 
     async def chat_prompt(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
         """Render a conversation into the engine's prompt (token ids included)."""

@@ -158,13 +158,8 @@ class ChatService:
         prefix = b"data: " + head[:-1] + b',"choices":['
         completion_tokens = 0
         finished = 0
-
-        async def outputs() -> AsyncIterator[Any]:
-            yield first
-            async for out in rest:
-                yield out
-
-        async for out in outputs():
+        out: Any = first
+        while out is not None:
             for o in out.outputs:
                 completion_tokens += len(o.token_ids)
                 if o.text:
@@ -190,4 +185,5 @@ class ChatService:
                             b'],"usage":' + usage.__pydantic_serializer__.to_json(usage) + b"}\n\n"
                         )
                     yield prefix + orjson.dumps(choice) + tail
+            out = await anext(rest, None)
         yield _DONE
