@@ -63,7 +63,34 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
     },
+    "dev/smollm2-135m-instruct.yaml": {
+        "model": "/cache/HuggingFaceTB--SmolLM2-135M-Instruct",
+        "served_model_name": ["HuggingFaceTB/SmolLM2-135M-Instruct"],
+        "dtype": "float32",
+        "quantization": None,
+        "tensor_parallel_size": 1,
+        "max_model_len": 2048,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_dtype": "auto",
+        "tokenizer_mode": "auto",
+    },
+    "dev/tiny-random.yaml": {
+        "model": "/cache/deepinfra-serve--tiny-random-llama",
+        "served_model_name": ["deepinfra-serve/tiny-random-llama"],
+        "dtype": "float32",
+        "quantization": None,
+        "tensor_parallel_size": 1,
+        "max_model_len": 512,
+        "gpu_memory_utilization": 0.9,
+        "kv_cache_dtype": "auto",
+        "tokenizer_mode": "auto",
+    },
 }
+
+
+def test_every_shipped_card_is_in_the_table() -> None:
+    shipped = {str(p.relative_to(CARDS)) for p in CARDS.glob("**/*.yaml")}
+    assert shipped == set(GPU_ARGS)
 
 
 @pytest.mark.parametrize("name", sorted(GPU_ARGS))
