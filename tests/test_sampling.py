@@ -114,3 +114,34 @@ def test_explicit_null_max_tokens_means_context_left_capped() -> None:
         max_tokens_null=True,
     )
     assert p.max_tokens == 16384
+
+
+def test_response_format_maps_to_structured_outputs() -> None:
+    assert params().structured_outputs is None
+    assert params(response_format={"type": "text"}).structured_outputs is None
+    so = params(response_format={"type": "json_object"}).structured_outputs
+    assert so.json_object is True and so.disable_any_whitespace is True
+    schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
+    wrapped = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
+    assert params(response_format=wrapped).structured_outputs.json == schema
+    bare = {"type": "json_schema", "json_schema": schema}
+    assert params(response_format=bare).structured_outputs.json == schema
+    so = params(response_format={"type": "regex", "regex": "[a-z]+"}).structured_outputs
+    assert so.regex == "[a-z]+"
+
+
+def test_logprobs_and_stop_token_ids_pass_through() -> None:
+    p = to_sampling_params(
+        SamplingOptions(),
+        MYTHOMAX,
+        prompt_tokens=1,
+        streaming=False,
+        logprobs=3,
+        stop_token_ids=[2, 7],
+    )
+    assert (p.logprobs, p.stop_token_ids) == (3, [2, 7])
+    assert params().logprobs is None
+
+
+def test_stop_text_is_not_returned() -> None:
+    assert params(stop=["###"]).include_stop_str_in_output is False

@@ -14,8 +14,7 @@ from fastapi.responses import JSONResponse
 from . import __version__
 from .cards import ModelCard
 from .errors import install_error_handlers
-from .openai.chat import ChatService
-from .openai.routes import build_router
+from .openai.routes import OpenAIServices, build_router
 from .served_model import ServedModel
 
 log = logging.getLogger(__name__)
@@ -29,12 +28,12 @@ def create_app(card: ModelCard, start_model: Callable[[], ServedModel]) -> FastA
         t0 = time.monotonic()
         model = start_model()
         app.state.model = model
-        app.state.chat = ChatService(model)
+        app.state.openai = OpenAIServices.over(model)
         log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
         try:
             yield
         finally:
-            app.state.chat = None
+            app.state.openai = None
             model.shutdown()
 
     app = FastAPI(
@@ -46,7 +45,7 @@ def create_app(card: ModelCard, start_model: Callable[[], ServedModel]) -> FastA
     app.state.card = card
     app.state.created = int(time.time())
     app.state.model = None
-    app.state.chat = None
+    app.state.openai = None
     install_error_handlers(app)
     router = build_router()
     app.include_router(router, prefix="/v1/openai", tags=["openai"])

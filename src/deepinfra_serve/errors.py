@@ -58,7 +58,9 @@ def validation_error(exc: RequestValidationError) -> APIError:
         return APIError(400, "Request body is not valid JSON", code="invalid_json")
     if first.get("type") == "missing" and tuple(first["loc"]) == ("body",):
         return APIError(400, "Request body is required", code="invalid_request")
-    messages = [f"{_field(tuple(e['loc']))}: {e['msg']}" for e in errors]
+    messages = [
+        f"{_field(tuple(e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in errors
+    ]
     return APIError(
         422, "; ".join(messages), param=_field(tuple(first["loc"])), code="invalid_value"
     )

@@ -7,9 +7,11 @@ so Mistral-Nemo's n <= 2 or pygmalion's temperature 0.7 need no code of their ow
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from .cards import ModelCard
 from .errors import APIError
@@ -17,10 +19,59 @@ from .errors import APIError
 _SEED_SPACE = 2**63
 
 
+class ResponseFormat(BaseModel):
+    """DeepInfra's response_format: text, json_object, json_schema or regex."""
+
+    type: Literal["text", "json_object", "json_schema", "regex"] = "text"
+    json_schema: dict[str, Any] | None = Field(
+        None, description="The schema, or OpenAI's {name, schema} wrapper around it."
+    )
+    regex: str | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> ResponseFormat:
+        # Checked here so that a broken schema or pattern is a 422 naming the field, not an
+        # error from deep inside the grammar compiler.
+        if self.type == "json_schema":
+            if not self.json_schema:
+                raise ValueError("json_schema is required when type is 'json_schema'")
+            schema = self.json_schema.get("schema", self.json_schema)
+            try:
+                jsonschema.validators.validator_for(schema).check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise ValueError(f"json_schema is not a valid JSON schema: {exc.message}") from exc
+        if self.type == "regex":
+            if not self.regex:
+                raise ValueError("regex is required when type is 'regex'")
+            try:
+                re.compile(self.regex)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile: {exc}") from exc
+        return self
+
+    def structured_outputs(self) -> Any:
+        """vLLM structured-output constraints, or None for free text.
+
+        JSON is generated compact: with any whitespace allowed, weak models loop on newlines
+        until max_tokens and return JSON that never closes.
+        """
+        if self.type == "text":
+            return None
+        from vllm.sampling_params import StructuredOutputsParams
+
+        if self.type == "json_object":
+            return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+        if self.type == "json_schema":
+            assert self.json_schema is not None
+            schema = self.json_schema.get("schema", self.json_schema)
+            return StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+        return StructuredOutputsParams(regex=self.regex)
+
+
 class SamplingOptions(BaseModel):
     """The sampling fields, ranges and defaults of DeepInfra's OpenAI-compatible API."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="ignore")
 
     temperature: float | None = Field(
         None, ge=0, le=2, description="Sampling temperature; 0 is greedy. Default 1."
@@ -51,6 +102,7 @@ class SamplingOptions(BaseModel):
         lt=2**64,
         description="Seed for sampling; same seed and parameters give the same text.",
     )
+    response_format: ResponseFormat | None = None
 
 
 def engine_seed(seed: int | None) -> int | None:
@@ -107,8 +159,10 @@ def to_sampling_params(
     prompt_tokens: int,
     streaming: bool,
     max_tokens_null: bool = False,
-    extra: dict[str, Any] | None = None,
+    logprobs: int | None = None,
+    stop_token_ids: list[int] | None = None,
 ) -> Any:
+    """The one mapping of request fields onto vLLM; raises `APIError` for what cannot run."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -148,6 +202,10 @@ def to_sampling_params(
         seed=engine_seed(options.seed),
         stop=_stop_list(options.stop, card),
         max_tokens=max_new_tokens(options, card, prompt_tokens, max_tokens_null),
+        stop_token_ids=stop_token_ids,
+        logprobs=logprobs,
+        structured_outputs=(
+            options.response_format.structured_outputs() if options.response_format else None
+        ),
         output_kind=kind,
-        **(extra or {}),
     )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from .cards import ModelCard
@@ -29,6 +30,7 @@ class ServedModel:
         )
         # Length is checked by the sampling adapter, which reports the numbers.
         self._tok_params = TokenizeParams(max_total_tokens=None, add_special_tokens=False)
+        self._cmpl_tok_params = TokenizeParams(max_total_tokens=None, add_special_tokens=True)
 
     @classmethod
     def start(cls, card: ModelCard, engine_args: Any) -> ServedModel:
@@ -56,11 +58,18 @@ class ServedModel:
                 "in the model card or drop 'openai' from its apis"
             )
 
-    async def chat_prompt(self, messages: list[dict[str, Any]]) -> dict[str, Any]:
+    async def chat_prompt(
+        self, messages: list[dict[str, Any]], template_kwargs: dict[str, Any] | None = None
+    ) -> dict[str, Any]:
         """Render a conversation into the engine's prompt (token ids included)."""
+        params = self._chat_params
+        if template_kwargs:
+            params = replace(
+                params, chat_template_kwargs={**template_kwargs, "add_generation_prompt": True}
+            )
         try:
             _, prompts = await self.engine.renderer.render_chat_async(
-                [messages], self._chat_params, self._tok_params
+                [messages], params, self._tok_params
             )
         except (ValueError, TypeError, KeyError) as exc:
             # Template errors (e.g. "roles must alternate") are the conversation's fault.
@@ -70,6 +79,31 @@ class ServedModel:
                 raise APIError(400, f"messages: {exc}", param="messages") from exc
             raise
         return prompts[0]
+
+    async def text_prompt(self, prompt: str | list[int]) -> dict[str, Any]:
+        """A raw completion prompt: text is tokenized with the model's special tokens (BOS)."""
+        if isinstance(prompt, str):
+            raw: dict[str, Any] = {"prompt": prompt}
+            params = self._cmpl_tok_params
+        else:
+            vocab = self.vocab_size
+            if bad := [t for t in prompt if t >= vocab]:
+                raise APIError(
+                    422,
+                    f"prompt: token id {bad[0]} is outside the vocabulary (size {vocab})",
+                    param="prompt",
+                )
+            raw = {"prompt_token_ids": prompt}
+            params = self._tok_params
+        [engine_prompt] = await self.engine.renderer.render_cmpl_async([raw], params)
+        return engine_prompt
+
+    @property
+    def vocab_size(self) -> int:
+        return self.engine.model_config.get_vocab_size()
+
+    def decode(self, token_ids: list[int]) -> str:
+        return self.engine.get_tokenizer().decode(token_ids)
 
     def generate(self, prompt: dict[str, Any], params: Any, request_id: str) -> AsyncIterator[Any]:
         return self.engine.generate(prompt, params, request_id)

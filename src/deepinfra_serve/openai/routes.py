@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
 from ..cards import ModelCard
 from ..errors import APIError
+from ..served_model import ServedModel
 from .chat import ChatService
+from .completions import CompletionService
 from .schema import (
     ChatCompletion,
     ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
     ModelList,
     ModelMetadata,
     ModelOut,
     ModelPricing,
 )
+
+
+@dataclass(frozen=True)
+class OpenAIServices:
+    chat: ChatService
+    completions: CompletionService
+
+    @classmethod
+    def over(cls, model: ServedModel) -> OpenAIServices:
+        return cls(ChatService(model), CompletionService(model))
 
 
 def model_out(card: ModelCard, created: int) -> ModelOut:
@@ -37,20 +53,16 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
     )
 
 
-def _chat(request: Request, model: str) -> ChatService:
-    service: ChatService | None = getattr(request.app.state, "chat", None)
-    if service is None:
-        raise APIError(
-            503,
-            "The model is still loading; retry later",
-            type="server_error",
-            code="model_loading",
-        )
-    card = service.card
+def _not_found(model: str) -> APIError:
+    return APIError(
+        404, f"The model `{model}` does not exist", param="model", code="model_not_found"
+    )
+
+
+def _services(request: Request, model: str) -> OpenAIServices:
+    card: ModelCard = request.app.state.card
     if model != card.name:
-        raise APIError(
-            404, f"The model `{model}` does not exist", param="model", code="model_not_found"
-        )
+        raise _not_found(model)
     if "openai" not in card.apis:
         raise APIError(
             400,
@@ -58,21 +70,31 @@ def _chat(request: Request, model: str) -> ChatService:
             param="model",
             code="api_not_supported",
         )
-    return service
+    services: OpenAIServices | None = request.app.state.openai
+    if services is None:
+        raise APIError(
+            503, "The model is loading; retry later", type="server_error", code="model_loading"
+        )
+    return services
+
+
+_SSE = {200: {"content": {"text/event-stream": {}}}}
 
 
 def build_router() -> APIRouter:
     router = APIRouter()
 
-    @router.post(
-        "/chat/completions",
-        response_model=ChatCompletion,
-        responses={200: {"content": {"text/event-stream": {}}}},
-    )
+    @router.post("/chat/completions", response_model=ChatCompletion, responses=_SSE)
     async def chat_completions(
         body: ChatCompletionRequest, request: Request
     ) -> ChatCompletion | EventSourceResponse:
-        return await _chat(request, body.model).create(body)
+        return await _services(request, body.model).chat.create(body)
+
+    @router.post("/completions", response_model=Completion, responses=_SSE)
+    async def completions(
+        body: CompletionRequest, request: Request
+    ) -> Completion | EventSourceResponse:
+        return await _services(request, body.model).completions.create(body)
 
     @router.get("/models", response_model=ModelList)
     async def list_models(request: Request) -> ModelList:
@@ -84,9 +106,7 @@ def build_router() -> APIRouter:
     async def get_model(model: str, request: Request) -> ModelOut:
         card: ModelCard = request.app.state.card
         if model != card.name or "openai" not in card.apis:
-            raise APIError(
-                404, f"The model `{model}` does not exist", param="model", code="model_not_found"
-            )
+            raise _not_found(model)
         return model_out(card, request.app.state.created)
 
     return router

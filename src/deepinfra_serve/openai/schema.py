@@ -75,18 +75,9 @@ class StreamOptions(BaseModel):
     continuous_usage_stats: bool = False
 
 
-class ResponseFormat(BaseModel):
-    type: Literal["text", "json_object", "json_schema", "regex"] = "text"
-    json_schema: dict[str, Any] | None = None
-    regex: str | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> ResponseFormat:
-        if self.type == "json_schema" and not self.json_schema:
-            raise ValueError("json_schema is required when type is 'json_schema'")
-        if self.type == "regex" and not self.regex:
-            raise ValueError("regex is required when type is 'regex'")
-        return self
+class ReasoningSettings(BaseModel):
+    effort: Literal["low", "medium", "high"] | None = None
+    enabled: bool | None = None
 
 
 class ChatCompletionRequest(SamplingOptions):
@@ -97,12 +88,14 @@ class ChatCompletionRequest(SamplingOptions):
     stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: bool | None = None
-    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
     tool_choice: str | dict[str, Any] | None = None
     user: str | None = None
     reasoning_effort: Literal["low", "medium", "high", "none"] | None = None
-    prompt_cache_key: str | None = None
+    reasoning: ReasoningSettings | None = None
+    prompt_cache_key: str | None = Field(
+        None, description="Accepted; vLLM's prefix cache reuses shared prompt prefixes itself."
+    )
     chat_template_kwargs: dict[str, Any] | None = None
     max_completion_tokens: int | None = Field(
         None, ge=0, le=1_000_000, description="OpenAI's newer name for max_tokens."
@@ -124,6 +117,38 @@ class ChatCompletionRequest(SamplingOptions):
                 msg["tool_call_id"] = m.tool_call_id
             out.append(msg)
         return out
+
+
+class CompletionRequest(SamplingOptions):
+    model_config = ConfigDict(extra="ignore")
+
+    model: str = Field(description="Model name, Owner/Name.")
+    prompt: str | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = Field(
+        description="The prompt: text, or token ids."
+    )
+    max_tokens: int | None = Field(
+        None,
+        gt=0,
+        le=1_000_000,
+        description="Most tokens to generate; null means the context left, capped at 16384.",
+    )
+    stream: bool = False
+    stream_options: StreamOptions | None = None
+    logprobs: int | None = Field(
+        None, description="Return the log-probabilities of this many top tokens per position."
+    )
+    echo: bool | None = Field(None, description="Return the prompt before the completion.")
+    stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(
+        None, max_length=16, description="Token ids that end generation."
+    )
+    return_tokens_as_token_ids: bool | None = Field(
+        None, description="Name tokens in logprobs as 'token_id:N'."
+    )
+    user: str | None = None
+    prompt_cache_key: str | None = Field(
+        None, description="Accepted; vLLM's prefix cache reuses shared prompt prefixes itself."
+    )
+    data: dict[str, Any] | None = None
 
 
 class Usage(BaseModel):
@@ -174,6 +199,33 @@ class ChatCompletionChunk(BaseModel):
     created: int
     model: str
     choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(BaseModel):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: dict[str, Any] | None = None
+
+
+class Completion(BaseModel):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(BaseModel):
+    """One SSE event of a streamed text completion (documentation and tests)."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
     usage: Usage | None = None
 
 
