@@ -12,6 +12,8 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from typing import Any
 
+from jinja2 import TemplateError
+
 from .cards import ModelCard
 from .errors import APIError
 
@@ -71,13 +73,9 @@ class ServedModel:
             _, prompts = await self.engine.renderer.render_chat_async(
                 [messages], params, self._tok_params
             )
-        except (ValueError, TypeError, KeyError) as exc:
+        except (ValueError, TypeError, KeyError, TemplateError) as exc:
             # Template errors (e.g. "roles must alternate") are the conversation's fault.
             raise APIError(400, f"messages: {exc}", param="messages") from exc
-        except Exception as exc:
-            if type(exc).__name__.endswith("TemplateError"):
-                raise APIError(400, f"messages: {exc}", param="messages") from exc
-            raise
         return prompts[0]
 
     async def text_prompt(self, prompt: str | list[int]) -> dict[str, Any]:
