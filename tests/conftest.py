@@ -26,7 +26,9 @@ def tiny_card() -> ModelCard:
 def base_url(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """The real server on the real CPU engine with the tiny card, started once per session."""
     log = tmp_path_factory.mktemp("logs") / "tiny-server.log"
-    with running_server(TINY_CARD, cache_dir, log) as url:
+    # Short webhook timeouts and backoff keep the delivery tests to seconds.
+    env = {"DEEPINFRA_SERVE_WEBHOOK_TIMEOUT_S": "1", "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05"}
+    with running_server(TINY_CARD, cache_dir, log, env) as url:
         yield url
 
 

@@ -27,10 +27,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_server(card: Path, cache_dir: Path, log_path: Path) -> Iterator[str]:
+def running_server(
+    card: Path, cache_dir: Path, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
     """Serve `card` on a free loopback port; yields the base URL once /health answers 200."""
     port = free_port()
-    env = {**os.environ, "DEEPINFRA_SERVE_CACHE_DIR": str(cache_dir), "PYTHONUNBUFFERED": "1"}
+    env = {
+        **os.environ,
+        "DEEPINFRA_SERVE_CACHE_DIR": str(cache_dir),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
     cmd = [
         sys.executable,
         "-m",

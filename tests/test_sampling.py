@@ -145,3 +145,37 @@ def test_logprobs_and_stop_token_ids_pass_through() -> None:
 
 def test_stop_text_is_not_returned() -> None:
     assert params(stop=["###"]).include_stop_str_in_output is False
+
+
+def test_native_profile_defaults_and_names() -> None:
+    from deepinfra_serve.sampling import NATIVE
+
+    p = to_sampling_params(
+        SamplingOptions(), MYTHOMAX, prompt_tokens=10, streaming=False, profile=NATIVE
+    )
+    assert (p.temperature, p.top_p, p.max_tokens) == (0.7, 0.9, 512)
+    with pytest.raises(APIError) as info:
+        to_sampling_params(
+            SamplingOptions(n=3), NEMO, prompt_tokens=1, streaming=False, profile=NATIVE
+        )
+    assert info.value.param == "num_responses"
+    assert info.value.message.startswith("num_responses:")
+    with pytest.raises(APIError) as info:
+        to_sampling_params(
+            SamplingOptions(), MYTHOMAX, prompt_tokens=4096, streaming=False, profile=NATIVE
+        )
+    assert info.value.param == "input"
+
+
+def test_what_the_engine_cannot_do_is_refused_by_name() -> None:
+    with pytest.raises(APIError) as info:
+        to_sampling_params(
+            SamplingOptions.model_construct(
+                temperature=50.0, n=1, presence_penalty=0, frequency_penalty=0
+            ),
+            MYTHOMAX,
+            prompt_tokens=1,
+            streaming=False,
+        )
+    assert info.value.status == 422
+    assert info.value.param == "temperature"

@@ -84,7 +84,7 @@ def main(argv: list[str] | None = None) -> int:
     from .app import create_app
     from .served_model import ServedModel
 
-    app = create_app(card, lambda: ServedModel.start(card, engine_args))
+    app = create_app(card, lambda: ServedModel.start(card, engine_args), settings)
     log.info(
         "serving %s on http://%s:%d (device %s)", card.name, settings.host, settings.port, device
     )

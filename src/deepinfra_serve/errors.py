@@ -33,7 +33,10 @@ class APIError(Exception):
         self.code = code
         self.type = type
 
-    def body(self) -> dict[str, Any]:
+    def body(self, native: bool = False) -> dict[str, Any]:
+        if native:
+            # DeepInfra's native API answers errors as {"error": "..."}.
+            return {"error": self.message}
         return {
             "error": {
                 "message": self.message,
@@ -66,18 +69,25 @@ def validation_error(exc: RequestValidationError) -> APIError:
     )
 
 
+NATIVE_PREFIX = "/v1/inference/"
+
+
+def _render(request: Request, err: APIError) -> JSONResponse:
+    native = request.url.path.startswith(NATIVE_PREFIX)
+    return JSONResponse(err.body(native), status_code=err.status)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(APIError)
     async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return JSONResponse(exc.body(), status_code=exc.status)
+        return _render(request, exc)
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        err = validation_error(exc)
-        return JSONResponse(err.body(), status_code=err.status)
+        return _render(request, validation_error(exc))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         err = APIError(500, "Internal server error", type="server_error", code="internal_error")
-        return JSONResponse(err.body(), status_code=500)
+        return _render(request, err)

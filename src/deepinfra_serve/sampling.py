@@ -8,6 +8,7 @@ so Mistral-Nemo's n <= 2 or pygmalion's temperature 0.7 need no code of their ow
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jsonschema
@@ -105,6 +106,42 @@ class SamplingOptions(BaseModel):
     response_format: ResponseFormat | None = None
 
 
+@dataclass(frozen=True)
+class ApiProfile:
+    """What differs between the APIs that share the adapter: documented defaults for fields
+    that both the request and the card leave out, and what the API calls its fields."""
+
+    temperature: float = 1.0
+    top_p: float = 1.0
+    top_k: int = 0
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0
+    # None: the context left, up to the card's max_tokens_cap.
+    max_tokens: int | None = None
+    prompt_field: str = "messages"
+    names: dict[str, str] = field(default_factory=dict)
+
+    def name(self, canonical: str) -> str:
+        return self.names.get(canonical, canonical)
+
+
+OPENAI_CHAT = ApiProfile()
+OPENAI_COMPLETIONS = ApiProfile(prompt_field="prompt")
+# DeepInfra's text-generation page: max_new_tokens 512, temperature 0.7, top_p 0.9.
+NATIVE = ApiProfile(
+    temperature=0.7,
+    top_p=0.9,
+    max_tokens=512,
+    prompt_field="input",
+    names={"n": "num_responses", "max_tokens": "max_new_tokens"},
+)
+
+
+def _invalid(profile: ApiProfile, canonical: str, message: str) -> APIError:
+    name = profile.name(canonical)
+    return APIError(422, f"{name}: {message}", param=name, code="invalid_value")
+
+
 def engine_seed(seed: int | None) -> int | None:
     """Fold DeepInfra's seed range [-2^63, 2^64) into vLLM's non-negative int64, deterministically.
 
@@ -113,24 +150,26 @@ def engine_seed(seed: int | None) -> int | None:
     return None if seed is None else seed % _SEED_SPACE
 
 
-def _stop_list(stop: str | list[str] | None, card: ModelCard) -> list[str]:
+def _stop_list(stop: str | list[str] | None, card: ModelCard, profile: ApiProfile) -> list[str]:
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     if len(stops) > card.limits.max_stop:
-        raise APIError(
-            422,
-            f"stop: up to {card.limits.max_stop} sequences are allowed, got {len(stops)}",
-            param="stop",
-            code="invalid_value",
+        raise _invalid(
+            profile, "stop", f"up to {card.limits.max_stop} sequences are allowed, got {len(stops)}"
         )
     if any(s == "" for s in stops):
-        raise APIError(422, "stop: sequences must not be empty", param="stop", code="invalid_value")
+        raise _invalid(profile, "stop", "sequences must not be empty")
     return stops
 
 
 def max_new_tokens(
-    options: SamplingOptions, card: ModelCard, prompt_tokens: int, max_tokens_null: bool
+    options: SamplingOptions,
+    card: ModelCard,
+    prompt_tokens: int,
+    max_tokens_null: bool,
+    profile: ApiProfile = OPENAI_CHAT,
 ) -> int:
-    """The token budget: what was asked, or the card's default, within the context left."""
+    """The token budget: what was asked, else the card's or the API's default, within the
+    context left."""
     context = card.engine.max_model_len
     room = context - prompt_tokens
     if room < 1:
@@ -138,15 +177,16 @@ def max_new_tokens(
             400,
             f"Requested {prompt_tokens} prompt tokens, the model's context is {context} tokens; "
             "shorten the prompt.",
-            param="messages",
+            param=profile.prompt_field,
             code="context_length_exceeded",
         )
+    default = card.defaults.max_tokens or profile.max_tokens
     if options.max_tokens is not None:
         asked = options.max_tokens
-    elif max_tokens_null or card.defaults.max_tokens is None:
+    elif max_tokens_null or default is None:
         asked = card.limits.max_tokens_cap
     else:
-        asked = card.defaults.max_tokens
+        asked = default
     # DeepInfra: input plus generated tokens are limited by the context; the generation stops
     # there with finish_reason "length" rather than failing.
     return min(asked, room)
@@ -161,26 +201,23 @@ def to_sampling_params(
     max_tokens_null: bool = False,
     logprobs: int | None = None,
     stop_token_ids: list[int] | None = None,
+    profile: ApiProfile = OPENAI_CHAT,
 ) -> Any:
     """The one mapping of request fields onto vLLM; raises `APIError` for what cannot run."""
     from vllm import SamplingParams
+    from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind
 
     if options.n > card.limits.max_n:
-        raise APIError(
-            422,
-            f"n: this model returns at most {card.limits.max_n} sequences, got {options.n}",
-            param="n",
-            code="invalid_value",
+        raise _invalid(
+            profile,
+            "n",
+            f"this model returns at most {card.limits.max_n} sequences, got {options.n}",
         )
     if options.max_tokens == 0:
-        raise APIError(
-            422,
-            "max_tokens: must be at least 1 for generation",
-            param="max_tokens",
-            code="invalid_value",
-        )
+        raise _invalid(profile, "max_tokens", "must be at least 1 for generation")
     d = card.defaults
+    p = profile
 
     def pick(value: Any, card_default: Any, api_default: Any) -> Any:
         if value is not None:
@@ -190,22 +227,30 @@ def to_sampling_params(
     kind: Literal[RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY] = (
         RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY
     )
-    return SamplingParams(
-        n=options.n,
-        temperature=pick(options.temperature, d.temperature, 1.0),
-        top_p=pick(options.top_p, d.top_p, 1.0),
-        top_k=pick(options.top_k, d.top_k, 0),
-        min_p=pick(options.min_p, d.min_p, 0.0),
-        repetition_penalty=pick(options.repetition_penalty, d.repetition_penalty, 1.0),
-        presence_penalty=options.presence_penalty,
-        frequency_penalty=options.frequency_penalty,
-        seed=engine_seed(options.seed),
-        stop=_stop_list(options.stop, card),
-        max_tokens=max_new_tokens(options, card, prompt_tokens, max_tokens_null),
-        stop_token_ids=stop_token_ids,
-        logprobs=logprobs,
-        structured_outputs=(
-            options.response_format.structured_outputs() if options.response_format else None
-        ),
-        output_kind=kind,
-    )
+    try:
+        return SamplingParams(
+            n=options.n,
+            temperature=pick(options.temperature, d.temperature, p.temperature),
+            top_p=pick(options.top_p, d.top_p, p.top_p),
+            top_k=pick(options.top_k, d.top_k, p.top_k),
+            min_p=pick(options.min_p, d.min_p, p.min_p),
+            repetition_penalty=pick(
+                options.repetition_penalty, d.repetition_penalty, p.repetition_penalty
+            ),
+            presence_penalty=options.presence_penalty,
+            frequency_penalty=options.frequency_penalty,
+            seed=engine_seed(options.seed),
+            stop=_stop_list(options.stop, card, profile),
+            max_tokens=max_new_tokens(options, card, prompt_tokens, max_tokens_null, profile),
+            stop_token_ids=stop_token_ids,
+            logprobs=logprobs,
+            structured_outputs=(
+                options.response_format.structured_outputs() if options.response_format else None
+            ),
+            output_kind=kind,
+        )
+    except (ValueError, VLLMClientError) as exc:
+        # What the API allows but this engine cannot do (the native API's temperature goes
+        # to 100, vLLM's to 2) is refused by name here rather than failing later.
+        name = profile.name(getattr(exc, "parameter", None) or "") or None
+        raise APIError(422, str(exc), param=name, code="unsupported_value") from exc

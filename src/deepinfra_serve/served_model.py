@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
+from functools import cached_property
 from typing import Any
 
 from jinja2 import TemplateError
@@ -100,6 +101,13 @@ class ServedModel:
     def vocab_size(self) -> int:
         return self.engine.model_config.get_vocab_size()
 
+    @cached_property
+    def special_tokens(self) -> dict[int, str]:
+        """Special token ids and their text ("</s>"), which a plain decode leaves out."""
+        tokenizer = self.engine.get_tokenizer()
+        ids = list(getattr(tokenizer, "all_special_ids", []))
+        return dict(zip(ids, tokenizer.convert_ids_to_tokens(ids), strict=True))
+
     def decode(self, token_ids: list[int]) -> str:
         return self.engine.get_tokenizer().decode(token_ids)
 
@@ -115,3 +123,18 @@ class ServedModel:
 
     def shutdown(self) -> None:
         self.engine.shutdown()
+
+
+async def first_output(outputs: AsyncIterator[Any]) -> Any:
+    """Pull the first engine output before answering, so that a request the engine refuses
+    gets a 4xx rather than a 200 stream that fails."""
+    from vllm.exceptions import VLLMClientError
+
+    try:
+        return await anext(outputs)
+    except (ValueError, VLLMClientError) as exc:
+        param = getattr(exc, "parameter", None)
+        if param is None and "grammar" in str(exc).lower():
+            # The grammar compiler refused a schema or pattern that passed our own checks.
+            param = "response_format"
+        raise APIError(400, str(exc), param=param) from exc

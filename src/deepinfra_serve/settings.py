@@ -33,3 +33,8 @@ class ServerSettings(BaseSettings):
         1, ge=1, description="KV-cache size on the CPU profile (VLLM_CPU_KVCACHE_SPACE)."
     )
     log_level: str = Field("info", description="Python log level.")
+    webhook_attempts: int = Field(4, ge=1, le=10, description="Deliveries tried per webhook.")
+    webhook_timeout_s: float = Field(10.0, gt=0, description="Time allowed one delivery.")
+    webhook_backoff_s: float = Field(
+        1.0, ge=0, description="Wait before the first retry; doubles after each failure."
+    )

@@ -15,10 +15,10 @@ from sse_starlette import EventSourceResponse
 
 from ..errors import APIError
 from ..sampling import to_sampling_params
-from ..served_model import ServedModel
+from ..served_model import ServedModel, first_output
 from .logprobs import chat_logprobs
 from .schema import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut
-from .serving import UsagePolicy, finish_reason, first_output, sse_chunks, usage
+from .serving import UsagePolicy, finish_reason, sse_chunks, usage
 
 
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:

@@ -9,11 +9,11 @@ from typing import Any
 from sse_starlette import EventSourceResponse
 
 from ..errors import APIError
-from ..sampling import to_sampling_params
-from ..served_model import ServedModel
+from ..sampling import OPENAI_COMPLETIONS, to_sampling_params
+from ..served_model import ServedModel, first_output
 from .logprobs import completion_logprobs
 from .schema import Completion, CompletionChoice, CompletionRequest
-from .serving import UsagePolicy, finish_reason, first_output, sse_chunks, usage
+from .serving import UsagePolicy, finish_reason, sse_chunks, usage
 
 # vLLM's default max_logprobs: the most alternatives one position may report.
 MAX_LOGPROBS = 20
@@ -57,6 +57,7 @@ class CompletionService:
             max_tokens_null="max_tokens" in req.model_fields_set and req.max_tokens is None,
             logprobs=req.logprobs,
             stop_token_ids=req.stop_token_ids,
+            profile=OPENAI_COMPLETIONS,
         )
         echo = ""
         if req.echo:

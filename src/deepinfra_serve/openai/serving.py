@@ -10,7 +10,6 @@ from typing import Any
 import orjson
 
 from ..cards import ModelCard
-from ..errors import APIError
 from ..pricing import estimated_cost
 from .schema import StreamOptions, Usage
 
@@ -32,21 +31,6 @@ def usage(card: ModelCard, prompt_tokens: int, completion_tokens: int) -> Usage:
         total_tokens=prompt_tokens + completion_tokens,
         estimated_cost=estimated_cost(card.pricing, prompt_tokens, completion_tokens),
     )
-
-
-async def first_output(outputs: AsyncIterator[Any]) -> Any:
-    """Pull the first engine output before answering, so that a request the engine refuses
-    gets a 4xx rather than a 200 stream that fails."""
-    from vllm.exceptions import VLLMClientError
-
-    try:
-        return await anext(outputs)
-    except (ValueError, VLLMClientError) as exc:
-        param = getattr(exc, "parameter", None)
-        if param is None and "grammar" in str(exc).lower():
-            # The grammar compiler refused a schema or pattern that passed our own checks.
-            param = "response_format"
-        raise APIError(400, str(exc), param=param) from exc
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,1 @@
+"""DeepInfra's native text-generation API: POST /v1/inference/{model}."""

@@ -1,0 +1,96 @@
+"""Retry and backoff of webhook delivery. The remote target is the test double here (respx)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+import respx
+
+from deepinfra_serve.native.webhooks import WebhookSender
+
+HOOK = "https://hooks.example.com/done"
+
+
+@pytest.fixture
+def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
+    delays: list[float] = []
+
+    async def fake_sleep(seconds: float) -> None:
+        delays.append(seconds)
+
+    monkeypatch.setattr("deepinfra_serve.native.webhooks.asyncio.sleep", fake_sleep)
+    return delays
+
+
+@respx.mock
+async def test_delivers_once_on_success(sleeps: list[float]) -> None:
+    route = respx.post(HOOK).mock(return_value=httpx.Response(200))
+    sender = WebhookSender(attempts=4, backoff_s=1.0)
+    assert await sender.deliver(HOOK, b'{"ok": true}') is True
+    assert route.call_count == 1
+    assert route.calls[0].request.content == b'{"ok": true}'
+    assert route.calls[0].request.headers["content-type"] == "application/json"
+    assert sleeps == []
+    await sender.aclose()
+
+
+@respx.mock
+async def test_retries_errors_with_doubling_backoff(sleeps: list[float]) -> None:
+    route = respx.post(HOOK).mock(
+        side_effect=[
+            httpx.Response(503),
+            httpx.ConnectError("refused"),
+            httpx.Response(429),
+            httpx.Response(204),
+        ]
+    )
+    sender = WebhookSender(attempts=4, backoff_s=0.5)
+    assert await sender.deliver(HOOK, b"{}") is True
+    assert route.call_count == 4
+    assert sleeps == [0.5, 1.0, 2.0]
+    await sender.aclose()
+
+
+@respx.mock
+async def test_gives_up_after_its_attempts(sleeps: list[float]) -> None:
+    route = respx.post(HOOK).mock(side_effect=httpx.ReadTimeout("slow"))
+    sender = WebhookSender(attempts=3, backoff_s=1.0, timeout_s=2.0)
+    assert await sender.deliver(HOOK, b"{}") is False
+    assert route.call_count == 3
+    assert sleeps == [1.0, 2.0]
+    await sender.aclose()
+
+
+@respx.mock
+async def test_client_errors_are_retried_too(sleeps: list[float]) -> None:
+    # DeepInfra retries deliveries on 4xx and 5xx alike.
+    route = respx.post(HOOK).mock(side_effect=[httpx.Response(404), httpx.Response(200)])
+    sender = WebhookSender(attempts=2, backoff_s=0.1)
+    assert await sender.deliver(HOOK, b"{}") is True
+    assert route.call_count == 2
+    await sender.aclose()
+
+
+@respx.mock
+async def test_redirects_are_not_followed(sleeps: list[float]) -> None:
+    respx.post(HOOK).mock(
+        return_value=httpx.Response(302, headers={"location": "http://10.0.0.1/"})
+    )
+    other = respx.post("http://10.0.0.1/").mock(return_value=httpx.Response(200))
+    sender = WebhookSender(attempts=1)
+    assert await sender.deliver(HOOK, b"{}") is False
+    assert other.call_count == 0
+    await sender.aclose()
+
+
+async def test_background_jobs_are_tracked_and_awaited_on_close() -> None:
+    sender = WebhookSender()
+    done: list[int] = []
+
+    async def job() -> None:
+        done.append(1)
+
+    sender.submit(job())
+    assert sender.pending == 1
+    await sender.aclose(grace_s=1)
+    assert done == [1] and sender.pending == 0
