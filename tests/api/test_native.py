@@ -170,7 +170,7 @@ def test_over_long_input_gives_the_numbers(client: httpx.Client) -> None:
 def test_unknown_model_is_404(client: httpx.Client) -> None:
     r = client.post("/v1/inference/nobody/nothing", json={"input": "Hi"})
     assert r.status_code == 404
-    assert r.json() == {"error": "Model nobody/nothing not found"}
+    assert r.json() == {"error": "The model `nobody/nothing` does not exist"}
 
 
 def test_response_model_matches(client: httpx.Client) -> None:

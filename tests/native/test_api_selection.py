@@ -58,4 +58,4 @@ def test_openai_only_model_refuses_the_native_route() -> None:
     client = TestClient(create_app(card, _no_engine))
     r = client.post(f"/v1/inference/{card.name}", json={"input": "hi"})
     assert r.status_code == 400
-    assert "/v1/openai" in r.json()["error"]
+    assert r.json() == {"error": f"The model `{card.name}` is served through /v1/openai only"}

@@ -5,8 +5,8 @@ from __future__ import annotations
 from fastapi import APIRouter, Request
 from sse_starlette import EventSourceResponse
 
-from ..cards import ModelCard
 from ..errors import APIError
+from ..model_routing import check_served
 from .schema import InferenceRequest, InferenceResponse
 from .service import InferenceService
 
@@ -22,16 +22,7 @@ def build_router() -> APIRouter:
     async def inference(
         model: str, body: InferenceRequest, request: Request
     ) -> InferenceResponse | EventSourceResponse:
-        card: ModelCard = request.app.state.card
-        if model != card.name:
-            raise APIError(404, f"Model {model} not found", param="model", code="model_not_found")
-        if "native" not in card.apis:
-            raise APIError(
-                400,
-                f"Model {model} is served through /v1/openai only",
-                param="model",
-                code="api_not_supported",
-            )
+        check_served(request.app.state.card, model, "native")
         service: InferenceService | None = request.app.state.native
         if service is None:
             raise APIError(503, "Model is loading, retry later", code="model_loading")

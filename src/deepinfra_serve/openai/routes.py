@@ -9,6 +9,7 @@ from sse_starlette import EventSourceResponse
 
 from ..cards import ModelCard
 from ..errors import APIError
+from ..model_routing import check_served, not_found
 from ..served_model import ServedModel
 from .chat import ChatService
 from .completions import CompletionService
@@ -53,23 +54,8 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
     )
 
 
-def _not_found(model: str) -> APIError:
-    return APIError(
-        404, f"The model `{model}` does not exist", param="model", code="model_not_found"
-    )
-
-
 def _services(request: Request, model: str) -> OpenAIServices:
-    card: ModelCard = request.app.state.card
-    if model != card.name:
-        raise _not_found(model)
-    if "openai" not in card.apis:
-        raise APIError(
-            400,
-            f"The model `{model}` is served through /v1/inference/{model} only",
-            param="model",
-            code="api_not_supported",
-        )
+    check_served(request.app.state.card, model, "openai")
     services: OpenAIServices | None = request.app.state.openai
     if services is None:
         raise APIError(
@@ -106,7 +92,8 @@ def build_router() -> APIRouter:
     async def get_model(model: str, request: Request) -> ModelOut:
         card: ModelCard = request.app.state.card
         if model != card.name or "openai" not in card.apis:
-            raise _not_found(model)
+            # Only what /models lists can be retrieved.
+            raise not_found(model)
         return model_out(card, request.app.state.created)
 
     return router
