@@ -1,15 +1,22 @@
-"""The FastAPI application: an app factory that tests and the CLI both call."""
+"""The FastAPI application: an app factory that tests and the CLI both call.
+
+The HTTP server answers from the first moment: the engine is built in a worker thread while
+the probes tell an orchestrator "alive, not ready yet" (a 70B model takes minutes to load).
+"""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from enum import StrEnum
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import __version__
 from .cards import ModelCard
@@ -17,6 +24,8 @@ from .errors import install_error_handlers
 from .native.routes import build_router as build_native_router
 from .native.service import InferenceService
 from .native.webhooks import WebhookSender
+from .observability import metrics
+from .observability.middleware import ObservabilityMiddleware
 from .openai.routes import OpenAIServices, build_router
 from .served_model import ServedModel
 from .settings import ServerSettings
@@ -24,34 +33,66 @@ from .settings import ServerSettings
 log = logging.getLogger(__name__)
 
 
+class Phase(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+
+
 def create_app(
     card: ModelCard,
     start_model: Callable[[], ServedModel],
     settings: ServerSettings | None = None,
+    on_fatal: Callable[[], None] = lambda: None,
 ) -> FastAPI:
-    """`start_model` builds the engine; it runs inside the server's event loop at start-up."""
+    """`start_model` prepares the weights and builds the engine; it runs in a worker thread.
+
+    `on_fatal` is called when the engine cannot start, so that the process can exit non-zero
+    and be restarted.
+    """
     settings = settings or ServerSettings()
+    ready_gauge = metrics.ENGINE_READY.labels(card.name)
+
+    async def start(app: FastAPI, webhooks: WebhookSender) -> None:
+        t0 = time.monotonic()
+        try:
+            model = await asyncio.to_thread(start_model)
+        except Exception:
+            log.exception("the engine for %s failed to start", card.name)
+            app.state.phase = Phase.FAILED
+            on_fatal()
+            return
+        if app.state.phase is not Phase.LOADING:  # shut down while loading
+            model.shutdown()
+            return
+        app.state.model = model
+        app.state.openai = OpenAIServices.over(model)
+        app.state.native = InferenceService(model, webhooks)
+        app.state.phase = Phase.READY
+        ready_gauge.set(1)
+        log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        t0 = time.monotonic()
-        model = start_model()
-        app.state.model = model
-        app.state.openai = OpenAIServices.over(model)
         webhooks = WebhookSender(
             attempts=settings.webhook_attempts,
             timeout_s=settings.webhook_timeout_s,
             backoff_s=settings.webhook_backoff_s,
         )
-        app.state.native = InferenceService(model, webhooks)
-        log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
+        starting = asyncio.create_task(start(app, webhooks))
         try:
             yield
         finally:
-            app.state.openai = None
-            app.state.native = None
+            if app.state.phase is not Phase.FAILED:
+                app.state.phase = Phase.DRAINING
+            ready_gauge.set(0)
+            app.state.openai = app.state.native = None
+            if not starting.done():
+                log.warning("shutting down while the engine is still loading")
             await webhooks.aclose()
-            model.shutdown()
+            if app.state.model is not None:
+                app.state.model.shutdown()
 
     app = FastAPI(
         title="deepinfra-serve",
@@ -61,21 +102,46 @@ def create_app(
     )
     app.state.card = card
     app.state.created = int(time.time())
+    app.state.phase = Phase.LOADING
     app.state.model = None
     app.state.openai = None
     app.state.native = None
+    ready_gauge.set(0)
     install_error_handlers(app)
+    app.add_middleware(ObservabilityMiddleware, model=card.name, log_content=settings.log_content)
     router = build_router()
     app.include_router(router, prefix="/v1/openai", tags=["openai"])
     # DeepInfra serves the same API without the /openai segment.
     app.include_router(router, prefix="/v1", include_in_schema=False)
     app.include_router(build_native_router(), tags=["native"])
 
+    def engine_status() -> str:
+        model: ServedModel | None = app.state.model
+        if model is not None and model.errored:
+            return "dead"
+        return str(app.state.phase)
+
+    @app.get("/health/live", tags=["operations"])
+    async def live() -> dict[str, str]:
+        """200 as long as the process serves HTTP, while loading too."""
+        return {"status": "alive"}
+
+    @app.get("/health/ready", tags=["operations"])
+    async def ready() -> Any:
+        """200 only when new requests can be served: 503 while loading, draining or dead."""
+        status = engine_status()
+        return JSONResponse({"status": status}, status_code=200 if status == "ready" else 503)
+
     @app.get("/health", tags=["operations"])
     async def health() -> Any:
-        model: ServedModel | None = app.state.model
-        if model is None or model.errored:
-            return JSONResponse({"status": "unavailable"}, status_code=503)
-        return {"status": "ok", "model": card.name}
+        """Whether the engine is up: 503 while loading or once it has died."""
+        status = engine_status()
+        ok = status in ("ready", "draining")
+        body = {"status": "ok" if ok else status, "model": card.name}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/metrics", tags=["operations"], response_class=Response)
+    async def prometheus_metrics() -> Response:
+        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
 
     return app

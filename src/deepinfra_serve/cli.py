@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from .cards import CardError, load_card
+from .observability.logs import configure_logging
 from .settings import ServerSettings
 
 log = logging.getLogger("deepinfra_serve")
@@ -36,9 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     overrides = {k: v for k, v in vars(args).items() if v is not None and k != "command"}
     settings = ServerSettings(**overrides)
-    logging.basicConfig(
-        level=settings.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
-    )
+    configure_logging(settings.log_level)
     try:
         card = load_card(settings.card)
     except CardError as exc:
@@ -71,25 +70,41 @@ def main(argv: list[str] | None = None) -> int:
         )
         return 0
 
-    model = prepare_weights(card, settings.cache_dir)
     if args.command == "prepare":
-        print(model)
+        print(prepare_weights(card, settings.cache_dir))
         return 0
-
-    plan = plan_engine(card, model, device, cpu_kv_cache_gib=settings.cpu_kv_cache_gib)
-    engine_args = build_engine_args(plan)
 
     import uvicorn
 
     from .app import create_app
     from .served_model import ServedModel
 
-    app = create_app(card, lambda: ServedModel.start(card, engine_args), settings)
+    def start_model() -> ServedModel:
+        model = prepare_weights(card, settings.cache_dir)
+        plan = plan_engine(card, model, device, cpu_kv_cache_gib=settings.cpu_kv_cache_gib)
+        return ServedModel.start(card, build_engine_args(plan))
+
+    failed = False
+
+    def on_fatal() -> None:
+        nonlocal failed
+        failed = True
+        server.should_exit = True
+
+    app = create_app(card, start_model, settings, on_fatal)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # the service writes its own JSON access lines
+    )
+    server = uvicorn.Server(config)
     log.info(
         "serving %s on http://%s:%d (device %s)", card.name, settings.host, settings.port, device
     )
-    uvicorn.run(app, host=settings.host, port=settings.port, log_level=settings.log_level.lower())
-    return 0
+    server.run()
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":

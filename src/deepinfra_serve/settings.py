@@ -33,6 +33,9 @@ class ServerSettings(BaseSettings):
         1, ge=1, description="KV-cache size on the CPU profile (VLLM_CPU_KVCACHE_SPACE)."
     )
     log_level: str = Field("info", description="Python log level.")
+    log_content: bool = Field(
+        False, description="Put prompts and outputs in the access log (off: they are private)."
+    )
     webhook_attempts: int = Field(4, ge=1, le=10, description="Deliveries tried per webhook.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Time allowed one delivery.")
     webhook_backoff_s: float = Field(

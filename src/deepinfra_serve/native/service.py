@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import logging
 import secrets
-import string
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -14,6 +13,8 @@ import orjson
 from sse_starlette import EventSourceResponse
 
 from ..errors import APIError
+from ..observability import metrics
+from ..observability.context import RequestRecord, current
 from ..pricing import estimated_cost
 from ..sampling import NATIVE, to_sampling_params
 from ..served_model import ServedModel, first_output
@@ -21,13 +22,6 @@ from .schema import GeneratedText, InferenceRequest, InferenceResponse, Inferenc
 from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
-
-_ALPHABET = string.ascii_letters + string.digits
-
-
-def _request_id() -> str:
-    # DeepInfra's ids look like "RWZDRhS5kdoM1XWwXLEshynO": 24 letters and digits.
-    return "".join(secrets.choice(_ALPHABET) for _ in range(24))
 
 
 def tgi_finish_reason(o: Any) -> str:
@@ -73,6 +67,9 @@ class InferenceService:
         if req.stream and req.webhook is not None:
             raise APIError(422, "webhook: not allowed with stream", param="webhook")
         started = time.monotonic()
+        record = current()
+        if record.capture_content:
+            record.content = {"input": req.input}
         prompt = await self.model.text_prompt(req.input)
         prompt_tokens = len(prompt["prompt_token_ids"])
         # The native API takes no seed but reports one: draw it here so that it is the seed
@@ -87,9 +84,10 @@ class InferenceService:
             logprobs=0 if req.stream else None,
             profile=NATIVE,
         )
-        request_id = _request_id()
+        request_id = record.request_id
         outputs = self.model.generate(prompt, params, request_id)
         if req.webhook is not None:
+            record.usage(prompt_tokens, 0, 0.0, "queued")
             self.webhooks.submit(
                 self._deliver(str(req.webhook), request_id, outputs, prompt_tokens, started)
             )
@@ -100,9 +98,19 @@ class InferenceService:
             )
         first = await first_output(outputs)
         if req.stream:
-            events = self._stream(first, outputs, prompt_tokens, seed)
+            events = self._stream(first, outputs, prompt_tokens, seed, record)
             return EventSourceResponse(events, sep="\n", ping=15)
-        return self._response(request_id, first, prompt_tokens, started)
+        response = self._response(request_id, first, prompt_tokens, started)
+        status = response.inference_status
+        record.usage(
+            prompt_tokens, status.tokens_generated, status.cost, tgi_finish_reason(first.outputs[0])
+        )
+        if record.capture_content:
+            record.content = {
+                **(record.content or {}),
+                "output": [r.generated_text for r in response.results],
+            }
+        return response
 
     def _response(
         self, request_id: str, out: Any, prompt_tokens: int, started: float
@@ -138,6 +146,14 @@ class InferenceService:
             # Not streaming: the engine yields once, when the generation is complete.
             out = await first_output(outputs)
             response = self._response(request_id, out, prompt_tokens, started)
+            # The HTTP request was counted when it was queued; its tokens and cost are billed
+            # here, when they are known.
+            status = response.inference_status
+            metrics.PROMPT_TOKENS.labels(self.card.name, "inference").inc(prompt_tokens)
+            metrics.GENERATION_TOKENS.labels(self.card.name, "inference").inc(
+                status.tokens_generated
+            )
+            metrics.COST.labels(self.card.name, "inference").inc(status.cost)
         except Exception:
             log.exception("inference %s for a webhook failed", request_id)
             response = InferenceResponse(
@@ -152,13 +168,19 @@ class InferenceService:
         await self.webhooks.deliver(url, response.model_dump_json().encode())
 
     async def _stream(
-        self, first: Any, rest: AsyncIterator[Any], prompt_tokens: int, seed: int
+        self,
+        first: Any,
+        rest: AsyncIterator[Any],
+        prompt_tokens: int,
+        seed: int,
+        record: RequestRecord,
     ) -> AsyncIterator[bytes]:
         """One event per token with its real id and logprob; the last one also carries the
         whole text and the details, as TGI's generate_stream does."""
         special = self.model.special_tokens
         generated = ""
         count = 0
+        record.first_token()
         out: Any = first
         while out is not None:
             o = out.outputs[0]
@@ -187,4 +209,9 @@ class InferenceService:
                         "seed": seed,
                     }
                 yield b"data: " + orjson.dumps(event) + b"\n\n"
+            if o.finish_reason is not None:
+                cost = estimated_cost(self.card.pricing, prompt_tokens, count)
+                record.usage(prompt_tokens, count, cost, tgi_finish_reason(o))
+                if record.capture_content:
+                    record.content = {**(record.content or {}), "output": [generated]}
             out = await anext(rest, None)

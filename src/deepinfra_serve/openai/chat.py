@@ -8,12 +8,12 @@ Streaming follows DeepInfra rather than OpenAI where they differ: every content 
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 
 from ..errors import APIError
+from ..observability.context import RequestRecord, current
 from ..sampling import to_sampling_params
 from ..served_model import ServedModel, first_output
 from .logprobs import chat_logprobs
@@ -51,7 +51,12 @@ class ChatService:
 
     async def create(self, req: ChatCompletionRequest) -> ChatCompletion | EventSourceResponse:
         _refuse_unsupported(req)
-        prompt = await self.model.chat_prompt(req.engine_messages(), req.chat_template_kwargs)
+        record = current()
+        record.user = req.user
+        messages = req.engine_messages()
+        if record.capture_content:
+            record.content = {"messages": messages}
+        prompt = await self.model.chat_prompt(messages, req.chat_template_kwargs)
         prompt_tokens = len(prompt["prompt_token_ids"])
         params = to_sampling_params(
             req,
@@ -61,11 +66,11 @@ class ChatService:
             max_tokens_null="max_tokens" in req.model_fields_set and req.max_tokens is None,
             logprobs=0 if req.logprobs else None,
         )
-        request_id = f"chatcmpl-{uuid.uuid4().hex}"
+        request_id = f"chatcmpl-{record.request_id}"
         outputs = self.model.generate(prompt, params, request_id)
         first = await first_output(outputs)
         if not req.stream:
-            return self._complete(request_id, first, prompt_tokens)
+            return self._complete(request_id, first, prompt_tokens, record)
         frames = sse_chunks(
             card=self.card,
             request_id=request_id,
@@ -77,10 +82,13 @@ class ChatService:
             policy=UsagePolicy.of(req.stream_options),
             delta=_delta,
             finish=_finish,
+            record=record,
         )
         return EventSourceResponse(frames, sep="\n", ping=15)
 
-    def _complete(self, request_id: str, out: Any, prompt_tokens: int) -> ChatCompletion:
+    def _complete(
+        self, request_id: str, out: Any, prompt_tokens: int, record: RequestRecord
+    ) -> ChatCompletion:
         choices = [
             ChatChoice(
                 index=o.index,
@@ -91,12 +99,15 @@ class ChatService:
             for o in sorted(out.outputs, key=lambda o: o.index)
         ]
         completion_tokens = sum(len(o.token_ids) for o in out.outputs)
+        u = usage(self.card, prompt_tokens, completion_tokens)
+        record.usage(prompt_tokens, completion_tokens, u.estimated_cost, choices[0].finish_reason)
+        if record.capture_content:
+            record.content = {
+                **(record.content or {}),
+                "output": [c.message.content for c in choices],
+            }
         return ChatCompletion(
-            id=request_id,
-            created=int(time.time()),
-            model=self.card.name,
-            choices=choices,
-            usage=usage(self.card, prompt_tokens, completion_tokens),
+            id=request_id, created=int(time.time()), model=self.card.name, choices=choices, usage=u
         )
 
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import time
-import uuid
 from typing import Any
 
 from sse_starlette import EventSourceResponse
 
 from ..errors import APIError
+from ..observability.context import RequestRecord, current
 from ..sampling import OPENAI_COMPLETIONS, to_sampling_params
 from ..served_model import ServedModel, first_output
 from .logprobs import completion_logprobs
@@ -47,6 +47,10 @@ class CompletionService:
 
     async def create(self, req: CompletionRequest) -> Completion | EventSourceResponse:
         _refuse_unsupported(req)
+        record = current()
+        record.user = req.user
+        if record.capture_content:
+            record.content = {"prompt": req.prompt}
         prompt = await self.model.text_prompt(req.prompt)
         prompt_ids = prompt["prompt_token_ids"]
         params = to_sampling_params(
@@ -63,11 +67,11 @@ class CompletionService:
         if req.echo:
             echo = req.prompt if isinstance(req.prompt, str) else self.model.decode(prompt_ids)
         as_ids = bool(req.return_tokens_as_token_ids)
-        request_id = f"cmpl-{uuid.uuid4().hex}"
+        request_id = f"cmpl-{record.request_id}"
         outputs = self.model.generate(prompt, params, request_id)
         first = await first_output(outputs)
         if not req.stream:
-            return self._complete(request_id, first, len(prompt_ids), echo, as_ids)
+            return self._complete(request_id, first, len(prompt_ids), echo, as_ids, record)
 
         offsets = [len(echo)] * params.n
 
@@ -94,12 +98,19 @@ class CompletionService:
             policy=UsagePolicy.of(req.stream_options),
             delta=delta,
             finish=_finish,
+            record=record,
             preamble=preamble,
         )
         return EventSourceResponse(frames, sep="\n", ping=15)
 
     def _complete(
-        self, request_id: str, out: Any, prompt_tokens: int, echo: str, as_ids: bool
+        self,
+        request_id: str,
+        out: Any,
+        prompt_tokens: int,
+        echo: str,
+        as_ids: bool,
+        record: RequestRecord,
     ) -> Completion:
         choices = [
             CompletionChoice(
@@ -111,12 +122,12 @@ class CompletionService:
             for o in sorted(out.outputs, key=lambda o: o.index)
         ]
         completion_tokens = sum(len(o.token_ids) for o in out.outputs)
+        u = usage(self.card, prompt_tokens, completion_tokens)
+        record.usage(prompt_tokens, completion_tokens, u.estimated_cost, choices[0].finish_reason)
+        if record.capture_content:
+            record.content = {**(record.content or {}), "output": [c.text for c in choices]}
         return Completion(
-            id=request_id,
-            created=int(time.time()),
-            model=self.card.name,
-            choices=choices,
-            usage=usage(self.card, prompt_tokens, completion_tokens),
+            id=request_id, created=int(time.time()), model=self.card.name, choices=choices, usage=u
         )
 
 

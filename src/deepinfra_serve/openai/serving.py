@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ..cards import ModelCard
+from ..observability.context import RequestRecord
 from ..pricing import estimated_cost
 from .schema import StreamOptions, Usage
 
@@ -57,6 +58,7 @@ async def sse_chunks(
     policy: UsagePolicy,
     delta: Callable[[Any], Choice | None],
     finish: Callable[[Any], Choice],
+    record: RequestRecord,
     preamble: list[Choice] = (),  # type: ignore[assignment]
 ) -> AsyncIterator[bytes]:
     """Frame engine outputs as SSE chunks of one choice each, ending in `data: [DONE]`.
@@ -84,18 +86,29 @@ async def sse_chunks(
             + b"}\n\n"
         )
 
+    first_reason: str | None = None
+    texts: list[list[str]] | None = [[] for _ in range(n)] if record.capture_content else None
     for choice in preamble:
         yield frame(choice, policy.continuous)
+    record.first_token()
     out: Any = first
     while out is not None:
         for o in out.outputs:
             completion_tokens += len(o.token_ids)
+            if texts is not None:
+                texts[o.index].append(o.text)
             choice = delta(o)
             if choice is not None:
                 yield frame(choice, policy.continuous)
             if o.finish_reason is not None:
                 finished += 1
                 last = finished == n
+                if o.index == 0:
+                    first_reason = finish_reason(o.finish_reason)
                 yield frame(finish(o), policy.continuous or (policy.on_finish and last))
         out = await anext(rest, None)
+    u = usage(card, prompt_tokens, completion_tokens)
+    record.usage(u.prompt_tokens, u.completion_tokens, u.estimated_cost, first_reason)
+    if texts is not None:
+        record.content = {**(record.content or {}), "output": ["".join(t) for t in texts]}
     yield DONE

@@ -1,0 +1,1 @@
+"""Metrics, request ids and access logs: what operators see of each request."""

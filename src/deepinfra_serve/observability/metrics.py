@@ -1,0 +1,68 @@
+"""Prometheus metrics of the API layer, labelled by model and API.
+
+vLLM's own engine metrics (running and waiting requests, KV-cache usage, queue time, ...) are
+registered by its stat logger in the same default registry, so /metrics exports both without
+re-implementing either.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    20,
+    40,
+    80,
+    160,
+    320,
+    640,
+)
+_ITL_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 1, 2.5)
+
+REQUESTS = Counter(
+    "deepinfra_requests",
+    "API requests by status code and finish reason of the first choice ('none': did not run).",
+    ["model", "api", "status", "finish_reason"],
+)
+IN_FLIGHT = Gauge("deepinfra_requests_in_flight", "API requests being served.", ["model", "api"])
+TTFT = Histogram(
+    "deepinfra_time_to_first_token_seconds",
+    "Time from request arrival to the first streamed token (streaming requests).",
+    ["model", "api"],
+    buckets=_LATENCY_BUCKETS,
+)
+E2E = Histogram(
+    "deepinfra_e2e_request_latency_seconds",
+    "Time from request arrival to the last byte of the response.",
+    ["model", "api"],
+    buckets=_LATENCY_BUCKETS,
+)
+ITL = Histogram(
+    "deepinfra_inter_token_latency_seconds",
+    "Mean time between generated tokens, one observation per request of 2 or more tokens.",
+    ["model", "api"],
+    buckets=_ITL_BUCKETS,
+)
+PROMPT_TOKENS = Counter("deepinfra_prompt_tokens", "Prompt tokens billed.", ["model", "api"])
+GENERATION_TOKENS = Counter(
+    "deepinfra_generation_tokens",
+    "Generated tokens billed (end-of-sequence included).",
+    ["model", "api"],
+)
+COST = Counter("deepinfra_estimated_cost_usd", "Estimated cost billed, in USD.", ["model", "api"])
+ENGINE_READY = Gauge(
+    "deepinfra_engine_ready",
+    "1 when the engine serves, 0 while loading, draining or dead.",
+    ["model"],
+)
