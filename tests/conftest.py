@@ -23,12 +23,24 @@ def tiny_card() -> ModelCard:
 
 
 @pytest.fixture(scope="session")
-def base_url(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("logs") / "tiny-server.log"
+
+
+@pytest.fixture(scope="session")
+def startup_probes() -> list[tuple[int | None, int | None]]:
+    """(live, ready) status codes the session server answered while it started."""
+    return []
+
+
+@pytest.fixture(scope="session")
+def base_url(
+    cache_dir: Path, server_log: Path, startup_probes: list[tuple[int | None, int | None]]
+) -> Iterator[str]:
     """The real server on the real CPU engine with the tiny card, started once per session."""
-    log = tmp_path_factory.mktemp("logs") / "tiny-server.log"
     # Short webhook timeouts and backoff keep the delivery tests to seconds.
     env = {"DEEPINFRA_SERVE_WEBHOOK_TIMEOUT_S": "1", "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05"}
-    with running_server(TINY_CARD, cache_dir, log, env) as url:
+    with running_server(TINY_CARD, cache_dir, server_log, env, startup_probes) as url:
         yield url
 
 

@@ -28,9 +28,16 @@ def free_port() -> int:
 
 @contextlib.contextmanager
 def running_server(
-    card: Path, cache_dir: Path, log_path: Path, env: dict[str, str] | None = None
+    card: Path,
+    cache_dir: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    probes: list[tuple[int | None, int | None]] | None = None,
 ) -> Iterator[str]:
-    """Serve `card` on a free loopback port; yields the base URL once /health answers 200."""
+    """Serve `card` on a free loopback port; yields the base URL once /health answers 200.
+
+    `probes`, when given, receives (live, ready) status codes seen while starting (None: no
+    answer yet)."""
     port = free_port()
     env = {
         **os.environ,
@@ -60,9 +67,10 @@ def running_server(
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready in {START_TIMEOUT_S} s:\n{_tail(log_path)}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
+            if probes is not None:
+                probes.append((_status(f"{base}/health/live"), _status(f"{base}/health/ready")))
+            if _status(f"{base}/health") == 200:
+                break
             time.sleep(0.5)
         yield base
     finally:
@@ -72,6 +80,13 @@ def running_server(
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
 
 
 def _tail(path: Path, lines: int = 60) -> str:

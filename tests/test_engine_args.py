@@ -84,6 +84,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
+        "enable_log_requests": True,
     },
 }
 

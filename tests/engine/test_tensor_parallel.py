@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,7 +20,8 @@ def tp2(cache_dir: Path, tmp_path: Path) -> Iterator[tuple[str, Path]]:
         TINY_CARD.read_text().replace("tensor_parallel_size: 1", "tensor_parallel_size: 2")
     )
     log = tmp_path / "tp2.log"
-    with running_server(card, cache_dir, log) as url:
+    # This server also puts prompts and outputs in its access lines (off by default).
+    with running_server(card, cache_dir, log, {"DEEPINFRA_SERVE_LOG_CONTENT": "true"}) as url:
         yield url, log
 
 
@@ -41,7 +44,24 @@ def test_two_ranks_serve_a_chat_completion(tp2: tuple[str, Path]) -> None:
     )
     assert r.status_code == 200
     assert r.json()["usage"]["completion_tokens"] >= 1
+    rid = r.headers["x-request-id"]
+
+    def access_lines() -> list[dict]:
+        return [
+            json.loads(line)
+            for line in log.read_text(errors="replace").splitlines()
+            if line.startswith("{") and f'"request_id": "{rid}"' in line and '"access"' in line
+        ]
+
+    deadline = time.monotonic() + 5  # the line is written as the response's last byte goes
+    while not access_lines() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    [access] = access_lines()
     text = log.read_text(errors="replace")
+    assert access["content"] == {
+        "messages": [{"role": "user", "content": "Hello!"}],
+        "output": [r.json()["choices"][0]["message"]["content"]],
+    }
     assert "tensor_parallel_size=2" in text
     # Two worker processes, one per rank.
     assert "VllmWorker-0" in text and "VllmWorker-1" in text
