@@ -1,0 +1,46 @@
+"""An engine that cannot start: the probes say so and the process exits non-zero."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.server import TINY_CARD, free_port
+
+
+def test_engine_start_failure_exits_non_zero(tmp_path: Path, cache_dir: Path) -> None:
+    card = tmp_path / "too-wide.yaml"
+    # Eight tensor-parallel ranks cannot be placed on this machine's cores.
+    card.write_text(
+        TINY_CARD.read_text().replace("tensor_parallel_size: 1", "tensor_parallel_size: 8")
+    )
+    port = free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "deepinfra_serve.cli",
+            "serve",
+            "--card",
+            str(card),
+            "--port",
+            str(port),
+            "--cache-dir",
+            str(cache_dir),
+            "--device",
+            "cpu",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        returncode = proc.wait(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    output = proc.stdout.read() if proc.stdout else ""
+    assert returncode == 1, output
+    assert "failed to start" in output
+    assert "tensor_parallel_size 8 needs at least 8 CPU cores" in output
