@@ -120,13 +120,15 @@ def test_regex_is_followed(client: httpx.Client) -> None:
 
 
 def test_chat_logprobs_in_openai_shape(client: httpx.Client) -> None:
-    body = chat(client, logprobs=True, max_tokens=5)
+    body = chat(client, logprobs=True, max_tokens=5, temperature=0)
     content = body["choices"][0]["logprobs"]["content"]
     assert len(content) == body["usage"]["completion_tokens"] == 5
     for entry in content:
         assert set(entry) == {"token", "logprob", "bytes", "top_logprobs"}
         assert entry["logprob"] <= 0 and entry["bytes"] == list(entry["token"].encode())
-    assert "".join(e["token"] for e in content) == text(body)
+    # Random weights can emit half a UTF-8 character: the text shows U+FFFD for it, the
+    # token's own decoding shows nothing.
+    assert "".join(e["token"] for e in content) == text(body).replace("\ufffd", "")
     assert chat(client, max_tokens=2)["choices"][0]["logprobs"] is None
 
 
