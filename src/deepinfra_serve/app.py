@@ -19,6 +19,8 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import __version__
+from .admission import AdmissionMiddleware, Gate
+from .auth import ApiKeys
 from .cards import ModelCard
 from .errors import install_error_handlers
 from .native.routes import build_router as build_native_router
@@ -40,6 +42,14 @@ class Phase(StrEnum):
     FAILED = "failed"
 
 
+def begin_draining(app: FastAPI) -> None:
+    """Stop taking new work: readiness turns 503 and admission refuses new API requests."""
+    if app.state.phase is not Phase.FAILED:
+        app.state.phase = Phase.DRAINING
+    app.state.gate.draining = True
+    metrics.ENGINE_READY.labels(app.state.card.name).set(0)
+
+
 def create_app(
     card: ModelCard,
     start_model: Callable[[], ServedModel],
@@ -53,6 +63,23 @@ def create_app(
     """
     settings = settings or ServerSettings()
     ready_gauge = metrics.ENGINE_READY.labels(card.name)
+    gate = Gate()
+    api_keys = ApiKeys.load(settings.api_keys, settings.api_keys_file)
+    if api_keys.required:
+        log.info("API keys required (%d configured)", len(api_keys))
+    else:
+        log.warning("no API key configured: the API is open to anyone who can reach it")
+
+    async def watch_engine(app: FastAPI, model: ServedModel) -> None:
+        """A dead engine cannot come back: fail the probes, let in-flight requests get their
+        errors, then exit non-zero so that the orchestrator restarts the process."""
+        while not model.errored:
+            await asyncio.sleep(0.5)
+        log.critical("the inference engine died; exiting")
+        ready_gauge.set(0)
+        await asyncio.sleep(1.0)
+        app.state.phase = Phase.FAILED
+        on_fatal()
 
     async def start(app: FastAPI, webhooks: WebhookSender) -> None:
         t0 = time.monotonic()
@@ -70,6 +97,7 @@ def create_app(
         app.state.openai = OpenAIServices.over(model)
         app.state.native = InferenceService(model, webhooks)
         app.state.phase = Phase.READY
+        app.state.watchdog = asyncio.create_task(watch_engine(app, model))
         ready_gauge.set(1)
         log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
 
@@ -84,9 +112,9 @@ def create_app(
         try:
             yield
         finally:
-            if app.state.phase is not Phase.FAILED:
-                app.state.phase = Phase.DRAINING
-            ready_gauge.set(0)
+            begin_draining(app)
+            if app.state.watchdog is not None:
+                app.state.watchdog.cancel()
             app.state.openai = app.state.native = None
             if not starting.done():
                 log.warning("shutting down while the engine is still loading")
@@ -101,6 +129,10 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.card = card
+    app.state.api_keys = api_keys
+    app.state.gate = gate
+    app.state.watchdog = None
+    app.state.request_timeout_s = settings.request_timeout_s
     app.state.created = int(time.time())
     app.state.phase = Phase.LOADING
     app.state.model = None
@@ -108,6 +140,13 @@ def create_app(
     app.state.native = None
     ready_gauge.set(0)
     install_error_handlers(app)
+    # The last added runs first: requests are counted and logged even when admission refuses.
+    app.add_middleware(
+        AdmissionMiddleware,
+        gate=gate,
+        max_in_flight=settings.max_concurrent_requests or card.limits.max_concurrent_requests,
+        max_body_bytes=settings.max_body_bytes,
+    )
     app.add_middleware(ObservabilityMiddleware, model=card.name, log_content=settings.log_content)
     router = build_router()
     app.include_router(router, prefix="/v1/openai", tags=["openai"])

@@ -73,6 +73,8 @@ class Limits(_Strict):
     max_stop: int = Field(16, ge=0)
     # Upper bound when a request leaves max_tokens open (DeepInfra caps it at 16384).
     max_tokens_cap: int = Field(16384, ge=1)
+    # Requests in flight before new ones get 429 (DeepInfra's documented limit is 200).
+    max_concurrent_requests: int = Field(200, ge=1)
 
 
 class Defaults(_Strict):

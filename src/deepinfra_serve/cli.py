@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
 import logging
+import signal
 import sys
+import time
 from pathlib import Path
+from types import FrameType
+from typing import Any
+
+import uvicorn
 
 from .cards import CardError, load_card
 from .observability.logs import configure_logging
@@ -74,8 +81,6 @@ def main(argv: list[str] | None = None) -> int:
         print(prepare_weights(card, settings.cache_dir))
         return 0
 
-    import uvicorn
-
     from .app import create_app
     from .served_model import ServedModel
 
@@ -98,13 +103,49 @@ def main(argv: list[str] | None = None) -> int:
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,  # the service writes its own JSON access lines
+        timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app, settings.shutdown_grace_s)
     log.info(
         "serving %s on http://%s:%d (device %s)", card.name, settings.host, settings.port, device
     )
     server.run()
     return 1 if failed else 0
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM, drain before stopping: readiness turns 503 and new API requests are refused
+    while the listening socket stays open; once in-flight requests have finished (or the grace
+    period is over) the server stops and the process exits 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, app: Any, grace_s: float) -> None:
+        super().__init__(config)
+        self.app = app
+        self.grace_s = grace_s
+        self.draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self.draining:
+            super().handle_exit(sig, frame)
+            return
+        self.draining = True
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        from .app import begin_draining
+
+        begin_draining(self.app)
+        gate = self.app.state.gate
+        log.info("SIGTERM: draining %d in-flight requests", gate.in_flight)
+        deadline = time.monotonic() + self.grace_s
+        while gate.in_flight and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if gate.in_flight:
+            log.warning("grace period over with %d requests in flight", gate.in_flight)
+        # Not handle_exit: uvicorn would re-raise SIGTERM after stopping and the exit code
+        # would say "killed" instead of 0.
+        self.should_exit = True
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
 
@@ -25,8 +26,10 @@ class APIError(Exception):
         param: str | None = None,
         code: str | None = None,
         type: str = "invalid_request_error",
+        headers: dict[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = headers
         self.status = status
         self.message = message
         self.param = param
@@ -72,9 +75,13 @@ def validation_error(exc: RequestValidationError) -> APIError:
 NATIVE_PREFIX = "/v1/inference/"
 
 
+def is_native(path: str) -> bool:
+    return path.startswith(NATIVE_PREFIX)
+
+
 def _render(request: Request, err: APIError) -> JSONResponse:
-    native = request.url.path.startswith(NATIVE_PREFIX)
-    return JSONResponse(err.body(native), status_code=err.status)
+    native = is_native(request.url.path)
+    return JSONResponse(err.body(native), status_code=err.status, headers=err.headers)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -85,6 +92,12 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         return _render(request, validation_error(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        # Unknown paths and wrong methods answer in the API's own error shape too.
+        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
+        return _render(request, APIError(exc.status_code, str(exc.detail), code=code))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

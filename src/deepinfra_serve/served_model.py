@@ -129,9 +129,17 @@ async def first_output(outputs: AsyncIterator[Any]) -> Any:
     """Pull the first engine output before answering, so that a request the engine refuses
     gets a 4xx rather than a 200 stream that fails."""
     from vllm.exceptions import VLLMClientError
+    from vllm.v1.engine.exceptions import EngineDeadError
 
     try:
         return await anext(outputs)
+    except EngineDeadError as exc:
+        raise APIError(
+            503,
+            "The inference engine stopped; retry later",
+            type="server_error",
+            code="engine_dead",
+        ) from exc
     except (ValueError, VLLMClientError) as exc:
         param = getattr(exc, "parameter", None)
         if param is None and "grammar" in str(exc).lower():

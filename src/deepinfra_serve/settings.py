@@ -36,6 +36,22 @@ class ServerSettings(BaseSettings):
     log_content: bool = Field(
         False, description="Put prompts and outputs in the access log (off: they are private)."
     )
+    api_keys: str = Field(
+        "", description="Comma-separated API keys; none (and no file) leaves the API open."
+    )
+    api_keys_file: Path | None = Field(
+        None, description="File with one API key per line (a mounted Kubernetes Secret)."
+    )
+    max_concurrent_requests: int | None = Field(
+        None, ge=1, description="Requests in flight before 429; default: the card's limit."
+    )
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    request_timeout_s: float = Field(
+        600.0, gt=0, description="A request still running after this is aborted (504)."
+    )
+    shutdown_grace_s: float = Field(
+        25.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
+    )
     webhook_attempts: int = Field(4, ge=1, le=10, description="Deliveries tried per webhook.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Time allowed one delivery.")
     webhook_backoff_s: float = Field(

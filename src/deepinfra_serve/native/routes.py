@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request, Response
 from sse_starlette import EventSourceResponse
 
+from ..auth import require_api_key
 from ..errors import APIError
 from ..model_routing import check_served
+from ..request_lifetime import serve_request
 from .schema import InferenceRequest, InferenceResponse
 from .service import InferenceService
 
@@ -18,14 +20,17 @@ def build_router() -> APIRouter:
         "/v1/inference/{model:path}",
         response_model=InferenceResponse,
         responses={200: {"content": {"text/event-stream": {}}}},
+        dependencies=[Depends(require_api_key)],
     )
     async def inference(
         model: str, body: InferenceRequest, request: Request
-    ) -> InferenceResponse | EventSourceResponse:
+    ) -> InferenceResponse | EventSourceResponse | Response:
         check_served(request.app.state.card, model, "native")
         service: InferenceService | None = request.app.state.native
         if service is None:
             raise APIError(503, "Model is loading, retry later", code="model_loading")
-        return await service.create(body)
+        return await serve_request(
+            request, service.create(body), request.app.state.request_timeout_s
+        )
 
     return router

@@ -182,36 +182,39 @@ class InferenceService:
         count = 0
         record.first_token()
         out: Any = first
-        while out is not None:
-            o = out.outputs[0]
-            generated += o.text
-            ids = o.token_ids
-            last = len(ids) - 1 if o.finish_reason is not None else -1
-            texts = _token_texts(o, special)
-            for i, token_id in enumerate(ids):
-                count += 1
-                event: dict[str, Any] = {
-                    "token": {
-                        "id": token_id,
-                        "text": texts[i],
-                        "logprob": max(o.logprobs[i][token_id].logprob, -9999.0),
-                        "special": token_id in special,
-                    },
-                    "generated_text": None,
-                    "details": None,
-                }
-                if i == last:
-                    event["generated_text"] = generated
-                    event["details"] = {
-                        "finish_reason": tgi_finish_reason(o),
-                        "generated_tokens": count,
-                        "input_tokens": prompt_tokens,
-                        "seed": seed,
+        try:
+            while out is not None:
+                o = out.outputs[0]
+                generated += o.text
+                ids = o.token_ids
+                last = len(ids) - 1 if o.finish_reason is not None else -1
+                texts = _token_texts(o, special)
+                for i, token_id in enumerate(ids):
+                    count += 1
+                    event: dict[str, Any] = {
+                        "token": {
+                            "id": token_id,
+                            "text": texts[i],
+                            "logprob": max(o.logprobs[i][token_id].logprob, -9999.0),
+                            "special": token_id in special,
+                        },
+                        "generated_text": None,
+                        "details": None,
                     }
-                yield b"data: " + orjson.dumps(event) + b"\n\n"
-            if o.finish_reason is not None:
-                cost = estimated_cost(self.card.pricing, prompt_tokens, count)
-                record.usage(prompt_tokens, count, cost, tgi_finish_reason(o))
-                if record.capture_content:
-                    record.content = {**(record.content or {}), "output": [generated]}
-            out = await anext(rest, None)
+                    if i == last:
+                        event["generated_text"] = generated
+                        event["details"] = {
+                            "finish_reason": tgi_finish_reason(o),
+                            "generated_tokens": count,
+                            "input_tokens": prompt_tokens,
+                            "seed": seed,
+                        }
+                    yield b"data: " + orjson.dumps(event) + b"\n\n"
+                if o.finish_reason is not None:
+                    cost = estimated_cost(self.card.pricing, prompt_tokens, count)
+                    record.usage(prompt_tokens, count, cost, tgi_finish_reason(o))
+                    if record.capture_content:
+                        record.content = {**(record.content or {}), "output": [generated]}
+                out = await anext(rest, None)
+        finally:
+            await rest.aclose()  # on an early close, vLLM aborts the request

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Depends, Request, Response
 from sse_starlette import EventSourceResponse
 
+from ..auth import require_api_key
 from ..cards import ModelCard
 from ..errors import APIError
 from ..model_routing import check_served, not_found
+from ..request_lifetime import serve_request
 from ..served_model import ServedModel
 from .chat import ChatService
 from .completions import CompletionService
@@ -70,17 +72,23 @@ _SSE = {200: {"content": {"text/event-stream": {}}}}
 def build_router() -> APIRouter:
     router = APIRouter()
 
-    @router.post("/chat/completions", response_model=ChatCompletion, responses=_SSE)
+    keyed = [Depends(require_api_key)]
+
+    @router.post(
+        "/chat/completions", response_model=ChatCompletion, responses=_SSE, dependencies=keyed
+    )
     async def chat_completions(
         body: ChatCompletionRequest, request: Request
-    ) -> ChatCompletion | EventSourceResponse:
-        return await _services(request, body.model).chat.create(body)
+    ) -> ChatCompletion | EventSourceResponse | Response:
+        work = _services(request, body.model).chat.create(body)
+        return await serve_request(request, work, request.app.state.request_timeout_s)
 
-    @router.post("/completions", response_model=Completion, responses=_SSE)
+    @router.post("/completions", response_model=Completion, responses=_SSE, dependencies=keyed)
     async def completions(
         body: CompletionRequest, request: Request
-    ) -> Completion | EventSourceResponse:
-        return await _services(request, body.model).completions.create(body)
+    ) -> Completion | EventSourceResponse | Response:
+        work = _services(request, body.model).completions.create(body)
+        return await serve_request(request, work, request.app.state.request_timeout_s)
 
     @router.get("/models", response_model=ModelList)
     async def list_models(request: Request) -> ModelList:

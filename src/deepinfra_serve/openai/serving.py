@@ -92,21 +92,24 @@ async def sse_chunks(
         yield frame(choice, policy.continuous)
     record.first_token()
     out: Any = first
-    while out is not None:
-        for o in out.outputs:
-            completion_tokens += len(o.token_ids)
-            if texts is not None:
-                texts[o.index].append(o.text)
-            choice = delta(o)
-            if choice is not None:
-                yield frame(choice, policy.continuous)
-            if o.finish_reason is not None:
-                finished += 1
-                last = finished == n
-                if o.index == 0:
-                    first_reason = finish_reason(o.finish_reason)
-                yield frame(finish(o), policy.continuous or (policy.on_finish and last))
-        out = await anext(rest, None)
+    try:
+        while out is not None:
+            for o in out.outputs:
+                completion_tokens += len(o.token_ids)
+                if texts is not None:
+                    texts[o.index].append(o.text)
+                choice = delta(o)
+                if choice is not None:
+                    yield frame(choice, policy.continuous)
+                if o.finish_reason is not None:
+                    finished += 1
+                    last = finished == n
+                    if o.index == 0:
+                        first_reason = finish_reason(o.finish_reason)
+                    yield frame(finish(o), policy.continuous or (policy.on_finish and last))
+            out = await anext(rest, None)
+    finally:
+        await rest.aclose()  # after an early close, vLLM aborts the request
     u = usage(card, prompt_tokens, completion_tokens)
     record.usage(u.prompt_tokens, u.completion_tokens, u.estimated_cost, first_reason)
     if texts is not None:

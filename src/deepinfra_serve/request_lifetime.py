@@ -1,0 +1,106 @@
+"""Bounding a request's life: it ends when the client goes away or its time is up, and the
+engine work behind it is aborted either way.
+
+vLLM aborts a request when the task awaiting its output is cancelled or its generator is
+closed; these helpers make sure that happens for non-streaming requests (Starlette does not
+cancel a handler whose client disconnected) and for streams that run past their deadline or
+whose engine dies mid-way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any
+
+import orjson
+from fastapi import Request, Response
+from sse_starlette import EventSourceResponse
+
+from .errors import APIError, is_native
+
+log = logging.getLogger(__name__)
+
+CLIENT_CLOSED = 499  # nginx's "client closed request"; nobody reads it
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
+async def serve_request(request: Request, work: Awaitable[Any], timeout_s: float) -> Any:
+    """Run a handler's work until it answers, the client disconnects, or `timeout_s` passes.
+
+    A streaming answer gets the rest of the time budget as the deadline of its stream.
+    """
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    task = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        done, _ = await asyncio.wait(
+            {task, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        watcher.cancel()
+    if task not in done:
+        task.cancel()
+        if watcher in done:
+            log.info("client disconnected; request aborted")
+            return Response(status_code=CLIENT_CLOSED)
+        raise APIError(
+            504, f"Request timed out after {timeout_s:g} s", type="server_error", code="timeout"
+        )
+    result = task.result()
+    if isinstance(result, EventSourceResponse):
+        result.body_iterator = guard_stream(
+            result.body_iterator, deadline, timeout_s, is_native(request.url.path)
+        )
+    return result
+
+
+def _error_frame(err: APIError, native: bool) -> bytes:
+    frame = b"data: " + orjson.dumps(err.body(native)) + b"\n\n"
+    return frame if native else frame + b"data: [DONE]\n\n"
+
+
+async def guard_stream(
+    frames: AsyncIterator[bytes], deadline: float, timeout_s: float, native: bool
+) -> AsyncIterator[bytes]:
+    """Pass frames through until `deadline`; a timeout or an engine failure after the headers
+    went out becomes an error event (the status line can no longer change)."""
+    try:
+        while True:
+            try:
+                async with asyncio.timeout_at(deadline):
+                    frame = await anext(frames)
+            except StopAsyncIteration:
+                return
+            yield frame
+    except TimeoutError:
+        yield _error_frame(
+            APIError(
+                504, f"Request timed out after {timeout_s:g} s", type="server_error", code="timeout"
+            ),
+            native,
+        )
+    except Exception as exc:
+        log.exception("stream failed")
+        yield _error_frame(engine_failure(exc), native)
+    finally:
+        await frames.aclose()  # closes the engine's generator too: vLLM aborts the request
+
+
+def engine_failure(exc: BaseException) -> APIError:
+    from vllm.v1.engine.exceptions import EngineDeadError
+
+    if isinstance(exc, EngineDeadError):
+        return APIError(
+            503,
+            "The inference engine stopped; retry later",
+            type="server_error",
+            code="engine_dead",
+        )
+    return APIError(500, "Internal server error", type="server_error", code="internal_error")
