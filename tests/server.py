@@ -38,6 +38,19 @@ def running_server(
 
     `probes`, when given, receives (live, ready) status codes seen while starting (None: no
     answer yet)."""
+    with server_process(card, cache_dir, log_path, env, probes) as (url, _):
+        yield url
+
+
+@contextlib.contextmanager
+def server_process(
+    card: Path,
+    cache_dir: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    probes: list[tuple[int | None, int | None]] | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Like `running_server`, and also yields the process, for tests that signal or kill it."""
     port = free_port()
     env = {
         **os.environ,
@@ -72,7 +85,7 @@ def running_server(
             if _status(f"{base}/health") == 200:
                 break
             time.sleep(0.5)
-        yield base
+        yield base, proc
     finally:
         proc.send_signal(signal.SIGTERM)
         try:

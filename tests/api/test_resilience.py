@@ -1,0 +1,104 @@
+"""Disconnects, load and bad requests against the session's real server and engine."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+import httpx
+
+MODEL = "deepinfra-serve/tiny-random-llama"
+LONG = {
+    "model": MODEL,
+    "messages": [{"role": "user", "content": "Hello!"}],
+    "max_tokens": 480,
+    "n": 3,
+    "temperature": 1,
+}
+
+
+def running(client: httpx.Client) -> float:
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("vllm:num_requests_running{"):
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError("vllm:num_requests_running not exported")
+
+
+def settles_to_zero(client: httpx.Client, within_s: float) -> float:
+    started = time.monotonic()
+    while running(client) != 0:
+        assert time.monotonic() - started < within_s, "the engine kept generating"
+        time.sleep(0.02)
+    return time.monotonic() - started
+
+
+def test_stream_disconnect_aborts_the_engine_request(client: httpx.Client, base_url: str) -> None:
+    with (
+        httpx.Client(base_url=base_url, timeout=30) as other,
+        other.stream("POST", "/v1/openai/chat/completions", json={**LONG, "stream": True}) as r,
+    ):
+        lines = r.iter_lines()
+        assert next(lines).startswith("data: ")
+        assert running(client) > 0
+    # Leaving the block closed the connection mid-stream.
+    assert settles_to_zero(client, within_s=1.0) < 1.0
+
+
+def test_non_streaming_disconnect_aborts_the_engine_request(
+    client: httpx.Client, base_url: str
+) -> None:
+    async def go() -> None:
+        async with httpx.AsyncClient(base_url=base_url) as ac:
+            task = asyncio.create_task(ac.post("/v1/openai/chat/completions", json=LONG))
+            deadline = time.monotonic() + 10
+            while running(client) == 0:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            task.cancel()  # closes the connection before the answer
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+    asyncio.run(go())
+    assert settles_to_zero(client, within_s=1.0) < 1.0
+
+
+def test_256_concurrent_streams_complete_or_get_429(base_url: str) -> None:
+    body = {**LONG, "n": 1, "max_tokens": 16, "stream": True}
+
+    async def one(ac: httpx.AsyncClient) -> tuple[int, bool, dict[str, Any]]:
+        async with ac.stream("POST", "/v1/openai/chat/completions", json=body) as r:
+            lines = [line async for line in r.aiter_lines() if line]
+            if r.status_code == 429:
+                assert lines == [
+                    '{"error":{"message":"Model busy, retry later","type":"rate_limit_error",'
+                    '"param":null,"code":"model_busy"}}'
+                ]
+            return r.status_code, bool(lines) and lines[-1] == "data: [DONE]", dict(r.headers)
+
+    async def go() -> list[tuple[int, bool, dict[str, Any]]]:
+        limits = httpx.Limits(max_connections=300, max_keepalive_connections=0)
+        async with httpx.AsyncClient(base_url=base_url, timeout=120, limits=limits) as ac:
+            return await asyncio.gather(*(one(ac) for _ in range(256)))
+
+    results = asyncio.run(go())
+    statuses = [s for s, _, _ in results]
+    assert set(statuses) <= {200, 429}, statuses
+    assert all(done for s, done, _ in results if s == 200)
+    assert all(h.get("retry-after") == "1" for s, _, h in results if s == 429)
+    assert statuses.count(200) >= 200  # the card's bound is 200 in flight
+
+
+def test_oversized_body_is_413(client: httpx.Client) -> None:
+    big = {"model": MODEL, "messages": [{"role": "user", "content": "a" * (9 * 1024 * 1024)}]}
+    r = client.post("/v1/openai/chat/completions", json=big)
+    assert r.status_code == 413
+    assert "larger than 8388608 bytes" in r.json()["error"]["message"]
+
+
+def test_unknown_paths_answer_in_the_apis_error_shape(client: httpx.Client) -> None:
+    r = client.get("/v1/openai/nothing-here")
+    assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
+    r = client.get("/v1/openai/chat/completions")
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"

@@ -1,0 +1,157 @@
+"""Keys, timeouts, graceful shutdown and engine death, each on a server of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.server import TINY_CARD, server_process
+
+MODEL = "deepinfra-serve/tiny-random-llama"
+CHAT = "/v1/openai/chat/completions"
+HELLO = [{"role": "user", "content": "Hello!"}]
+
+
+@pytest.fixture(scope="module")
+def guarded(
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    work = tmp_path_factory.mktemp("guarded")
+    keys = work / "api-keys"
+    keys.write_text("# mounted from a Secret\nsecret-from-file\n")
+    log = work / "server.log"
+    env = {
+        "DEEPINFRA_SERVE_API_KEYS": "secret-inline-1, secret-inline-2",
+        "DEEPINFRA_SERVE_API_KEYS_FILE": str(keys),
+        "DEEPINFRA_SERVE_REQUEST_TIMEOUT_S": "0.5",
+    }
+    with server_process(TINY_CARD, cache_dir, log, env) as (url, _):
+        yield url, log
+
+
+def test_api_keys(guarded: tuple[str, Path]) -> None:
+    url, log = guarded
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 2}
+    with httpx.Client(base_url=url, timeout=30) as c:
+        missing = c.post(CHAT, json=body)
+        assert missing.status_code == 401
+        assert missing.headers["www-authenticate"] == "Bearer"
+        assert missing.json()["error"]["code"] == "invalid_api_key"
+        wrong = c.post(CHAT, json=body, headers={"Authorization": "Bearer secret-inline-3"})
+        assert wrong.status_code == 401
+        native = c.post(f"/v1/inference/{MODEL}", json={"input": "Hi"})
+        assert native.status_code == 401 and set(native.json()) == {"error"}
+        for key in ("secret-inline-1", "secret-inline-2", "secret-from-file"):
+            ok = c.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"})
+            assert ok.status_code == 200, key
+        # Unauthenticated garbage is a 401, not a validation error that reveals the schema.
+        assert c.post(CHAT, json={"nonsense": 1}).status_code == 401
+        for open_path in (
+            "/v1/openai/models",
+            "/health",
+            "/health/live",
+            "/health/ready",
+            "/metrics",
+        ):
+            assert c.get(open_path).status_code == 200, open_path
+    text = log.read_text(errors="replace")
+    assert "API keys required (3 configured)" in text
+    assert "secret-" not in text
+
+
+def test_open_server_warns_at_start(server_log: Path, client: httpx.Client) -> None:
+    assert "no API key configured" in server_log.read_text(errors="replace")
+
+
+def test_request_timeout_aborts_the_engine_work(guarded: tuple[str, Path]) -> None:
+    url, _ = guarded
+    auth = {"Authorization": "Bearer secret-inline-1"}
+    long = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3}
+    with httpx.Client(base_url=url, timeout=30, headers=auth) as c:
+        r = c.post(CHAT, json=long)
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "timeout"
+        assert "timed out after 0.5 s" in r.json()["error"]["message"]
+        with c.stream("POST", CHAT, json={**long, "stream": True}) as s:
+            assert s.status_code == 200
+            events = [line[6:] for line in s.iter_lines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "timeout"
+        deadline = time.monotonic() + 1
+        while "vllm:num_requests_running{" in (m := c.get("/metrics").text) and not any(
+            line.startswith("vllm:num_requests_running{") and line.endswith(" 0.0")
+            for line in m.splitlines()
+        ):
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+
+
+async def _stream_all(url: str, n: int, body: dict[str, Any]) -> list[tuple[int, list[str]]]:
+    async def one(ac: httpx.AsyncClient) -> tuple[int, list[str]]:
+        async with ac.stream("POST", CHAT, json=body) as r:
+            return r.status_code, [line async for line in r.aiter_lines() if line]
+
+    async with httpx.AsyncClient(base_url=url, timeout=120) as ac:
+        return await asyncio.gather(*(one(ac) for _ in range(n)))
+
+
+def test_sigterm_drains_in_flight_streams_and_exits_0(cache_dir: Path, tmp_path: Path) -> None:
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 200, "stream": True, "temperature": 0}
+    with server_process(TINY_CARD, cache_dir, tmp_path / "sigterm.log") as (url, proc):
+
+        async def scenario() -> tuple[list[tuple[int, list[str]]], int, int]:
+            streams = asyncio.create_task(_stream_all(url, 20, body))
+            async with httpx.AsyncClient(base_url=url, timeout=10) as ac:
+                deadline = time.monotonic() + 20
+                while (await ac.get("/metrics")).text.count("deepinfra_requests_in_flight") == 0:
+                    assert time.monotonic() < deadline
+                    await asyncio.sleep(0.05)
+                while (
+                    'deepinfra_requests_in_flight{api="chat"' not in (await ac.get("/metrics")).text
+                ):
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.3)  # all 20 under way
+                proc.send_signal(signal.SIGTERM)
+                await asyncio.sleep(0.3)
+                ready = (await ac.get("/health/ready")).status_code
+                refused = (await ac.post(CHAT, json={**body, "stream": False})).status_code
+            return await streams, ready, refused
+
+        results, ready, refused = asyncio.run(scenario())
+        returncode = proc.wait(timeout=60)
+    assert ready == 503
+    assert refused == 503
+    assert [status for status, _ in results] == [200] * 20
+    assert all(lines[-1] == "data: [DONE]" for _, lines in results)
+    assert all('"finish_reason":"length"' in lines[-2] for _, lines in results)
+    assert returncode == 0
+
+
+def test_engine_death_fails_requests_and_exits_non_zero(cache_dir: Path, tmp_path: Path) -> None:
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "stream": True}
+    with server_process(TINY_CARD, cache_dir, tmp_path / "kill.log") as (url, proc):
+        engine = next(
+            p
+            for p in psutil.Process(proc.pid).children(recursive=True)
+            if p.name() == "VLLM::EngineCore"
+        )
+        with httpx.Client(base_url=url, timeout=30) as c, c.stream("POST", CHAT, json=body) as s:
+            lines = s.iter_lines()
+            assert next(lines).startswith("data: {")
+            engine.kill()
+            rest = [line for line in lines if line.startswith("data: ")]
+            health = c.get("/health").status_code
+        returncode = proc.wait(timeout=60)
+    assert rest[-1] == "data: [DONE]"
+    assert json.loads(rest[-2][6:])["error"]["code"] == "engine_dead"
+    assert health == 503
+    assert returncode not in (0, None)
