@@ -12,9 +12,48 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 log = logging.getLogger(__name__)
+
+
+class OpenAIErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """The OpenAI routes' error body."""
+
+    error: OpenAIErrorDetail
+
+
+class NativeError(BaseModel):
+    """The native route's error body, DeepInfra's DeepError."""
+
+    error: str
+
+
+_ERROR_STATUSES = {
+    400: "Bad request (a prompt longer than the context, a template the messages break)",
+    401: "Missing or invalid API key",
+    404: "Unknown model",
+    413: "Request body too large",
+    422: "A field is out of range or malformed; `param` names it",
+    429: "Model busy, retry later",
+    503: "Loading, shutting down, or the engine stopped",
+    504: "The request ran past its time limit",
+}
+
+
+def error_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the errors a generation route can answer."""
+    return {
+        status: {"model": model, "description": text} for status, text in _ERROR_STATUSES.items()
+    }
 
 
 class APIError(Exception):

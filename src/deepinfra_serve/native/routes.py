@@ -6,7 +6,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from sse_starlette import EventSourceResponse
 
 from ..auth import require_api_key
-from ..errors import APIError
+from ..errors import APIError, NativeError, error_responses
 from ..model_routing import check_served
 from ..request_lifetime import serve_request
 from .schema import InferenceRequest, InferenceResponse
@@ -19,7 +19,7 @@ def build_router() -> APIRouter:
     @router.post(
         "/v1/inference/{model:path}",
         response_model=InferenceResponse,
-        responses={200: {"content": {"text/event-stream": {}}}},
+        responses={200: {"content": {"text/event-stream": {}}}, **error_responses(NativeError)},
         dependencies=[Depends(require_api_key)],
     )
     async def inference(

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from sse_starlette import EventSourceResponse
 
 from ..auth import require_api_key
 from ..cards import ModelCard
-from ..errors import APIError
+from ..errors import APIError, OpenAIError, error_responses
 from ..model_routing import check_served, not_found
 from ..request_lifetime import serve_request
 from ..served_model import ServedModel
@@ -66,7 +67,10 @@ def _services(request: Request, model: str) -> OpenAIServices:
     return services
 
 
-_SSE = {200: {"content": {"text/event-stream": {}}}}
+_SSE: dict[int | str, dict[str, Any]] = {
+    200: {"content": {"text/event-stream": {}}},
+    **error_responses(OpenAIError),
+}
 
 
 def build_router() -> APIRouter:
@@ -96,7 +100,11 @@ def build_router() -> APIRouter:
         data = [model_out(card, request.app.state.created)] if "openai" in card.apis else []
         return ModelList(data=data)
 
-    @router.get("/models/{model:path}", response_model=ModelOut)
+    @router.get(
+        "/models/{model:path}",
+        response_model=ModelOut,
+        responses={404: {"model": OpenAIError, "description": "Unknown model"}},
+    )
     async def get_model(model: str, request: Request) -> ModelOut:
         card: ModelCard = request.app.state.card
         if model != card.name or "openai" not in card.apis:

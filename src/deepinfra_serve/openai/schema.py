@@ -10,25 +10,13 @@ from ..sampling import SamplingOptions
 
 
 class TextPart(BaseModel):
+    """A content part; text models take text parts only (images and audio are refused)."""
+
     type: Literal["text"]
     text: str
 
 
-class ContentPart(BaseModel):
-    """Any content part; only text reaches a text model, the rest is refused by name."""
-
-    model_config = ConfigDict(extra="allow")
-    type: str
-    text: str | None = None
-
-    @model_validator(mode="after")
-    def _text_only(self) -> ContentPart:
-        if self.type != "text" or self.text is None:
-            raise ValueError(f"content parts of type '{self.type}' are not supported by this model")
-        return self
-
-
-Content = str | list[ContentPart]
+Content = str | list[TextPart]
 
 
 class _Message(BaseModel):
@@ -41,7 +29,7 @@ class _Message(BaseModel):
             return ""
         if isinstance(content, str):
             return content
-        return "".join(part.text or "" for part in content)
+        return "".join(part.text for part in content)
 
 
 class SystemMessage(_Message):
