@@ -26,6 +26,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def serve_command(card: Path, port: int, *extra: str) -> list[str]:
+    """`deepinfra-serve serve` for `card` on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "deepinfra_serve.cli",
+        "serve",
+        "--card",
+        str(card),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
 @contextlib.contextmanager
 def running_server(
     card: Path,
@@ -58,18 +75,7 @@ def server_process(
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }
-    cmd = [
-        sys.executable,
-        "-m",
-        "deepinfra_serve.cli",
-        "serve",
-        "--card",
-        str(card),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-    ]
+    cmd = serve_command(card, port)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     base = f"http://127.0.0.1:{port}"

@@ -3,10 +3,9 @@
 from __future__ import annotations
 
 import subprocess
-import sys
 from pathlib import Path
 
-from tests.server import TINY_CARD, free_port
+from tests.server import TINY_CARD, free_port, serve_command
 
 
 def test_engine_start_failure_exits_non_zero(tmp_path: Path, cache_dir: Path) -> None:
@@ -17,20 +16,7 @@ def test_engine_start_failure_exits_non_zero(tmp_path: Path, cache_dir: Path) ->
     )
     port = free_port()
     proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "deepinfra_serve.cli",
-            "serve",
-            "--card",
-            str(card),
-            "--port",
-            str(port),
-            "--cache-dir",
-            str(cache_dir),
-            "--device",
-            "cpu",
-        ],
+        serve_command(card, port, "--cache-dir", str(cache_dir), "--device", "cpu"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
