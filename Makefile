@@ -7,7 +7,7 @@ DEMO_CARD ?= model_cards/dev/smollm2-135m-instruct.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test lint format clean
+.PHONY: install serve test helm-test lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,8 +30,12 @@ format: install
 	$(BIN)/ruff format src tests
 	$(BIN)/ruff check --fix src tests
 
-test: lint
-	$(BIN)/pytest
+# The chart rendered with Helm's own library and validated against the Kubernetes schemas.
+helm-test: install
+	$(BIN)/pytest tests/helm
+
+test: lint helm-test
+	$(BIN)/pytest --ignore=tests/helm
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache
