@@ -238,11 +238,15 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
         "| concurrency | throughput ratio (ours / vLLM) | TTFT p50 ratio (ours / vLLM) |",
         "|---:|---:|---:|",
     ]
+
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.3f}" if b else "n/a"
+
     for c in levels:
         ours, theirs = combined[("deepinfra-serve", c)], combined[("vllm-server", c)]
         lines.append(
-            f"| {c} | {ours['output_tokens_per_s'] / theirs['output_tokens_per_s']:.3f} | "
-            f"{ours['ttft_p50_ms'] / theirs['ttft_p50_ms']:.3f} |"
+            f"| {c} | {ratio(ours['output_tokens_per_s'], theirs['output_tokens_per_s'])} | "
+            f"{ratio(ours['ttft_p50_ms'], theirs['ttft_p50_ms'])} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -343,6 +347,10 @@ def main(argv: list[str] | None = None) -> int:
         str(vllm_port),
         *vllm_flags(kwargs),
     ]
+    if card.chat_template is not None:  # the card's template, as this service renders it
+        template = args.out / "chat_template.jinja"
+        template.write_text(card.chat_template)
+        vllm_cmd += ["--chat-template", str(template)]
     targets = {
         "deepinfra-serve": (f"http://127.0.0.1:{ours_port}", "/v1/openai/chat/completions"),
         "vllm-server": (f"http://127.0.0.1:{vllm_port}", "/v1/chat/completions"),
