@@ -72,10 +72,10 @@ def vllm_flags(kwargs: dict[str, Any]) -> list[str]:
     flags: list[str] = []
     for key, value in kwargs.items():
         flag = "--" + key.replace("_", "-")
-        if value is None or value is False:
+        if value is None:
             continue
-        if value is True:
-            flags.append(flag)
+        if isinstance(value, bool):
+            flags.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, list):
             flags += [flag, *map(str, value)]
         else:

@@ -117,7 +117,13 @@ def test_cpu_profile_replaces_gpu_only_settings(monkeypatch: pytest.MonkeyPatch)
     card = load_card(CARDS / "codellama-70b-instruct.yaml")
     plan = plan_engine(card, model_path(card, CACHE), "cpu", cpu_kv_cache_gib=2)
     gpu = gpu_engine_kwargs(card, model_path(card, CACHE))
-    assert plan.kwargs == {**gpu, "quantization": None, "dtype": "float32", "enforce_eager": True}
+    assert plan.kwargs == {
+        **gpu,
+        "quantization": None,
+        "dtype": "float32",
+        "enforce_eager": True,
+        "enable_chunked_prefill": False,
+    }
     assert plan.env == {"VLLM_CPU_KVCACHE_SPACE": "2", "VLLM_CPU_OMP_THREADS_BIND": "0|1|2|3"}
     joined = "\n".join(plan.changes)
     assert "quantization: 'fp8' -> None" in joined
@@ -130,7 +136,10 @@ def test_cpu_profile_keeps_working_settings(monkeypatch: pytest.MonkeyPatch) -> 
     plan = plan_engine(card, "/m", "cpu")
     assert plan.kwargs["dtype"] == "float32"
     assert plan.kwargs["quantization"] is None
-    assert plan.changes == ["enforce_eager: None -> True (skips torch.compile start-up on the CPU)"]
+    assert plan.changes == [
+        "enforce_eager: None -> True (skips torch.compile start-up on the CPU)",
+        "enable_chunked_prefill: None -> False (seeded sampling crashes the CPU worker otherwise)",
+    ]
     assert "VLLM_CPU_OMP_THREADS_BIND" not in plan.env
 
 

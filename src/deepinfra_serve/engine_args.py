@@ -83,6 +83,9 @@ def plan_engine(
     if str(kwargs["kv_cache_dtype"]).startswith("fp8"):
         replace("kv_cache_dtype", "auto", "fp8 KV cache is GPU-only")
     replace("enforce_eager", True, "skips torch.compile start-up on the CPU")
+    # vLLM rewinds a seeded request's random generator when its prefill is split over steps;
+    # CPU generators cannot rewind, and the worker dies. Whole prefills avoid it.
+    replace("enable_chunked_prefill", False, "seeded sampling crashes the CPU worker otherwise")
 
     env["VLLM_CPU_KVCACHE_SPACE"] = os.environ.get("VLLM_CPU_KVCACHE_SPACE", str(cpu_kv_cache_gib))
     tp = kwargs["tensor_parallel_size"]

@@ -102,3 +102,28 @@ def test_unknown_paths_answer_in_the_apis_error_shape(client: httpx.Client) -> N
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = client.get("/v1/openai/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+def test_concurrent_seeded_requests_do_not_kill_the_cpu_engine(base_url: str) -> None:
+    # Seeded sampling with chunked prefills crashed vLLM's CPU worker; the CPU profile turns
+    # chunked prefill off. Prompts of several lengths arrive together, as they would under load.
+    async def go() -> list[int]:
+        async with httpx.AsyncClient(base_url=base_url, timeout=120) as ac:
+
+            async def one(i: int) -> int:
+                content = "Tell me a long story about a lamb and a chef. " * (1 + i % 5)
+                r = await ac.post(
+                    "/v1/openai/chat/completions",
+                    json={
+                        "model": MODEL,
+                        "messages": [{"role": "user", "content": content}],
+                        "max_tokens": 16,
+                        "seed": i,
+                    },
+                )
+                return r.status_code
+
+            return await asyncio.gather(*(one(i) for i in range(96)))
+
+    assert asyncio.run(go()) == [200] * 96
+    assert httpx.get(f"{base_url}/health").status_code == 200
