@@ -16,9 +16,9 @@ from typing import Any
 
 import orjson
 from fastapi import Request, Response
-from sse_starlette import EventSourceResponse
 
 from .errors import APIError, is_native
+from .streaming import EventStream
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ async def serve_request(request: Request, work: Awaitable[Any], timeout_s: float
             504, f"Request timed out after {timeout_s:g} s", type="server_error", code="timeout"
         )
     result = task.result()
-    if isinstance(result, EventSourceResponse):
+    if isinstance(result, EventStream):
         result.body_iterator = guard_stream(
             result.body_iterator, deadline, timeout_s, is_native(request.url.path)
         )

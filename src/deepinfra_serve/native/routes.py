@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
-from sse_starlette import EventSourceResponse
 
 from ..auth import require_api_key
 from ..errors import APIError, NativeError, error_responses
 from ..model_routing import check_served
 from ..request_lifetime import serve_request
+from ..streaming import EventStream
 from .schema import InferenceRequest, InferenceResponse
 from .service import InferenceService
 
@@ -24,7 +24,7 @@ def build_router() -> APIRouter:
     )
     async def inference(
         model: str, body: InferenceRequest, request: Request
-    ) -> InferenceResponse | EventSourceResponse | Response:
+    ) -> InferenceResponse | EventStream | Response:
         check_served(request.app.state.card, model, "native")
         service: InferenceService | None = request.app.state.native
         if service is None:

@@ -10,7 +10,6 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
-from sse_starlette import EventSourceResponse
 
 from ..errors import APIError
 from ..observability import metrics
@@ -18,6 +17,7 @@ from ..observability.context import RequestRecord, current
 from ..pricing import estimated_cost
 from ..sampling import NATIVE, to_sampling_params
 from ..served_model import ServedModel, first_output
+from ..streaming import EventStream
 from .schema import GeneratedText, InferenceRequest, InferenceResponse, InferenceStatus
 from .webhooks import WebhookSender
 
@@ -61,7 +61,7 @@ class InferenceService:
         self.card = model.card
         self.webhooks = webhooks
 
-    async def create(self, req: InferenceRequest) -> InferenceResponse | EventSourceResponse:
+    async def create(self, req: InferenceRequest) -> InferenceResponse | EventStream:
         if req.stream and req.num_responses > 1:
             raise APIError(422, "num_responses: must be 1 when streaming", param="num_responses")
         if req.stream and req.webhook is not None:
@@ -99,7 +99,7 @@ class InferenceService:
         first = await first_output(outputs)
         if req.stream:
             events = self._stream(first, outputs, prompt_tokens, seed, record)
-            return EventSourceResponse(events, sep="\n", ping=15)
+            return EventStream(events)
         response = self._response(request_id, first, prompt_tokens, started)
         status = response.inference_status
         record.usage(

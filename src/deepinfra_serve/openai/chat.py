@@ -10,12 +10,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sse_starlette import EventSourceResponse
-
 from ..errors import APIError
 from ..observability.context import RequestRecord, current
 from ..sampling import to_sampling_params
 from ..served_model import ServedModel, first_output
+from ..streaming import EventStream
 from .logprobs import chat_logprobs
 from .schema import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut
 from .serving import UsagePolicy, finish_reason, sse_chunks, usage
@@ -49,7 +48,7 @@ class ChatService:
         self.model = model
         self.card = model.card
 
-    async def create(self, req: ChatCompletionRequest) -> ChatCompletion | EventSourceResponse:
+    async def create(self, req: ChatCompletionRequest) -> ChatCompletion | EventStream:
         _refuse_unsupported(req)
         record = current()
         record.user = req.user
@@ -84,7 +83,7 @@ class ChatService:
             finish=_finish,
             record=record,
         )
-        return EventSourceResponse(frames, sep="\n", ping=15)
+        return EventStream(frames)
 
     def _complete(
         self, request_id: str, out: Any, prompt_tokens: int, record: RequestRecord

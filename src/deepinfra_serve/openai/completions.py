@@ -5,12 +5,11 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from sse_starlette import EventSourceResponse
-
 from ..errors import APIError
 from ..observability.context import RequestRecord, current
 from ..sampling import OPENAI_COMPLETIONS, to_sampling_params
 from ..served_model import ServedModel, first_output
+from ..streaming import EventStream
 from .logprobs import completion_logprobs
 from .schema import Completion, CompletionChoice, CompletionRequest
 from .serving import UsagePolicy, finish_reason, sse_chunks, usage
@@ -45,7 +44,7 @@ class CompletionService:
         self.model = model
         self.card = model.card
 
-    async def create(self, req: CompletionRequest) -> Completion | EventSourceResponse:
+    async def create(self, req: CompletionRequest) -> Completion | EventStream:
         _refuse_unsupported(req)
         record = current()
         record.user = req.user
@@ -101,7 +100,7 @@ class CompletionService:
             record=record,
             preamble=preamble,
         )
-        return EventSourceResponse(frames, sep="\n", ping=15)
+        return EventStream(frames)
 
     def _complete(
         self,

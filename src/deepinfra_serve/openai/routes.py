@@ -6,7 +6,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from fastapi import APIRouter, Depends, Request, Response
-from sse_starlette import EventSourceResponse
 
 from ..auth import require_api_key
 from ..cards import ModelCard
@@ -14,6 +13,7 @@ from ..errors import APIError, OpenAIError, error_responses
 from ..model_routing import check_served, not_found
 from ..request_lifetime import serve_request
 from ..served_model import ServedModel
+from ..streaming import EventStream
 from .chat import ChatService
 from .completions import CompletionService
 from .schema import (
@@ -83,14 +83,14 @@ def build_router() -> APIRouter:
     )
     async def chat_completions(
         body: ChatCompletionRequest, request: Request
-    ) -> ChatCompletion | EventSourceResponse | Response:
+    ) -> ChatCompletion | EventStream | Response:
         work = _services(request, body.model).chat.create(body)
         return await serve_request(request, work, request.app.state.request_timeout_s)
 
     @router.post("/completions", response_model=Completion, responses=_SSE, dependencies=keyed)
     async def completions(
         body: CompletionRequest, request: Request
-    ) -> Completion | EventSourceResponse | Response:
+    ) -> Completion | EventStream | Response:
         work = _services(request, body.model).completions.create(body)
         return await serve_request(request, work, request.app.state.request_timeout_s)
 
