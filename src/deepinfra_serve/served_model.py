@@ -114,9 +114,6 @@ class ServedModel:
     def generate(self, prompt: dict[str, Any], params: Any, request_id: str) -> AsyncIterator[Any]:
         return self.engine.generate(prompt, params, request_id)
 
-    async def check_health(self) -> None:
-        await self.engine.check_health()
-
     @property
     def errored(self) -> bool:
         return bool(self.engine.errored)
