@@ -4,7 +4,8 @@ Both servers run the same model card with the same engine arguments (vLLM's flag
 from the card's engine plan), on the same machine, and get the same workload: streaming chat
 completions with the same prompt, sampling and per-request seeds. Measurements alternate
 between the two servers, round after round, at each concurrency, so that drift in the machine
-hits both alike.
+hits both alike. The ratios are paired: ours over vLLM's within each round (the two
+measurements minutes apart at most), then the median over rounds, with the lowest and highest.
 
     python benchmarks/bench.py --card model_cards/dev/tiny-random.yaml --out benchmarks/out
 """
@@ -20,7 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -39,7 +40,7 @@ PROMPT = [{"role": "user", "content": "Hello! Tell me a long story about a lamb 
 @dataclass
 class Sample:
     ok: bool
-    ttft: float = 0.0
+    ttft: float | None = None  # None: the answer had no text (EOS first), so no first token
     itl: float | None = None
     latency: float = 0.0
     tokens: int = 0
@@ -78,6 +79,8 @@ def vllm_flags(kwargs: dict[str, Any]) -> list[str]:
             flags.append(flag if value else "--no-" + flag[2:])
         elif isinstance(value, list):
             flags += [flag, *map(str, value)]
+        elif isinstance(value, dict):
+            flags += [flag, json.dumps(value)]
         else:
             flags += [flag, str(value)]
     return flags
@@ -109,17 +112,32 @@ def server(name: str, cmd: list[str], env: dict[str, str], url: str, log: Path) 
             proc.kill()
 
 
+async def sse_lines(chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """SSE lines end at LF only; `aiter_lines` would also split inside JSON strings that hold
+    U+2028 or U+0085, which generated text can."""
+    rest = b""
+    async for chunk in chunks:
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            yield line
+    if rest:
+        yield rest
+
+
 async def one_request(client: httpx.AsyncClient, path: str, body: dict[str, Any]) -> Sample:
     started = time.perf_counter()
     first = last = None
     tokens = 0
+    done = False
     try:
         async with client.stream("POST", path, json=body) as r:
             if r.status_code != 200:
                 await r.aread()
                 return Sample(ok=False)
-            async for line in r.aiter_lines():
-                if not line.startswith("data: {"):
+            async for line in sse_lines(r.aiter_bytes()):
+                if line == b"data: [DONE]":
+                    done = True
+                if not line.startswith(b"data: {"):
                     continue
                 chunk = json.loads(line[6:])
                 if chunk.get("usage"):
@@ -131,9 +149,11 @@ async def one_request(client: httpx.AsyncClient, path: str, body: dict[str, Any]
                         last = now
     except httpx.HTTPError:
         return Sample(ok=False)
-    if first is None or last is None:
+    if not done:
         return Sample(ok=False)
     end = time.perf_counter()
+    if first is None or last is None:  # a complete answer without text
+        return Sample(ok=True, latency=end - started, tokens=tokens)
     itl = (last - first) / (tokens - 1) if tokens > 1 else None
     return Sample(ok=True, ttft=first - started, itl=itl, latency=end - started, tokens=tokens)
 
@@ -179,7 +199,7 @@ def summarize(
     server_name: str, concurrency: int, rnd: int, samples: list[Sample], elapsed: float
 ) -> Summary:
     ok = [s for s in samples if s.ok]
-    ttft = [s.ttft * 1000 for s in ok]
+    ttft = [s.ttft * 1000 for s in ok if s.ttft is not None]
     itl = [s.itl * 1000 for s in ok if s.itl is not None]
     return Summary(
         server=server_name,
@@ -251,6 +271,44 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
     return "\n".join(lines) + "\n"
 
 
+def paired_ratios(rows: list[Summary], levels: list[int]) -> dict[int, dict[str, list[float]]]:
+    """Ours / vLLM's per round, for throughput and TTFT p50: pairs measured back to back."""
+    out: dict[int, dict[str, list[float]]] = {}
+    by_key = {(r.server, r.concurrency, r.round): r for r in rows}
+    for c in levels:
+        tput, ttft = [], []
+        for rnd in sorted({r.round for r in rows}):
+            ours = by_key.get(("deepinfra-serve", c, rnd))
+            theirs = by_key.get(("vllm-server", c, rnd))
+            if ours is None or theirs is None:
+                continue
+            if theirs.output_tokens_per_s:
+                tput.append(ours.output_tokens_per_s / theirs.output_tokens_per_s)
+            if theirs.ttft_p50_ms:
+                ttft.append(ours.ttft_p50_ms / theirs.ttft_p50_ms)
+        out[c] = {"throughput": tput, "ttft_p50": ttft}
+    return out
+
+
+def paired_markdown(ratios: dict[int, dict[str, list[float]]]) -> str:
+    def cell(values: list[float]) -> str:
+        if not values:
+            return "n/a"
+        return (
+            f"{statistics.median(values):.3f} ({min(values):.3f}-{max(values):.3f}, "
+            f"{len(values)} rounds)"
+        )
+
+    lines = [
+        "| concurrency | throughput ratio, paired median (range) | "
+        "TTFT p50 ratio, paired median (range) |",
+        "|---:|---:|---:|",
+    ]
+    for c, r in ratios.items():
+        lines.append(f"| {c} | {cell(r['throughput'])} | {cell(r['ttft_p50'])} |")
+    return "\n".join(lines) + "\n"
+
+
 def plot(combined: dict[tuple[str, int], dict[str, float]], levels: list[int], path: Path) -> None:
     import matplotlib
 
@@ -298,10 +356,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--card", type=Path, default=Path("model_cards/dev/tiny-random.yaml"))
     parser.add_argument("--concurrency", default="1,8,32,128")
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
-        "--requests", type=int, default=0, help="per level; default 4 x concurrency, at least 16"
+        "--requests", type=int, default=0, help="per level; default 8 x concurrency, at least 64"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
@@ -355,7 +413,7 @@ def main(argv: list[str] | None = None) -> int:
         "deepinfra-serve": (f"http://127.0.0.1:{ours_port}", "/v1/openai/chat/completions"),
         "vllm-server": (f"http://127.0.0.1:{vllm_port}", "/v1/chat/completions"),
     }
-    total = sum(args.requests or max(16, 4 * c) for c in levels) * 2 * args.rounds
+    total = sum(args.requests or max(64, 8 * c) for c in levels) * 2 * args.rounds
     rows: list[Summary] = []
     with (
         server(
@@ -378,13 +436,13 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     base, path = targets[name]
                     bar.set_postfix(server=name, concurrency=c, round=rnd + 1)
-                    n = args.requests or max(16, 4 * c)
+                    n = args.requests or max(64, 8 * c)
                     samples, elapsed = asyncio.run(
                         run_level(base, path, card.name, c, n, args.max_tokens, bar)
                     )
                     rows.append(summarize(name, c, rnd + 1, samples, elapsed))
     combined = combine(rows)
-    table = markdown(combined, levels)
+    table = markdown(combined, levels) + "\n" + paired_markdown(paired_ratios(rows, levels))
     (args.out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     (args.out / "results.md").write_text(
         f"Machine: {machine()}\n\nCard: `{args.card}`, {args.rounds} rounds, "
