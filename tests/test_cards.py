@@ -22,6 +22,7 @@ def test_every_hosted_model_has_a_card() -> None:
         "DeepInfra/pygmalion-13b-4bit-128g",
         "HuggingFaceTB/SmolLM2-135M-Instruct",
         "deepinfra-serve/tiny-random-llama",
+        "deepinfra-serve/tiny-mistral",
     }
 
 
@@ -76,6 +77,25 @@ def test_dev_cards_use_offline_weights() -> None:
     assert isinstance(tiny.weights, GeneratedWeights)
 
 
+def test_tool_formats_per_card() -> None:
+    formats = {
+        load_card(p).name: (c.format, c.parser) if (c := load_card(p).tool_calling) else None
+        for p in SHIPPED
+    }
+    assert formats == {
+        # Mistral's own format, read by vLLM's mistral parser.
+        "mistralai/Mistral-Nemo-Instruct-2407": ("template", "mistral"),
+        "deepinfra-serve/tiny-mistral": ("template", "mistral"),
+        # No format of their own: the prompt format.
+        "Gryphe/MythoMax-L2-13b-turbo": ("prompt", "deepinfra_json"),
+        "codellama/CodeLlama-70b-Instruct-hf": ("prompt", "deepinfra_json"),
+        "HuggingFaceTB/SmolLM2-135M-Instruct": ("prompt", "deepinfra_json"),
+        "deepinfra-serve/tiny-random-llama": ("prompt", "deepinfra_json"),
+        # Native API only: no chat, no tools.
+        "DeepInfra/pygmalion-13b-4bit-128g": None,
+    }
+
+
 def _write(tmp_path: Path, text: str) -> Path:
     path = tmp_path / "broken.yaml"
     path.write_text(text)
@@ -88,7 +108,8 @@ BASE = (CARDS / "dev" / "tiny-random.yaml").read_text()
 @pytest.mark.parametrize(
     ("text", "expected"),
     [
-        (BASE.replace("max_model_len: 512", "max_model_len: -3"), "engine.max_model_len"),
+        (BASE.replace("max_model_len: 1024", "max_model_len: -3"), "engine.max_model_len"),
+        (BASE.replace("format: prompt", "format: xml"), "tool_calling.format"),
         (
             BASE.replace("input_usd_per_mtok: 1.0", "input_usd_per_mtk: 1.0"),
             "pricing.input_usd_per_mtk",

@@ -12,6 +12,18 @@ from .server import CARDS
 
 CACHE = Path("/cache")
 
+# What the two generated test cards share.
+TINY = {
+    "dtype": "float32",
+    "quantization": None,
+    "tensor_parallel_size": 1,
+    "max_model_len": 1024,
+    "gpu_memory_utilization": 0.9,
+    "kv_cache_dtype": "auto",
+    "tokenizer_mode": "auto",
+    "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+}
+
 GPU_ARGS = {
     "mythomax-l2-13b-turbo.yaml": {
         "model": "Gryphe/MythoMax-L2-13b",
@@ -24,6 +36,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     },
     "codellama-70b-instruct.yaml": {
         "model": "codellama/CodeLlama-70b-Instruct-hf",
@@ -36,6 +49,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     },
     "mistral-nemo-instruct-2407.yaml": {
         "model": "mistralai/Mistral-Nemo-Instruct-2407",
@@ -48,6 +62,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "mistral",
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
         "config_format": "mistral",
         "load_format": "mistral",
     },
@@ -62,6 +77,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     },
     "dev/smollm2-135m-instruct.yaml": {
         "model": "/cache/HuggingFaceTB--SmolLM2-135M-Instruct",
@@ -73,17 +89,18 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+    },
+    "dev/tiny-mistral.yaml": {
+        **TINY,
+        "model": "/cache/deepinfra-serve--tiny-mistral",
+        "served_model_name": ["deepinfra-serve/tiny-mistral"],
+        "tokenizer_mode": "mistral",
     },
     "dev/tiny-random.yaml": {
+        **TINY,
         "model": "/cache/deepinfra-serve--tiny-random-llama",
         "served_model_name": ["deepinfra-serve/tiny-random-llama"],
-        "dtype": "float32",
-        "quantization": None,
-        "tensor_parallel_size": 1,
-        "max_model_len": 512,
-        "gpu_memory_utilization": 0.9,
-        "kv_cache_dtype": "auto",
-        "tokenizer_mode": "auto",
         "enable_log_requests": True,
     },
 }
@@ -107,7 +124,10 @@ def test_gpu_engine_args_are_accepted_by_vllm(name: str) -> None:
     card = load_card(CARDS / name)
     args = build_engine_args(plan_engine(card, model_path(card, CACHE), "cuda"))
     for key, value in GPU_ARGS[name].items():
-        assert getattr(args, key) == value
+        if key == "structured_outputs_config":
+            assert args.structured_outputs_config.disable_any_whitespace is True
+        else:
+            assert getattr(args, key) == value
 
 
 def test_cpu_profile_replaces_gpu_only_settings(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -120,7 +120,7 @@ def test_response_format_maps_to_structured_outputs() -> None:
     assert params().structured_outputs is None
     assert params(response_format={"type": "text"}).structured_outputs is None
     so = params(response_format={"type": "json_object"}).structured_outputs
-    assert so.json_object is True and so.disable_any_whitespace is True
+    assert so.json_object is True
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     wrapped = {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}
     assert params(response_format=wrapped).structured_outputs.json == schema

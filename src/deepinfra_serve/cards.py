@@ -39,10 +39,15 @@ class WheelWeights(_Strict):
 
 
 class GeneratedWeights(_Strict):
-    """A tiny random Llama made locally, for tests: deterministic for a given seed."""
+    """A tiny random model made locally, for tests: deterministic for a given seed.
+
+    bpe: a Llama with a small tokenizer trained here; tekken: a Mistral with Mistral-Nemo's own
+    tokenizer (tekken v3, as mistral_common ships it), for tokenizer_mode mistral.
+    """
 
     source: Literal["generated"]
     seed: int = 0
+    tokenizer: Literal["bpe", "tekken"] = "bpe"
     hidden_size: int = 128
     num_layers: int = 2
     num_heads: int = 2
@@ -95,6 +100,36 @@ class Pricing(_Strict):
     output_usd_per_mtok: float = Field(ge=0)
 
 
+DEFAULT_TOOL_PROMPT = """\
+You can call functions. They are described here, one JSON object per line:
+{tools}
+
+To call one or more of them, reply with only a JSON array of calls and nothing else:
+[{"name": "<function name>", "parameters": {<the arguments>}}]
+If no call is needed, reply to the user in plain text."""
+
+
+class ToolCalling(_Strict):
+    """How the model is told about tools and how its calls are read back."""
+
+    format: Literal["prompt", "template"] = Field(
+        "prompt",
+        description="prompt: the service describes the tools in a system message (`prompt`) "
+        "and rewrites calls and results in the conversation as text; template: the chat "
+        "template renders tools, calls and results in the model's own format.",
+    )
+    parser: str = Field(
+        "deepinfra_json",
+        description="The vLLM tool parser that reads calls from the output; deepinfra_json "
+        "reads the JSON calls that the default prompt asks for.",
+    )
+    prompt: str = Field(
+        DEFAULT_TOOL_PROMPT,
+        description="For format prompt: the system text; {tools} becomes one JSON line per "
+        "function.",
+    )
+
+
 class ModelCard(_Strict):
     name: str = Field(description="The model name clients send, Owner/Name.")
     description: str
@@ -108,6 +143,9 @@ class ModelCard(_Strict):
     pricing: Pricing
     chat_template: str | None = Field(
         None, description="Jinja chat template; overrides the tokenizer's own."
+    )
+    tool_calling: ToolCalling | None = Field(
+        None, description="Function calling on the chat API; absent: tools are refused."
     )
 
     @model_validator(mode="after")

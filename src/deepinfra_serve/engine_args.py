@@ -42,6 +42,11 @@ def gpu_engine_kwargs(card: ModelCard, model: str) -> dict[str, Any]:
         "gpu_memory_utilization": spec.gpu_memory_utilization,
         "kv_cache_dtype": spec.kv_cache_dtype,
         "tokenizer_mode": spec.tokenizer_mode,
+        # Structured outputs (response_format, forced tool calls) as compact JSON: with any
+        # whitespace allowed, weak models loop on newlines until max_tokens. vLLM 0.32 reads
+        # this engine-wide only (a request's own flag is ignored), and only with a named
+        # backend; xgrammar is the one its "auto" picks.
+        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
     }
     if isinstance(card.weights, HubWeights):
         kwargs["revision"] = card.weights.revision
@@ -107,6 +112,10 @@ def build_engine_args(plan: EnginePlan) -> Any:
     os.environ.update(plan.env)
     for change in plan.changes:
         log.warning("CPU profile: %s", change)
+    from vllm.config import StructuredOutputsConfig
     from vllm.engine.arg_utils import AsyncEngineArgs
 
-    return AsyncEngineArgs(**plan.kwargs)
+    kwargs = dict(plan.kwargs)
+    if isinstance(so := kwargs.get("structured_outputs_config"), dict):
+        kwargs["structured_outputs_config"] = StructuredOutputsConfig(**so)
+    return AsyncEngineArgs(**kwargs)

@@ -51,21 +51,18 @@ class ResponseFormat(BaseModel):
         return self
 
     def structured_outputs(self) -> Any:
-        """vLLM structured-output constraints, or None for free text.
-
-        JSON is generated compact: with any whitespace allowed, weak models loop on newlines
-        until max_tokens and return JSON that never closes.
-        """
+        """vLLM structured-output constraints, or None for free text (JSON comes compact: the
+        engine is configured so, see `engine_args`)."""
         if self.type == "text":
             return None
         from vllm.sampling_params import StructuredOutputsParams
 
         if self.type == "json_object":
-            return StructuredOutputsParams(json_object=True, disable_any_whitespace=True)
+            return StructuredOutputsParams(json_object=True)
         if self.type == "json_schema":
             assert self.json_schema is not None
             schema = self.json_schema.get("schema", self.json_schema)
-            return StructuredOutputsParams(json=schema, disable_any_whitespace=True)
+            return StructuredOutputsParams(json=schema)
         return StructuredOutputsParams(regex=self.regex)
 
 
@@ -202,8 +199,14 @@ def to_sampling_params(
     logprobs: int | None = None,
     stop_token_ids: list[int] | None = None,
     profile: ApiProfile = OPENAI_CHAT,
+    tool_constraint: Any = None,
+    skip_special_tokens: bool = True,
 ) -> Any:
-    """The one mapping of request fields onto vLLM; raises `APIError` for what cannot run."""
+    """The one mapping of request fields onto vLLM; raises `APIError` for what cannot run.
+
+    `tool_constraint` is the structured output that forces a tool call; it takes the place of
+    response_format's.
+    """
     from vllm import SamplingParams
     from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind
@@ -245,8 +248,13 @@ def to_sampling_params(
             stop_token_ids=stop_token_ids,
             logprobs=logprobs,
             structured_outputs=(
-                options.response_format.structured_outputs() if options.response_format else None
+                tool_constraint
+                if tool_constraint is not None
+                else options.response_format.structured_outputs()
+                if options.response_format
+                else None
             ),
+            skip_special_tokens=skip_special_tokens,
             output_kind=kind,
         )
     except (ValueError, VLLMClientError) as exc:

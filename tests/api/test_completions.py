@@ -10,6 +10,7 @@ import pytest
 
 from deepinfra_serve.cards import ModelCard
 from deepinfra_serve.openai.schema import Completion, CompletionChunk
+from tests.sse import sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"
 
@@ -43,7 +44,7 @@ def test_streaming_matches_the_whole_completion(client: httpx.Client) -> None:
     body = {"model": MODEL, "prompt": "Hello", "max_tokens": 10, "temperature": 0, "echo": True}
     with client.stream("POST", "/v1/openai/completions", json={**body, "stream": True}) as r:
         assert r.status_code == 200
-        events = [line.removeprefix("data: ") for line in r.iter_lines() if line]
+        events = [line.removeprefix("data: ") for line in sse_lines(r) if line]
     assert events[-1] == "[DONE]"
     chunks = [CompletionChunk.model_validate(json.loads(e)) for e in events[:-1]]
     assert chunks[0].choices[0].text == "Hello"  # the echo comes first
@@ -63,9 +64,7 @@ def test_continuous_usage_stats_put_usage_on_every_chunk(client: httpx.Client) -
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }
     with client.stream("POST", "/v1/openai/completions", json=body) as r:
-        events = [
-            json.loads(line[6:]) for line in r.iter_lines() if line and line != "data: [DONE]"
-        ]
+        events = [json.loads(line[6:]) for line in sse_lines(r) if line and line != "data: [DONE]"]
     counts = [e["usage"]["completion_tokens"] for e in events]
     assert counts == sorted(counts) and counts[-1] == 5
 

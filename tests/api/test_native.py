@@ -12,6 +12,7 @@ import pytest
 
 from deepinfra_serve.cards import ModelCard
 from deepinfra_serve.native.schema import InferenceResponse, StreamEvent
+from tests.sse import sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"
 URL = f"/v1/inference/{MODEL}"
@@ -32,7 +33,7 @@ def infer(client: httpx.Client, **body: Any) -> httpx.Response:
 def stream(client: httpx.Client, **body: Any) -> list[StreamEvent]:
     with client.stream("POST", URL, json={**body, "stream": True}) as r:
         assert r.status_code == 200
-        lines = [line for line in r.iter_lines() if line]
+        lines = [line for line in sse_lines(r) if line]
     assert all(line.startswith("data: ") for line in lines)
     return [StreamEvent.model_validate(json.loads(line[6:])) for line in lines]
 
@@ -162,9 +163,9 @@ def test_bad_fields_get_deepinfras_error_shape(
 
 
 def test_over_long_input_gives_the_numbers(client: httpx.Client) -> None:
-    r = infer(client, input="lamb " * 600)
+    r = infer(client, input="lamb " * 1200)
     assert r.status_code == 400
-    assert "the model's context is 512 tokens" in r.json()["error"]
+    assert "the model's context is 1024 tokens" in r.json()["error"]
 
 
 def test_unknown_model_is_404(client: httpx.Client) -> None:

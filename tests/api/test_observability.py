@@ -13,6 +13,8 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.sse import sse_lines
+
 MODEL = "deepinfra-serve/tiny-random-llama"
 HELLO = [{"role": "user", "content": "Hello!"}]
 ROOT = Path(__file__).resolve().parents[2]
@@ -72,7 +74,7 @@ def test_counters_move_by_exactly_the_traffic(client: httpx.Client) -> None:
             "/v1/openai/chat/completions",
             json={"model": MODEL, "messages": HELLO, "max_tokens": 4, "stream": True},
         ) as r:
-            events = [line[6:] for line in r.iter_lines() if line.startswith("data: {")]
+            events = [line[6:] for line in sse_lines(r) if line.startswith("data: {")]
         usages.append(json.loads(events[-1])["usage"])
     bad = client.post(
         "/v1/openai/chat/completions", json={"model": MODEL, "messages": HELLO, "n": 9}

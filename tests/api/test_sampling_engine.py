@@ -79,11 +79,11 @@ def test_max_tokens_1_gives_one_token_and_length(client: httpx.Client) -> None:
 
 
 def test_generation_ends_at_the_context(client: httpx.Client) -> None:
-    body = complete(client, prompt=list(range(5, 505)), temperature=0, max_tokens=None)
+    body = complete(client, prompt=list(range(5, 505)) * 2, temperature=0, max_tokens=None)
     usage = body["usage"]
-    assert usage["prompt_tokens"] == 500
+    assert usage["prompt_tokens"] == 1000
     assert body["choices"][0]["finish_reason"] == "length"
-    assert usage["total_tokens"] == 512
+    assert usage["total_tokens"] == 1024
 
 
 def test_n_3_gives_three_choices(client: httpx.Client) -> None:

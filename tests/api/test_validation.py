@@ -52,8 +52,15 @@ CHAT_ONLY = [
     ("messages", [{"role": "user", "content": [{"type": "image_url", "image_url": {}}]}]),
     ("messages", [{"role": "tool", "content": "42"}]),  # no tool_call_id
     ("logprobs", "sure"),
-    ("tools", [{"type": "function", "function": {"name": "f"}}]),
-    ("tool_choice", "required"),
+    ("tools", [{"type": "retrieval", "function": {"name": "f"}}]),  # functions only
+    ("tools", [{"type": "function", "function": {"name": "get weather"}}]),  # bad name
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": "string"}}}]),
+    ("tools", [{"type": "function", "function": {"name": "f", "parameters": {"type": 5}}}]),
+    ("tools", [{"type": "function", "function": {"name": "f"}}] * 2),  # twice the same name
+    ("tools", [{"type": "function"}]),  # no function
+    ("tool_choice", "required"),  # without tools
+    ("tool_choice", "sometimes"),
+    ("tool_choice", {"type": "function", "function": {}}),
     ("reasoning_effort", "high"),
     ("reasoning_effort", "extreme"),
 ]
@@ -112,11 +119,11 @@ def test_engine_grammar_errors_are_400_naming_response_format(
 
 def test_completions_over_long_prompt_gives_the_numbers(client: httpx.Client) -> None:
     r = client.post(
-        "/v1/openai/completions", json={"model": MODEL, "prompt": list(range(5, 505)) * 2}
+        "/v1/openai/completions", json={"model": MODEL, "prompt": list(range(5, 505)) * 3}
     )
     assert r.status_code == 400
     assert r.json()["error"]["message"].startswith(
-        "Requested 1000 prompt tokens, the model's context is 512 tokens"
+        "Requested 1500 prompt tokens, the model's context is 1024 tokens"
     )
 
 

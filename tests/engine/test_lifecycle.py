@@ -16,6 +16,7 @@ import pytest
 
 from tests.api.test_resilience import running
 from tests.server import TINY_CARD, server_process
+from tests.sse import asse_lines, sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"
 CHAT = "/v1/openai/chat/completions"
@@ -84,7 +85,7 @@ def test_request_timeout_aborts_the_engine_work(guarded: tuple[str, Path]) -> No
         assert "timed out after 0.5 s" in r.json()["error"]["message"]
         with c.stream("POST", CHAT, json={**long, "stream": True}) as s:
             assert s.status_code == 200
-            events = [line[6:] for line in s.iter_lines() if line.startswith("data: ")]
+            events = [line[6:] for line in sse_lines(s) if line.startswith("data: ")]
         assert events[-1] == "[DONE]"
         assert json.loads(events[-2])["error"]["code"] == "timeout"
         # Both timed-out requests were aborted in the engine.
@@ -97,7 +98,7 @@ def test_request_timeout_aborts_the_engine_work(guarded: tuple[str, Path]) -> No
 async def _stream_all(url: str, n: int, body: dict[str, Any]) -> list[tuple[int, list[str]]]:
     async def one(ac: httpx.AsyncClient) -> tuple[int, list[str]]:
         async with ac.stream("POST", CHAT, json=body) as r:
-            return r.status_code, [line async for line in r.aiter_lines() if line]
+            return r.status_code, [line async for line in asse_lines(r) if line]
 
     async with httpx.AsyncClient(base_url=url, timeout=120) as ac:
         return await asyncio.gather(*(one(ac) for _ in range(n)))
@@ -144,7 +145,7 @@ def test_engine_death_fails_requests_and_exits_non_zero(cache_dir: Path, tmp_pat
             if p.name() == "VLLM::EngineCore"
         )
         with httpx.Client(base_url=url, timeout=30) as c, c.stream("POST", CHAT, json=body) as s:
-            lines = s.iter_lines()
+            lines = sse_lines(s)
             assert next(lines).startswith("data: {")
             engine.kill()
             rest = [line for line in lines if line.startswith("data: ")]

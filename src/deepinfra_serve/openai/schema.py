@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import jsonschema
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ..sampling import SamplingOptions
 
@@ -42,9 +43,21 @@ class UserMessage(_Message):
     content: Content
 
 
+class FunctionCall(BaseModel):
+    name: str
+    arguments: str = Field(description="The arguments, a JSON object as text.")
+
+
+class ToolCall(BaseModel):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCall
+
+
 class AssistantMessage(_Message):
     role: Literal["assistant"]
     content: Content | None = None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ToolMessage(_Message):
@@ -56,6 +69,44 @@ class ToolMessage(_Message):
 Message = Annotated[
     SystemMessage | UserMessage | AssistantMessage | ToolMessage, Field(discriminator="role")
 ]
+
+
+class FunctionDefinition(BaseModel):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Letters, digits, _ . -")
+    description: str | None = None
+    parameters: dict[str, Any] | None = Field(
+        None, description="A JSON schema of type object; no parameters when left out."
+    )
+    strict: bool | None = Field(None, description="Accepted; forced calls always validate.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        # Checked here so that a broken schema is a 422 naming the tool, not an error from
+        # the grammar compiler when a call is forced.
+        if value is None:
+            return value
+        try:
+            jsonschema.validators.validator_for(value).check_schema(value)
+        except jsonschema.SchemaError as exc:
+            raise ValueError(f"not a valid JSON schema: {exc.message}") from exc
+        if value.get("type", "object") != "object":
+            raise ValueError("must be a JSON schema of type object (the arguments object)")
+        return value
+
+
+class ToolDefinition(BaseModel):
+    type: Literal["function"] = Field("function", description="Only functions are supported.")
+    function: FunctionDefinition
+
+
+class FunctionName(BaseModel):
+    name: str
+
+
+class NamedToolChoice(BaseModel):
+    type: Literal["function"] = "function"
+    function: FunctionName
 
 
 class StreamOptions(BaseModel):
@@ -76,8 +127,13 @@ class ChatCompletionRequest(SamplingOptions):
     stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: bool | None = None
-    tools: list[dict[str, Any]] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tools: list[ToolDefinition] | None = Field(
+        None, max_length=128, description="Functions the model may call."
+    )
+    tool_choice: Literal["none", "auto", "required"] | NamedToolChoice | None = Field(
+        None, description="none, auto (the default with tools), required, or one function."
+    )
+    parallel_tool_calls: bool = Field(True, description="Allow more than one call per answer.")
     user: str | None = None
     reasoning_effort: Literal["low", "medium", "high", "none"] | None = None
     reasoning: ReasoningSettings | None = None
@@ -103,6 +159,8 @@ class ChatCompletionRequest(SamplingOptions):
                 msg["name"] = m.name
             if isinstance(m, ToolMessage):
                 msg["tool_call_id"] = m.tool_call_id
+            if isinstance(m, AssistantMessage) and m.tool_calls:
+                msg["tool_calls"] = [c.model_dump() for c in m.tool_calls]
             out.append(msg)
         return out
 
@@ -149,6 +207,7 @@ class Usage(BaseModel):
 class ChatMessageOut(BaseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
+    tool_calls: list[ToolCall] | None = None
 
 
 class ChatChoice(BaseModel):
@@ -167,9 +226,22 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
+class FunctionCallDelta(BaseModel):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(BaseModel):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
 class ChatDelta(BaseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
 
 
 class ChatChunkChoice(BaseModel):

@@ -19,10 +19,12 @@ DONE = b"data: [DONE]\n\n"
 Choice = dict[str, Any]
 
 
-def finish_reason(reason: str | None) -> str:
+def finish_reason(reason: str | None, called: bool = False) -> str:
     # vLLM says "stop" for EOS, stop strings and stop tokens; "length" for max_tokens and the
-    # end of the context.
-    return "length" if reason == "length" else "stop"
+    # end of the context. An answer that calls tools ends with "tool_calls".
+    if reason == "length":
+        return "length"
+    return "tool_calls" if called else "stop"
 
 
 def usage(card: ModelCard, prompt_tokens: int, completion_tokens: int) -> Usage:
@@ -104,9 +106,10 @@ async def sse_chunks(
                 if o.finish_reason is not None:
                     finished += 1
                     last = finished == n
+                    closing = finish(o)
                     if o.index == 0:
-                        first_reason = finish_reason(o.finish_reason)
-                    yield frame(finish(o), policy.continuous or (policy.on_finish and last))
+                        first_reason = closing["finish_reason"]
+                    yield frame(closing, policy.continuous or (policy.on_finish and last))
             out = await anext(rest, None)
     finally:
         await rest.aclose()  # after an early close, vLLM aborts the request

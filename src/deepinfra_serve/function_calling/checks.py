@@ -1,0 +1,68 @@
+"""What a request's tools and tool_choice must satisfy beyond their schema; each refusal is a
+422 that names the field."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ..cards import ModelCard
+from ..errors import APIError
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The effective tool choice: mode none, auto, required or named (then `name`)."""
+
+    mode: str
+    name: str | None = None
+
+    @property
+    def forced(self) -> bool:
+        return self.mode in ("required", "named")
+
+    def for_vllm(self) -> str | dict[str, Any]:
+        if self.mode == "named":
+            return {"type": "function", "function": {"name": self.name}}
+        return self.mode
+
+
+def _invalid(param: str, message: str) -> APIError:
+    return APIError(422, f"{param}: {message}", param=param, code="invalid_value")
+
+
+def check_tools(req: Any, card: ModelCard) -> Choice:
+    """The request's tool choice, after refusing what cannot be served."""
+    tools = req.tools or []
+    raw = req.tool_choice
+    if raw is None:
+        choice = Choice("auto" if tools else "none")
+    elif isinstance(raw, str):
+        choice = Choice(raw)
+    else:
+        choice = Choice("named", raw.function.name)
+    if not tools:
+        if choice.mode != "none":
+            raise _invalid("tool_choice", "needs tools; none were given")
+        return choice
+    if card.tool_calling is None:
+        raise _invalid("tools", "function calling is not supported for this model")
+    seen: set[str] = set()
+    for i, tool in enumerate(tools):
+        name = tool.function.name
+        if name in seen:
+            raise _invalid(f"tools.{i}.function.name", f"{name!r} is defined twice")
+        seen.add(name)
+    if choice.mode == "named" and choice.name not in seen:
+        raise _invalid("tool_choice", f"names function {choice.name!r}, which is not in tools")
+    if choice.mode == "none":
+        return choice
+    rf = req.response_format
+    if choice.forced and rf is not None and rf.type != "text":
+        raise _invalid(
+            "response_format",
+            "cannot be combined with a forced tool_choice; the call's schema shapes the answer",
+        )
+    if req.logprobs:
+        raise _invalid("logprobs", "not available together with tools")
+    return choice
