@@ -318,6 +318,26 @@ def test_inconsistent_tool_requests_are_422(
     assert error["param"] == field and words in error["message"]
 
 
+def test_a_schema_the_grammar_cannot_enforce_is_400_naming_tools(client: httpx.Client) -> None:
+    counted = {
+        "type": "function",
+        "function": {
+            "name": "count",
+            "parameters": {
+                "type": "object",
+                "properties": {"n": {"type": "integer", "multipleOf": 3}},
+            },
+        },
+    }
+    r = client.post(
+        "/v1/openai/chat/completions",
+        json={"model": MODEL, "messages": ASK, "tools": [counted], "tool_choice": "required"},
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["param"] == "tools"
+    assert "not supported" in r.json()["error"]["message"]
+
+
 def test_openai_client_tool_calls(base_url: str) -> None:
     oai = openai.OpenAI(base_url=f"{base_url}/v1/openai", api_key="unused", max_retries=0)
     resp = oai.chat.completions.create(
