@@ -21,6 +21,7 @@ import statistics
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psutil
 from tqdm import tqdm
 
 from deepinfra_serve.cards import load_card
@@ -44,6 +46,7 @@ class Sample:
     itl: float | None = None
     latency: float = 0.0
     tokens: int = 0
+    error: str = ""  # why it failed: "HTTP 429", an httpx error's class, "no [DONE]", ...
 
 
 @dataclass
@@ -59,6 +62,8 @@ class Summary:
     ttft_p99_ms: float
     itl_p50_ms: float
     itl_p99_ms: float
+    api_cpu_ms_per_1k_tokens: float
+    error_kinds: dict[str, int]
 
 
 def percentile(values: list[float], q: float) -> float:
@@ -87,7 +92,10 @@ def vllm_flags(kwargs: dict[str, Any]) -> list[str]:
 
 
 @contextmanager
-def server(name: str, cmd: list[str], env: dict[str, str], url: str, log: Path) -> Iterator[str]:
+def server(
+    name: str, cmd: list[str], env: dict[str, str], url: str, log: Path
+) -> Iterator[psutil.Process]:
+    """The server, started and healthy; yields its API process (the engine is a child)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env)
     try:
@@ -103,7 +111,7 @@ def server(name: str, cmd: list[str], env: dict[str, str], url: str, log: Path) 
             except httpx.HTTPError:
                 pass
             time.sleep(0.5)
-        yield url
+        yield psutil.Process(proc.pid)
     finally:
         proc.terminate()
         try:
@@ -133,13 +141,15 @@ async def one_request(client: httpx.AsyncClient, path: str, body: dict[str, Any]
         async with client.stream("POST", path, json=body) as r:
             if r.status_code != 200:
                 await r.aread()
-                return Sample(ok=False)
+                return Sample(ok=False, error=f"HTTP {r.status_code}")
             async for line in sse_lines(r.aiter_bytes()):
                 if line == b"data: [DONE]":
                     done = True
                 if not line.startswith(b"data: {"):
                     continue
                 chunk = json.loads(line[6:])
+                if "error" in chunk:
+                    return Sample(ok=False, error=f"error event {chunk['error'].get('code')}")
                 if chunk.get("usage"):
                     tokens = chunk["usage"]["completion_tokens"]
                 for choice in chunk.get("choices", []):
@@ -147,10 +157,10 @@ async def one_request(client: httpx.AsyncClient, path: str, body: dict[str, Any]
                         now = time.perf_counter()
                         first = first or now
                         last = now
-    except httpx.HTTPError:
-        return Sample(ok=False)
+    except httpx.HTTPError as exc:
+        return Sample(ok=False, error=type(exc).__name__)
     if not done:
-        return Sample(ok=False)
+        return Sample(ok=False, error="no [DONE]")
     end = time.perf_counter()
     if first is None or last is None:  # a complete answer without text
         return Sample(ok=True, latency=end - started, tokens=tokens)
@@ -195,8 +205,19 @@ async def run_level(
     return samples, elapsed
 
 
+def cpu_seconds(process: psutil.Process) -> float:
+    """CPU time of the API process itself (all its threads; not the engine's processes)."""
+    t = process.cpu_times()
+    return t.user + t.system
+
+
 def summarize(
-    server_name: str, concurrency: int, rnd: int, samples: list[Sample], elapsed: float
+    server_name: str,
+    concurrency: int,
+    rnd: int,
+    samples: list[Sample],
+    elapsed: float,
+    api_cpu_s: float,
 ) -> Summary:
     ok = [s for s in samples if s.ok]
     ttft = [s.ttft * 1000 for s in ok if s.ttft is not None]
@@ -213,6 +234,8 @@ def summarize(
         ttft_p99_ms=percentile(ttft, 99),
         itl_p50_ms=percentile(itl, 50),
         itl_p99_ms=percentile(itl, 99),
+        api_cpu_ms_per_1k_tokens=api_cpu_s * 1e6 / max(1, sum(s.tokens for s in ok)),
+        error_kinds=dict(Counter(s.error for s in samples if not s.ok)),
     )
 
 
@@ -231,6 +254,7 @@ def combine(rows: list[Summary]) -> dict[tuple[str, int], dict[str, float]]:
                 "ttft_p99_ms",
                 "itl_p50_ms",
                 "itl_p99_ms",
+                "api_cpu_ms_per_1k_tokens",
             )
         }
         figures["errors"] = sum(r.errors for r in group)
@@ -242,8 +266,8 @@ def combine(rows: list[Summary]) -> dict[tuple[str, int], dict[str, float]]:
 def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int]) -> str:
     lines = [
         "| concurrency | server | output tok/s | req/s | TTFT p50 ms | TTFT p99 ms | "
-        "ITL p50 ms | ITL p99 ms | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|",
+        "ITL p50 ms | ITL p99 ms | API CPU ms / 1k tokens | errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in levels:
         for name in ("deepinfra-serve", "vllm-server"):
@@ -251,7 +275,8 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
             lines.append(
                 f"| {c} | {name} | {f['output_tokens_per_s']:.1f} | {f['requests_per_s']:.2f} | "
                 f"{f['ttft_p50_ms']:.1f} | {f['ttft_p99_ms']:.1f} | {f['itl_p50_ms']:.2f} | "
-                f"{f['itl_p99_ms']:.2f} | {int(f['errors'])}/{int(f['requests'])} |"
+                f"{f['itl_p99_ms']:.2f} | {f['api_cpu_ms_per_1k_tokens']:.0f} | "
+                f"{int(f['errors'])}/{int(f['requests'])} |"
             )
     lines += [
         "",
@@ -271,22 +296,28 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
     return "\n".join(lines) + "\n"
 
 
+PAIRED = {  # figure -> column title of the paired table
+    "output_tokens_per_s": "throughput",
+    "ttft_p50_ms": "TTFT p50",
+    "api_cpu_ms_per_1k_tokens": "API process CPU per token",
+}
+
+
 def paired_ratios(rows: list[Summary], levels: list[int]) -> dict[int, dict[str, list[float]]]:
-    """Ours / vLLM's per round, for throughput and TTFT p50: pairs measured back to back."""
+    """Ours / vLLM's per round, figure by figure: pairs measured back to back."""
     out: dict[int, dict[str, list[float]]] = {}
     by_key = {(r.server, r.concurrency, r.round): r for r in rows}
     for c in levels:
-        tput, ttft = [], []
+        ratios: dict[str, list[float]] = {f: [] for f in PAIRED}
         for rnd in sorted({r.round for r in rows}):
             ours = by_key.get(("deepinfra-serve", c, rnd))
             theirs = by_key.get(("vllm-server", c, rnd))
             if ours is None or theirs is None:
                 continue
-            if theirs.output_tokens_per_s:
-                tput.append(ours.output_tokens_per_s / theirs.output_tokens_per_s)
-            if theirs.ttft_p50_ms:
-                ttft.append(ours.ttft_p50_ms / theirs.ttft_p50_ms)
-        out[c] = {"throughput": tput, "ttft_p50": ttft}
+            for f in PAIRED:
+                if getattr(theirs, f):
+                    ratios[f].append(getattr(ours, f) / getattr(theirs, f))
+        out[c] = ratios
     return out
 
 
@@ -299,13 +330,10 @@ def paired_markdown(ratios: dict[int, dict[str, list[float]]]) -> str:
             f"{len(values)} rounds)"
         )
 
-    lines = [
-        "| concurrency | throughput ratio, paired median (range) | "
-        "TTFT p50 ratio, paired median (range) |",
-        "|---:|---:|---:|",
-    ]
+    titles = " | ".join(f"{t} ratio, paired median (range)" for t in PAIRED.values())
+    lines = [f"| concurrency | {titles} |", "|---:|" + "---:|" * len(PAIRED)]
     for c, r in ratios.items():
-        lines.append(f"| {c} | {cell(r['throughput'])} | {cell(r['ttft_p50'])} |")
+        lines.append(f"| {c} | " + " | ".join(cell(r[f]) for f in PAIRED) + " |")
     return "\n".join(lines) + "\n"
 
 
@@ -422,10 +450,10 @@ def main(argv: list[str] | None = None) -> int:
             env,
             targets["deepinfra-serve"][0],
             args.out / "deepinfra-serve.log",
-        ),
+        ) as ours_api,
         server(
             "vllm-server", vllm_cmd, env, targets["vllm-server"][0], args.out / "vllm-server.log"
-        ),
+        ) as vllm_api,
         tqdm(total=total, unit="req", desc="benchmark") as bar,
     ):
         for base, path in targets.values():  # warm-up, not measured
@@ -437,12 +465,20 @@ def main(argv: list[str] | None = None) -> int:
                     base, path = targets[name]
                     bar.set_postfix(server=name, concurrency=c, round=rnd + 1)
                     n = args.requests or max(64, 8 * c)
+                    api = ours_api if name == "deepinfra-serve" else vllm_api
+                    cpu = cpu_seconds(api)
                     samples, elapsed = asyncio.run(
                         run_level(base, path, card.name, c, n, args.max_tokens, bar)
                     )
-                    rows.append(summarize(name, c, rnd + 1, samples, elapsed))
+                    cpu = cpu_seconds(api) - cpu
+                    rows.append(summarize(name, c, rnd + 1, samples, elapsed, cpu))
     combined = combine(rows)
     table = markdown(combined, levels) + "\n" + paired_markdown(paired_ratios(rows, levels))
+    kinds = Counter()
+    for r in rows:
+        kinds.update({f"{r.server} at {r.concurrency}: {k}": n for k, n in r.error_kinds.items()})
+    if kinds:
+        table += "\nErrors: " + "; ".join(f"{k} x {n}" for k, n in sorted(kinds.items())) + "\n"
     (args.out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     (args.out / "results.md").write_text(
         f"Machine: {machine()}\n\nCard: `{args.card}`, {args.rounds} rounds, "
