@@ -12,6 +12,9 @@ from .server import CARDS
 
 CACHE = Path("/cache")
 
+# Every card's engine generates structured outputs as compact JSON.
+COMPACT_JSON = {"backend": "xgrammar", "disable_any_whitespace": True}
+
 # What the two generated test cards share.
 TINY = {
     "dtype": "float32",
@@ -21,7 +24,7 @@ TINY = {
     "gpu_memory_utilization": 0.9,
     "kv_cache_dtype": "auto",
     "tokenizer_mode": "auto",
-    "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+    "structured_outputs_config": COMPACT_JSON,
 }
 
 GPU_ARGS = {
@@ -36,7 +39,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
-        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "structured_outputs_config": COMPACT_JSON,
     },
     "codellama-70b-instruct.yaml": {
         "model": "codellama/CodeLlama-70b-Instruct-hf",
@@ -49,7 +52,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
-        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "structured_outputs_config": COMPACT_JSON,
     },
     "mistral-nemo-instruct-2407.yaml": {
         "model": "mistralai/Mistral-Nemo-Instruct-2407",
@@ -62,7 +65,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "mistral",
-        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "structured_outputs_config": COMPACT_JSON,
         "config_format": "mistral",
         "load_format": "mistral",
     },
@@ -77,7 +80,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
-        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "structured_outputs_config": COMPACT_JSON,
     },
     "dev/smollm2-135m-instruct.yaml": {
         "model": "/cache/HuggingFaceTB--SmolLM2-135M-Instruct",
@@ -89,7 +92,7 @@ GPU_ARGS = {
         "gpu_memory_utilization": 0.9,
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
-        "structured_outputs_config": {"backend": "xgrammar", "disable_any_whitespace": True},
+        "structured_outputs_config": COMPACT_JSON,
     },
     "dev/tiny-mistral.yaml": {
         **TINY,

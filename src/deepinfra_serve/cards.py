@@ -109,6 +109,9 @@ To call one or more of them, reply with only a JSON array of calls and nothing e
 If no call is needed, reply to the user in plain text."""
 
 
+JSON_TOOL_PARSER = "deepinfra_json"  # the prompt format's parser, registered with vLLM
+
+
 class ToolCalling(_Strict):
     """How the model is told about tools and how its calls are read back."""
 
@@ -119,7 +122,7 @@ class ToolCalling(_Strict):
         "template renders tools, calls and results in the model's own format.",
     )
     parser: str = Field(
-        "deepinfra_json",
+        JSON_TOOL_PARSER,
         description="The vLLM tool parser that reads calls from the output; deepinfra_json "
         "reads the JSON calls that the default prompt asks for.",
     )

@@ -23,9 +23,8 @@ from vllm.entrypoints.generate.base.protocol import (
 )
 from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager
 
+from ..cards import JSON_TOOL_PARSER
 from .json_calls import CallScanner, read_call, read_calls, starts_calls, tool_names
-
-NAME = "deepinfra_json"
 
 
 class JsonToolParser(ToolParser):
@@ -111,4 +110,4 @@ def _parallel(request: Any) -> bool:
 
 
 def register() -> None:
-    ToolParserManager.register_module(NAME, module=JsonToolParser)
+    ToolParserManager.register_module(JSON_TOOL_PARSER, module=JsonToolParser)

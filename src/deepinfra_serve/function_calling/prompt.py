@@ -114,6 +114,8 @@ def conversation(
     if tc is None:
         return messages, None
     if tc.format == "prompt":
+        if not tools and not any(m["role"] == "tool" or m.get("tool_calls") for m in messages):
+            return messages, None  # a plain chat: nothing to rewrite
         functions = [t["function"] for t in tools] if tools else None
         return as_text(messages, tc, functions, choice), None
     return messages, tools

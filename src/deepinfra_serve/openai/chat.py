@@ -21,7 +21,7 @@ from ..served_model import ServedModel, first_output
 from ..streaming import EventStream
 from .logprobs import chat_logprobs
 from .schema import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut
-from .serving import UsagePolicy, finish_reason, sse_chunks, usage
+from .serving import UsagePolicy, check_stream_options, finish_reason, sse_chunks, usage
 
 
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
@@ -33,10 +33,7 @@ def _refuse_unsupported(req: ChatCompletionRequest) -> None:
         )
     if req.reasoning is not None and (req.reasoning.enabled or req.reasoning.effort):
         raise APIError(422, "reasoning: this model does not reason", param="reasoning")
-    if req.stream_options is not None and not req.stream:
-        raise APIError(
-            422, "stream_options: only allowed when stream is true", param="stream_options"
-        )
+    check_stream_options(req.stream, req.stream_options)
 
 
 class ChatService:

@@ -12,7 +12,7 @@ from ..served_model import ServedModel, first_output
 from ..streaming import EventStream
 from .logprobs import completion_logprobs
 from .schema import Completion, CompletionChoice, CompletionRequest
-from .serving import UsagePolicy, finish_reason, sse_chunks, usage
+from .serving import UsagePolicy, check_stream_options, finish_reason, sse_chunks, usage
 
 # vLLM's default max_logprobs: the most alternatives one position may report.
 MAX_LOGPROBS = 20
@@ -33,10 +33,7 @@ def _refuse_unsupported(req: CompletionRequest) -> None:
         )
     if req.data is not None:
         raise APIError(422, "data: this model takes text only", param="data")
-    if req.stream_options is not None and not req.stream:
-        raise APIError(
-            422, "stream_options: only allowed when stream is true", param="stream_options"
-        )
+    check_stream_options(req.stream, req.stream_options)
 
 
 class CompletionService:

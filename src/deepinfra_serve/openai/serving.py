@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 
 from ..cards import ModelCard
+from ..errors import APIError
 from ..observability.context import RequestRecord
 from ..pricing import estimated_cost
 from .schema import StreamOptions, Usage
@@ -34,6 +35,13 @@ def usage(card: ModelCard, prompt_tokens: int, completion_tokens: int) -> Usage:
         total_tokens=prompt_tokens + completion_tokens,
         estimated_cost=estimated_cost(card.pricing, prompt_tokens, completion_tokens),
     )
+
+
+def check_stream_options(stream: bool, options: StreamOptions | None) -> None:
+    if options is not None and not stream:
+        raise APIError(
+            422, "stream_options: only allowed when stream is true", param="stream_options"
+        )
 
 
 @dataclass(frozen=True)
