@@ -21,7 +21,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 from . import __version__
 from .admission import AdmissionMiddleware, Gate
 from .auth import ApiKeys
-from .cards import ModelCard
+from .cards import ModelCard, load_cards
 from .errors import install_error_handlers
 from .native.routes import build_router as build_native_router
 from .native.service import InferenceService
@@ -48,6 +48,15 @@ def begin_draining(app: FastAPI) -> None:
         app.state.phase = Phase.DRAINING
     app.state.gate.draining = True
     metrics.ENGINE_READY.labels(app.state.card.name).set(0)
+
+
+def listed_cards(card: ModelCard, fleet_cards: str) -> list[ModelCard]:
+    """What /v1/openai/models lists: this card and, behind a fleet's front door, every other
+    card of the fleet, so that one base URL shows the whole fleet whichever replica answers."""
+    cards = {card.name: card}
+    for other in load_cards(fleet_cards):
+        cards.setdefault(other.name, other)
+    return [c for c in cards.values() if "openai" in c.apis]
 
 
 def create_app(
@@ -129,6 +138,7 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.card = card
+    app.state.listed = listed_cards(card, settings.fleet_cards)
     app.state.api_keys = api_keys
     app.state.gate = gate
     app.state.watchdog = None

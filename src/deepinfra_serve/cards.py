@@ -187,3 +187,13 @@ def load_card(path: str | Path) -> ModelCard:
             for err in exc.errors()
         )
         raise CardError(f"{path}: invalid model card: {problems}") from exc
+
+
+def load_cards(spec: str) -> list[ModelCard]:
+    """Cards named by a comma-separated list of files and folders (a folder: its *.yaml)."""
+    cards: list[ModelCard] = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        path = Path(item)
+        files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
+        cards.extend(load_card(f) for f in files)
+    return cards

@@ -37,14 +37,38 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--port", type=int, help="(DEEPINFRA_SERVE_PORT)")
     common(sub.add_parser("prepare", help="only materialise the card's weights"))
     common(sub.add_parser("engine-args", help="print the engine arguments the card runs with"))
+    fleet = sub.add_parser(
+        "fleet", help="serve several cards and replicas behind one front door (HAProxy)"
+    )
+    fleet.add_argument("--spec", type=Path, required=True, help="the fleet file (fleets/*.yaml)")
+    fleet.add_argument("--host", help="front door address (DEEPINFRA_SERVE_HOST)")
+    fleet.add_argument("--port", type=int, help="front door port (DEEPINFRA_SERVE_PORT)")
+    fleet.add_argument("--cache-dir", type=Path, help="weights cache (DEEPINFRA_SERVE_CACHE_DIR)")
+    fleet.add_argument("--device", choices=["auto", "cuda", "cpu"], help="default: the file's")
+    fleet.add_argument("--run-dir", type=Path, help="configuration and logs (default: in cache)")
+    fleet.add_argument("--first-replica-port", type=int, help="default: the front door's + 1")
+    fleet.add_argument("--max-body-bytes", type=int, default=None, help="default: 1 MiB")
+    fleet.add_argument("--config-only", action="store_true", help="write the config and exit")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    overrides = {k: v for k, v in vars(args).items() if v is not None and k != "command"}
+    setting_names = ServerSettings.model_fields.keys()
+    overrides = {k: v for k, v in vars(args).items() if v is not None and k in setting_names}
     settings = ServerSettings(**overrides)
     configure_logging(settings.log_level)
+    if args.command == "fleet":
+        from .fleet.run import DEFAULT_MAX_BODY_BYTES, run_fleet
+
+        return run_fleet(
+            args.spec,
+            settings,
+            run_dir=args.run_dir,
+            first_replica_port=args.first_replica_port,
+            max_body_bytes=args.max_body_bytes or DEFAULT_MAX_BODY_BYTES,
+            config_only=args.config_only,
+        )
     try:
         card = load_card(settings.card)
     except CardError as exc:
@@ -96,7 +120,11 @@ def main(argv: list[str] | None = None) -> int:
         failed = True
         server.should_exit = True
 
-    app = create_app(card, start_model, settings, on_fatal)
+    try:
+        app = create_app(card, start_model, settings, on_fatal)
+    except CardError as exc:
+        print(f"deepinfra-serve: fleet card {exc}", file=sys.stderr)
+        return 2
     config = uvicorn.Config(
         app,
         host=settings.host,

@@ -20,6 +20,11 @@ class ServerSettings(BaseSettings):
         Path("model_cards/dev/smollm2-135m-instruct.yaml"),
         description="Path of the model card to serve.",
     )
+    fleet_cards: str = Field(
+        "",
+        description="Comma-separated cards (files or folders of *.yaml) of every model behind "
+        "the same front door: /v1/openai/models lists them all, whichever replica answers.",
+    )
     host: str = Field("127.0.0.1", description="Address to listen on.")
     port: int = Field(8000, ge=0, le=65535, description="Port to listen on.")
     cache_dir: Path = Field(

@@ -9,6 +9,7 @@ half-way never leaves a folder that looks complete.
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import re
 import shutil
@@ -46,6 +47,15 @@ def prepare_weights(card: ModelCard, cache_dir: Path) -> str:
     if (folder / _STAMP).exists():
         return target
     folder.parent.mkdir(parents=True, exist_ok=True)
+    # Replicas of a fleet start together: one prepares, the others wait and reuse its folder.
+    with (folder.parent / f".{folder.name}.lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (folder / _STAMP).exists():
+            _materialise(card, weights, folder)
+    return target
+
+
+def _materialise(card: ModelCard, weights: WheelWeights | GeneratedWeights, folder: Path) -> None:
     with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".prepare-") as tmp:
         work = Path(tmp) / "model"
         if isinstance(weights, GeneratedWeights) and weights.tokenizer == "tekken":
@@ -62,7 +72,6 @@ def prepare_weights(card: ModelCard, cache_dir: Path) -> str:
             shutil.rmtree(folder)
         work.rename(folder)
     log.info("weights for %s ready in %s", card.name, folder)
-    return target
 
 
 # A fixed corpus, so the generated tokenizer is the same on every machine.

@@ -96,9 +96,8 @@ def build_router() -> APIRouter:
 
     @router.get("/models", response_model=ModelList)
     async def list_models(request: Request) -> ModelList:
-        card: ModelCard = request.app.state.card
-        data = [model_out(card, request.app.state.created)] if "openai" in card.apis else []
-        return ModelList(data=data)
+        created: int = request.app.state.created
+        return ModelList(data=[model_out(card, created) for card in request.app.state.listed])
 
     @router.get(
         "/models/{model:path}",
@@ -106,10 +105,10 @@ def build_router() -> APIRouter:
         responses={404: {"model": OpenAIError, "description": "Unknown model"}},
     )
     async def get_model(model: str, request: Request) -> ModelOut:
-        card: ModelCard = request.app.state.card
-        if model != card.name or "openai" not in card.apis:
-            # Only what /models lists can be retrieved.
-            raise not_found(model)
-        return model_out(card, request.app.state.created)
+        # Only what /models lists can be retrieved.
+        for card in request.app.state.listed:
+            if card.name == model:
+                return model_out(card, request.app.state.created)
+        raise not_found(model)
 
     return router

@@ -1,0 +1,90 @@
+"""A fleet's HAProxy and supervisord configuration, written into its run folder."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from jinja2 import Environment, PackageLoader, StrictUndefined
+
+from .spec import Fleet
+
+# Above the replicas' request timeout (600 s by default) so that they end long requests.
+PROXY_TIMEOUT_S = 630
+
+_ERRORS = {
+    502: ("Bad Gateway", "The replica failed to answer; retry", "bad_gateway"),
+    503: ("Service Unavailable", "No replica can take the request now; retry later", "no_replica"),
+    504: ("Gateway Timeout", "The replica did not answer in time", "gateway_timeout"),
+}
+
+
+def _templates() -> Environment:
+    return Environment(
+        loader=PackageLoader("deepinfra_serve", "fleet"),
+        undefined=StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # configuration files, not HTML
+    )
+
+
+def write_config(
+    fleet: Fleet,
+    run_dir: Path,
+    *,
+    spec_path: Path,
+    host: str,
+    port: int,
+    device: str,
+    haproxy: str,
+    max_body_bytes: int,
+    stop_wait_s: float,
+) -> Path:
+    """Write haproxy.cfg, models.map, the error pages and supervisord.conf; returns the last."""
+    (run_dir / "logs").mkdir(parents=True, exist_ok=True)
+    (run_dir / "errors").mkdir(exist_ok=True)
+    backends = [(fleet.backend(card), card.name) for card, _ in fleet.cards]
+    replicas_of = {
+        fleet.backend(card): [r for r in fleet.replicas if r.card.name == card.name]
+        for card, _ in fleet.cards
+    }
+    (run_dir / "models.map").write_text(
+        "".join(f"{name} {backend}\n" for backend, name in backends)
+    )
+    for status, (reason, message, code) in _ERRORS.items():
+        body = json.dumps(
+            {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
+        )
+        (run_dir / "errors" / f"{status}.http").write_text(
+            f"HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\n"
+            f"Cache-Control: no-cache\r\nRetry-After: 1\r\nConnection: close\r\n\r\n{body}\n"
+        )
+    env = _templates()
+    common = {"spec_path": spec_path, "run_dir": run_dir}
+    (run_dir / "haproxy.cfg").write_text(
+        env.get_template("haproxy.cfg.j2").render(
+            **common,
+            host=host,
+            port=port,
+            max_body_bytes=max_body_bytes,
+            timeout_s=PROXY_TIMEOUT_S,
+            policy=fleet.spec.policy,
+            backends=backends,
+            replicas_of=replicas_of,
+            all_replicas=fleet.replicas,
+        )
+    )
+    conf = run_dir / "supervisord.conf"
+    conf.write_text(
+        env.get_template("supervisord.conf.j2").render(
+            **common,
+            haproxy=haproxy,
+            python=sys.executable,
+            device=device,
+            replicas=fleet.replicas,
+            fleet_cards=",".join(str(path) for _, path in fleet.cards),
+            stop_wait_s=int(stop_wait_s),
+        )
+    )
+    return conf
