@@ -32,8 +32,10 @@ def run_fleet(
 
     haproxy = shutil.which("haproxy")
     if haproxy is None and not config_only:
-        print("deepinfra-serve: the fleet's front door needs HAProxy (apt-get install haproxy)",
-              file=sys.stderr)
+        print(
+            "deepinfra-serve: the fleet's front door needs HAProxy (apt-get install haproxy)",
+            file=sys.stderr,
+        )
         return 2
     device = settings.device
     try:
@@ -67,8 +69,13 @@ def run_fleet(
     for card, _ in fleet.cards:
         prepare_weights(card, settings.cache_dir)
     for r in fleet.replicas:
-        log.info("replica %s: %s on 127.0.0.1:%d %s", r.name, r.card.name, r.port,
-                 f"GPUs {','.join(map(str, r.gpus))}" if r.gpus else "")
+        log.info(
+            "replica %s: %s on 127.0.0.1:%d %s",
+            r.name,
+            r.card.name,
+            r.port,
+            f"GPUs {','.join(map(str, r.gpus))}" if r.gpus else "",
+        )
     log.info("front door on http://%s:%d", settings.host, settings.port)
     sys.stdout.flush()
     supervisord = [sys.executable, "-m", "supervisor.supervisord", "-c", str(conf)]

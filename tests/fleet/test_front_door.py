@@ -1,0 +1,248 @@
+"""One base URL for the fleet: routing by model, the fleet's model list, pass-through."""
+
+from __future__ import annotations
+
+import time
+
+import httpx
+import pytest
+from openai import OpenAI
+
+from ..sse import sse_lines
+from .conftest import KEY, LLAMA, MISTRAL, RunningFleet
+
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+@pytest.fixture(scope="module")
+def openai_client(fleet: RunningFleet) -> OpenAI:
+    return OpenAI(base_url=f"{fleet.url}/v1/openai", api_key=KEY, max_retries=0)
+
+
+@pytest.mark.parametrize("model", [LLAMA, MISTRAL])
+def test_the_openai_client_reaches_each_model_through_one_base_url(
+    openai_client: OpenAI, model: str
+) -> None:
+    messages = [{"role": "user", "content": "Hello!"}]
+    chat = openai_client.chat.completions.create(model=model, messages=messages, max_tokens=5)
+    assert chat.model == model
+    assert chat.usage is not None and chat.usage.completion_tokens >= 1
+    assert chat.usage.model_extra["estimated_cost"] > 0
+
+    chunks = list(
+        openai_client.chat.completions.create(
+            model=model, messages=messages, max_tokens=5, stream=True
+        )
+    )
+    assert {c.model for c in chunks} == {model}
+    assert chunks[-1].choices[0].finish_reason in ("stop", "length")
+    assert chunks[-1].usage is not None
+
+    text = openai_client.completions.create(model=model, prompt="Hello", max_tokens=5)
+    assert text.model == model
+    assert text.choices[0].finish_reason in ("stop", "length")
+
+
+@pytest.mark.parametrize(
+    ("model", "name"),
+    [
+        (LLAMA, "deepinfra-serve-tiny-random-llama-0"),
+        (MISTRAL, "deepinfra-serve-tiny-mistral-0"),
+    ],
+)
+def test_the_native_api_reaches_each_model_by_its_path(
+    fleet: RunningFleet, model: str, name: str
+) -> None:
+    body = {
+        "input": "Supercalifragilisticexpialidocious antidisestablishmentarianism",
+        "max_new_tokens": 3,
+    }
+    through = httpx.post(f"{fleet.url}/v1/inference/{model}", json=body, headers=AUTH, timeout=60)
+    direct = httpx.post(
+        f"{fleet.replicas[name]}/v1/inference/{model}", json=body, headers=AUTH, timeout=60
+    )
+    assert through.status_code == direct.status_code == 200, through.text
+    assert through.json()["inference_status"]["status"] == "succeeded"
+    # The two models tokenize differently: the same count means the same model answered.
+    assert through.json()["num_input_tokens"] == direct.json()["num_input_tokens"]
+
+
+def test_the_other_models_prompt_counts_differ(fleet: RunningFleet) -> None:
+    """What the test above relies on: the two tokenizers give different counts."""
+    body = {
+        "input": "Supercalifragilisticexpialidocious antidisestablishmentarianism",
+        "max_new_tokens": 1,
+    }
+    counts = {
+        model: httpx.post(
+            f"{fleet.url}/v1/inference/{model}", json=body, headers=AUTH, timeout=60
+        ).json()["num_input_tokens"]
+        for model in (LLAMA, MISTRAL)
+    }
+    assert counts[LLAMA] != counts[MISTRAL]
+
+
+@pytest.mark.parametrize("path", ["/v1/openai/models", "/v1/models"])
+def test_models_lists_the_whole_fleet_with_its_metadata(fleet: RunningFleet, path: str) -> None:
+    # Several times: whichever replica answers, the list is the fleet's.
+    for _ in range(6):
+        listing = httpx.get(fleet.url + path, timeout=10).json()
+        assert listing["object"] == "list"
+        models = {m["id"]: m for m in listing["data"]}
+        assert set(models) == {LLAMA, MISTRAL}
+        for m in models.values():
+            assert m["object"] == "model"
+            assert m["metadata"]["pricing"] == {"input_tokens": 1.0, "output_tokens": 2.0}
+            assert m["metadata"]["context_length"] == 1024
+            assert m["metadata"]["tags"] == ["test", "cpu"]
+            assert m["metadata"]["description"]
+    one = httpx.get(f"{fleet.url}/v1/openai/models/{MISTRAL}", timeout=10).json()
+    assert one["id"] == MISTRAL
+
+
+def test_an_unknown_model_is_404_in_each_apis_shape(fleet: RunningFleet) -> None:
+    chat = httpx.post(
+        f"{fleet.url}/v1/openai/chat/completions",
+        json={"model": "nobody/nothing", "messages": [{"role": "user", "content": "hi"}]},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert chat.status_code == 404
+    assert chat.json()["error"]["code"] == "model_not_found"
+    native = httpx.post(
+        f"{fleet.url}/v1/inference/nobody/nothing", json={"input": "hi"}, headers=AUTH, timeout=10
+    )
+    assert native.status_code == 404
+    assert native.json() == {"error": "The model `nobody/nothing` does not exist"}
+
+
+def test_malformed_bodies_get_the_replicas_4xx(fleet: RunningFleet) -> None:
+    r = httpx.post(
+        f"{fleet.url}/v1/openai/chat/completions",
+        content=b'{"model":',
+        headers={**AUTH, "Content-Type": "application/json"},
+        timeout=10,
+    )
+    assert r.status_code == 400
+    assert r.json()["error"]["code"] == "invalid_json"
+    r = httpx.post(
+        f"{fleet.url}/v1/chat/completions",
+        json={"model": LLAMA, "messages": [{"role": "user", "content": "hi"}], "top_p": 7},
+        headers=AUTH,
+        timeout=10,
+    )
+    assert r.status_code == 422
+    assert r.json()["error"]["param"] == "top_p"
+
+
+def test_api_keys_and_request_ids_pass_through(fleet: RunningFleet) -> None:
+    body = {"model": LLAMA, "messages": [{"role": "user", "content": "hi"}], "max_tokens": 2}
+    url = f"{fleet.url}/v1/openai/chat/completions"
+    assert httpx.post(url, json=body, timeout=10).status_code == 401
+    wrong = httpx.post(url, json=body, headers={"Authorization": "Bearer nope"}, timeout=10)
+    assert wrong.status_code == 401
+    r = httpx.post(url, json=body, headers={**AUTH, "X-Request-ID": "fleet-rid-1"}, timeout=30)
+    assert r.status_code == 200
+    assert r.headers["x-request-id"] == "fleet-rid-1"
+    assert r.json()["id"] == "chatcmpl-fleet-rid-1"
+
+
+LONG_STREAM = {
+    "model": LLAMA,
+    "stream": True,
+    "max_tokens": 1000,
+    "messages": [{"role": "user", "content": "a long answer"}],
+    # Forces a long answer from the random model (which could end at once by itself).
+    "response_format": {"type": "regex", "regex": "([a-z]{6} ){150}"},
+}
+
+
+def test_streams_pass_through_unbuffered(fleet: RunningFleet) -> None:
+    """Events arrive as they are generated: a buffering proxy would deliver them all at the
+    end, at once."""
+    started = time.monotonic()
+    arrivals: list[float] = []
+    with httpx.stream(
+        "POST",
+        f"{fleet.url}/v1/openai/chat/completions",
+        json=LONG_STREAM,
+        headers=AUTH,
+        timeout=120,
+    ) as r:
+        for line in sse_lines(r):
+            if line.startswith("data: "):
+                arrivals.append(time.monotonic())
+    assert len(arrivals) > 150
+    spread = arrivals[-1] - arrivals[0]
+    assert spread > 0.5 * (arrivals[-1] - started), (spread, arrivals[-1] - started)
+
+
+def test_a_stream_closed_through_the_front_door_aborts_the_engine_request(
+    fleet: RunningFleet,
+) -> None:
+    names = list(fleet.replicas)
+
+    def generated() -> float:
+        return sum(fleet.metric(n, "vllm:generation_tokens_total") for n in names)
+
+    before = generated()
+    with httpx.stream(
+        "POST",
+        f"{fleet.url}/v1/openai/chat/completions",
+        json=LONG_STREAM,
+        headers=AUTH,
+        timeout=120,
+    ) as r:
+        first = next(sse_lines(r))
+    assert first.startswith("data: ")
+    # Closed after the first event: the replica stops generating long before the 150 words.
+    deadline = time.monotonic() + 30
+    while sum(fleet.metric(n, "vllm:num_requests_running") for n in names):
+        assert time.monotonic() < deadline, "the replica kept generating"
+        time.sleep(0.1)
+    assert generated() - before < 150
+
+
+def test_the_two_replicas_of_a_model_both_serve(fleet: RunningFleet) -> None:
+    names = ["deepinfra-serve-tiny-random-llama-0", "deepinfra-serve-tiny-random-llama-1"]
+
+    def served() -> list[float]:
+        return [fleet.metric(n, "deepinfra_requests_total", api="chat") for n in names]
+
+    before = served()
+    for i in range(24):
+        body = {
+            "model": LLAMA,
+            "max_tokens": 2,
+            "messages": [{"role": "user", "content": f"Conversation number {i} starts here"}],
+        }
+        r = httpx.post(
+            f"{fleet.url}/v1/openai/chat/completions", json=body, headers=AUTH, timeout=60
+        )
+        assert r.status_code == 200, r.text
+    moved = [after - b for after, b in zip(served(), before, strict=True)]
+    assert sum(moved) == 24
+    assert all(m >= 3 for m in moved), moved
+
+
+def test_the_same_prompt_start_goes_to_the_same_replica(fleet: RunningFleet) -> None:
+    """Prefix-affine balancing: one conversation stays where its prefix is cached."""
+    names = ["deepinfra-serve-tiny-random-llama-0", "deepinfra-serve-tiny-random-llama-1"]
+
+    def served() -> list[float]:
+        return [fleet.metric(n, "deepinfra_requests_total", api="chat") for n in names]
+
+    system = {"role": "system", "content": "You are the shared system prompt of this test."}
+    before = served()
+    for i in range(6):
+        body = {
+            "model": LLAMA,
+            "max_tokens": 2,
+            "messages": [system, {"role": "user", "content": f"question {i}"}],
+        }
+        r = httpx.post(
+            f"{fleet.url}/v1/openai/chat/completions", json=body, headers=AUTH, timeout=60
+        )
+        assert r.status_code == 200
+    moved = sorted(after - b for after, b in zip(served(), before, strict=True))
+    assert moved == [0, 6]
