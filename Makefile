@@ -7,7 +7,12 @@ DEMO_CARD ?= model_cards/dev/smollm2-135m-instruct.yaml
 HOST ?= 127.0.0.1
 PORT ?= 8000
 
-.PHONY: install serve test helm-test bench lint format clean
+FLEET ?= fleets/cpu-demo.yaml
+# Debian packages the fleet and the tests run: HAProxy (the fleet's front door) and Prometheus
+# (scrapes the service in one test). Installed when missing and running as root.
+DEBS ?= haproxy prometheus
+
+.PHONY: install debs serve fleet test helm-test bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,8 +24,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+debs:
+	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
+	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
+	fi
+
 serve: install
 	$(BIN)/deepinfra-serve serve --card $(DEMO_CARD) --host $(HOST) --port $(PORT)
+
+# Several cards and replicas behind one front door on $(HOST):$(PORT) (fleets/*.yaml).
+fleet: install
+	$(MAKE) --no-print-directory debs DEBS=haproxy
+	$(BIN)/deepinfra-serve fleet --spec $(FLEET) --host $(HOST) --port $(PORT)
 
 # This service against vLLM's own OpenAI server, side by side (several minutes on a CPU).
 bench: install
@@ -40,7 +59,7 @@ format: install
 helm-test: install
 	$(BIN)/pytest tests/helm
 
-test: lint helm-test
+test: lint helm-test debs
 	$(BIN)/pytest --ignore=tests/helm
 
 clean:

@@ -1,6 +1,6 @@
 """A real Prometheus server scrapes the service and answers a query about it.
 
-Needs Debian's `prometheus` binary; `.ci/run` installs it.
+Needs Debian's `prometheus` binary; `make test` installs it.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ PROMETHEUS = shutil.which("prometheus")
 @pytest.fixture(scope="module")
 def prometheus(base_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     if PROMETHEUS is None:
-        pytest.skip("Debian's prometheus is not installed here (.ci/run installs it)")
+        pytest.skip("Debian's prometheus is not installed here (`make test` installs it as root)")
     work = tmp_path_factory.mktemp("prometheus")
     target = urlsplit(base_url).netloc
     config = work / "prometheus.yml"
