@@ -40,6 +40,7 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
         "structured_outputs_config": COMPACT_JSON,
+        "enable_prefix_caching": True,
     },
     "codellama-70b-instruct.yaml": {
         "model": "codellama/CodeLlama-70b-Instruct-hf",
@@ -53,6 +54,7 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
         "structured_outputs_config": COMPACT_JSON,
+        "enable_prefix_caching": True,
     },
     "mistral-nemo-instruct-2407.yaml": {
         "model": "mistralai/Mistral-Nemo-Instruct-2407",
@@ -66,6 +68,7 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "mistral",
         "structured_outputs_config": COMPACT_JSON,
+        "enable_prefix_caching": True,
         "config_format": "mistral",
         "load_format": "mistral",
     },
@@ -81,6 +84,7 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
         "structured_outputs_config": COMPACT_JSON,
+        "enable_prefix_caching": True,
     },
     "dev/smollm2-135m-instruct.yaml": {
         "model": "/cache/HuggingFaceTB--SmolLM2-135M-Instruct",
