@@ -41,11 +41,14 @@ fleet: install
 	$(MAKE) --no-print-directory debs DEBS=haproxy
 	$(BIN)/deepinfra-serve fleet --spec $(FLEET) --host $(HOST) --port $(PORT)
 
-# This service against vLLM's own OpenAI server, side by side (several minutes on a CPU).
+# This service against vLLM's own OpenAI server, side by side, then the fleet's front door
+# against direct and prefix-affine against round-robin balancing (many minutes on a CPU).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
 	$(BIN)/python benchmarks/bench.py --out benchmarks/out
+	$(MAKE) --no-print-directory debs DEBS=haproxy
+	$(BIN)/python benchmarks/fleet_bench.py --out benchmarks/out
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -1,0 +1,265 @@
+"""Fleet benchmark: what the front door costs, and what prefix-affine balancing buys.
+
+1. Overhead. A fleet of one replica of the card; bench.py's workload (streaming chat) straight
+   to the replica and through the front door (HAProxy), alternating round after round at each
+   concurrency; paired ratios of throughput and TTFT p50 (front door over direct).
+2. Affinity. A fleet of two replicas, run once with the `prefix` policy and once with
+   `roundrobin`; a shared-prefix workload: DOCS long system prompts, each asked QUESTIONS
+   questions, in a shuffled order. The prefix-cache hit rate is the two replicas' growth of
+   vllm:prefix_cache_hits over vllm:prefix_cache_queries during the run.
+
+    python benchmarks/fleet_bench.py --card model_cards/dev/tiny-random.yaml --out benchmarks/out
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import random
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+from bench import Sample, machine, one_request, percentile, run_level, summarize
+from tqdm import tqdm
+
+from deepinfra_serve.cards import load_card
+
+WORDS = [
+    "lamb",
+    "chef",
+    "oven",
+    "sauce",
+    "thyme",
+    "garlic",
+    "butter",
+    "slow",
+    "roast",
+    "braise",
+    "market",
+    "season",
+    "fennel",
+    "lemon",
+    "pepper",
+    "salt",
+    "stock",
+    "shallot",
+    "wine",
+    "plate",
+    "kitchen",
+    "flame",
+    "iron",
+    "copper",
+    "herb",
+]
+
+
+@contextlib.contextmanager
+def fleet(
+    card: Path, replicas: int, policy: str, port: int, cache_dir: Path, out: Path, tag: str
+) -> Iterator[list[str]]:
+    """A running fleet of `replicas` of `card`; yields the replicas' base URLs."""
+    spec = out / f"fleet-{tag}.yaml"
+    spec.write_text(
+        yaml.safe_dump(
+            {
+                "device": "cpu",
+                "policy": policy,
+                "models": [{"card": str(card.resolve()), "replicas": replicas}],
+            }
+        )
+    )
+    cmd = [
+        sys.executable, "-m", "deepinfra_serve.cli", "fleet", "--spec", str(spec),
+        "--port", str(port), "--cache-dir", str(cache_dir), "--run-dir", str(out / f"run-{tag}"),
+    ]  # fmt: skip
+    log = (out / f"fleet-{tag}.log").open("wb")
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    urls = [f"http://127.0.0.1:{port + 1 + i}" for i in range(replicas)]
+    try:
+        deadline = time.monotonic() + 600
+        while not all(_ready(u) for u in [f"http://127.0.0.1:{port}", *urls]):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise SystemExit(f"the {tag} fleet did not start; see {log.name}")
+            time.sleep(0.5)
+        time.sleep(2.5)  # the front door's health checks see every replica up
+        yield urls
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=120)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+        log.close()
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def counter(urls: list[str], name: str) -> float:
+    total = 0.0
+    for url in urls:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def shared_prefix_run(
+    base: str, model: str, docs: int, questions: int, concurrency: int, max_tokens: int
+) -> list[Sample]:
+    rng = random.Random(7)
+    prompts = [
+        f"Document {d}: " + " ".join(rng.choice(WORDS) for _ in range(160)) for d in range(docs)
+    ]
+    work = [(d, q) for d in range(docs) for q in range(questions)]
+    rng.shuffle(work)
+    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
+    for item in work:
+        queue.put_nowait(item)
+    samples: list[Sample] = []
+
+    async def worker(client: httpx.AsyncClient) -> None:
+        while not queue.empty():
+            d, q = queue.get_nowait()
+            body = {
+                "model": model,
+                "messages": [
+                    {"role": "system", "content": prompts[d]},
+                    {"role": "user", "content": f"Question {q}: what does the chef cook?"},
+                ],
+                "max_tokens": max_tokens,
+                "temperature": 1.0,
+                "seed": d * 1000 + q,
+                "stream": True,
+            }
+            samples.append(await one_request(client, "/v1/openai/chat/completions", body))
+
+    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
+        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
+    return samples
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--card", type=Path, default=Path("model_cards/dev/tiny-random.yaml"))
+    parser.add_argument("--concurrency", default="1,8,32")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument("--docs", type=int, default=16)
+    parser.add_argument("--questions", type=int, default=8)
+    parser.add_argument("--prefix-concurrency", type=int, default=8)
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    args = parser.parse_args(argv)
+    levels = [int(c) for c in args.concurrency.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    model = load_card(args.card).name
+    path = "/v1/openai/chat/completions"
+    port = 18400
+    report = [
+        f"Machine: {machine()}\n",
+        f"Card: `{args.card}`, streaming chat, {args.max_tokens} tokens per request.\n",
+        "## Through the front door against straight to the replica\n",
+        f"One replica; {args.rounds} alternating rounds; paired ratios, front door / direct "
+        "(median, lowest, highest over rounds).\n",
+        "| streams | throughput tok/s direct | front door | ratio | TTFT p50 ms direct "
+        "| front door | difference ms (median, lowest, highest) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    total = sum(max(64, 8 * c) for c in levels) * 2 * args.rounds
+    with (
+        fleet(args.card, 1, "leastconn", port, args.cache_dir, args.out, "overhead") as [replica],
+        tqdm(total=total, unit="req", desc="front door vs direct") as bar,
+    ):
+        targets = {"direct": replica, "front door": f"http://127.0.0.1:{port}"}
+        for base in targets.values():  # warm-up
+            asyncio.run(run_level(base, path, model, 4, 8, args.max_tokens, tqdm(disable=True)))
+        rows: dict[tuple[str, int], list[Any]] = {}
+        for rnd in range(args.rounds):
+            for c in levels:
+                order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
+                for name in order:
+                    bar.set_postfix(target=name, streams=c, round=rnd + 1)
+                    samples, elapsed = asyncio.run(
+                        run_level(
+                            targets[name], path, model, c, max(64, 8 * c), args.max_tokens, bar
+                        )
+                    )
+                    rows.setdefault((name, c), []).append(
+                        summarize(name, c, rnd + 1, samples, elapsed, 0.0)
+                    )
+    for c in levels:
+        direct, front = rows[("direct", c)], rows[("front door", c)]
+        ratios = [
+            f.output_tokens_per_s / d.output_tokens_per_s
+            for f, d in zip(front, direct, strict=True)
+        ]
+        diffs = [f.ttft_p50_ms - d.ttft_p50_ms for f, d in zip(front, direct, strict=True)]
+
+        def med(xs: list[float]) -> float:
+            return statistics.median(xs)
+
+        report.append(
+            f"| {c} | {med([d.output_tokens_per_s for d in direct]):.0f} "
+            f"| {med([f.output_tokens_per_s for f in front]):.0f} "
+            f"| {med(ratios):.3f} ({min(ratios):.3f}, {max(ratios):.3f}) "
+            f"| {med([d.ttft_p50_ms for d in direct]):.1f} "
+            f"| {med([f.ttft_p50_ms for f in front]):.1f} "
+            f"| {med(diffs):+.1f} ({min(diffs):+.1f}, {max(diffs):+.1f}) |"
+        )
+    errors = sum(r.errors for rs in rows.values() for r in rs)
+    report.append(f"\nErrors: {errors}.\n")
+
+    report += [
+        "## Prefix-affine balancing against round robin\n",
+        f"Two replicas; {args.docs} system prompts of about 160 words, {args.questions} questions "
+        f"each, shuffled, {args.prefix_concurrency} streams.\n",
+        "| policy | prefix-cache hit rate | hits / queries (tokens) | TTFT p50 ms | TTFT p99 ms "
+        "| errors |",
+        "|---|---|---|---|---|---|",
+    ]
+    for policy in ("prefix", "roundrobin"):
+        with fleet(args.card, 2, policy, port, args.cache_dir, args.out, policy) as replicas:
+            hits, queries = (
+                counter(replicas, "vllm:prefix_cache_hits_total"),
+                counter(replicas, "vllm:prefix_cache_queries_total"),
+            )
+            samples = asyncio.run(
+                shared_prefix_run(
+                    f"http://127.0.0.1:{port}", model, args.docs, args.questions,
+                    args.prefix_concurrency, args.max_tokens,
+                )
+            )  # fmt: skip
+            hits = counter(replicas, "vllm:prefix_cache_hits_total") - hits
+            queries = counter(replicas, "vllm:prefix_cache_queries_total") - queries
+        ttfts = [s.ttft for s in samples if s.ok and s.ttft is not None]
+        report.append(
+            f"| {policy} | {hits / queries:.3f} | {hits:.0f} / {queries:.0f} "
+            f"| {percentile(ttfts, 50) * 1000:.1f} | {percentile(ttfts, 99) * 1000:.1f} "
+            f"| {sum(not s.ok for s in samples)} |"
+        )
+    text = "\n".join(report) + "\n"
+    (args.out / "fleet.md").write_text(text)
+    print(text)
+    print(f"written: {args.out / 'fleet.md'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
