@@ -83,7 +83,7 @@ def load_fleet(path: Path, *, device: str, first_port: int) -> Fleet:
         try:
             card = load_card(card_path)
         except CardError as exc:
-            raise FleetError(str(exc)) from exc
+            raise FleetError(f"{path}: {exc}") from exc
         if any(card.name == seen.name for seen, _ in cards):
             raise FleetError(f"{path}: {card.name} is listed twice; raise its replicas instead")
         cards.append((card, card_path))
