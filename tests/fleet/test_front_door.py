@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from contextlib import AbstractContextManager
 
 import httpx
 import pytest
@@ -157,18 +158,22 @@ LONG_STREAM = {
 }
 
 
-def test_streams_pass_through_unbuffered(fleet: RunningFleet) -> None:
-    """Events arrive as they are generated: a buffering proxy would deliver them all at the
-    end, at once."""
-    started = time.monotonic()
-    arrivals: list[float] = []
-    with httpx.stream(
+def long_stream(fleet: RunningFleet) -> AbstractContextManager[httpx.Response]:
+    return httpx.stream(
         "POST",
         f"{fleet.url}/v1/openai/chat/completions",
         json=LONG_STREAM,
         headers=AUTH,
         timeout=120,
-    ) as r:
+    )
+
+
+def test_streams_pass_through_unbuffered(fleet: RunningFleet) -> None:
+    """Events arrive as they are generated: a buffering proxy would deliver them all at the
+    end, at once."""
+    started = time.monotonic()
+    arrivals: list[float] = []
+    with long_stream(fleet) as r:
         for line in sse_lines(r):
             if line.startswith("data: "):
                 arrivals.append(time.monotonic())
@@ -186,13 +191,7 @@ def test_a_stream_closed_through_the_front_door_aborts_the_engine_request(
         return sum(fleet.metric(n, "vllm:generation_tokens_total") for n in names)
 
     before = generated()
-    with httpx.stream(
-        "POST",
-        f"{fleet.url}/v1/openai/chat/completions",
-        json=LONG_STREAM,
-        headers=AUTH,
-        timeout=120,
-    ) as r:
+    with long_stream(fleet) as r:
         first = next(sse_lines(r))
     assert first.startswith("data: ")
     # Closed after the first event: the replica stops generating long before the 150 words.
