@@ -109,3 +109,10 @@ def test_supervisord_reads_the_written_configuration(tmp_path: Path) -> None:
     names = [group.name for group in options.process_group_configs]
     assert names[0] == "front-door" and len(names) == 5
     assert sys.executable in options.process_group_configs[1].process_configs[0].command
+
+
+def test_the_files_device_applies_unless_the_command_line_names_one() -> None:
+    assert load_fleet(H100X8, device="auto", first_port=9001).device == "cuda"
+    cpu = load_fleet(H100X8, device="cpu", first_port=9001)
+    assert cpu.device == "cpu"
+    assert all(r.gpus == () for r in cpu.replicas)

@@ -27,7 +27,6 @@ def run_fleet(
     max_body_bytes: int,
     config_only: bool,
 ) -> int:
-    from ..engine_args import detect_device
     from ..weights import prepare_weights
 
     haproxy = shutil.which("haproxy")
@@ -37,18 +36,15 @@ def run_fleet(
             file=sys.stderr,
         )
         return 2
-    device = settings.device
     try:
         fleet = load_fleet(
             spec_path,
-            device=detect_device() if device == "auto" else device,
+            device=settings.device,
             first_port=first_replica_port or settings.port + 1,
         )
     except FleetError as exc:
         print(f"deepinfra-serve: {exc}", file=sys.stderr)
         return 2
-    if device == "auto":
-        device = fleet.spec.device if fleet.spec.device != "auto" else detect_device()
     run_dir = (run_dir or settings.cache_dir / "fleets" / str(settings.port)).resolve()
     conf = write_config(
         fleet,
@@ -56,7 +52,6 @@ def run_fleet(
         spec_path=spec_path.resolve(),
         host=settings.host,
         port=settings.port,
-        device=device,
         haproxy=haproxy or "haproxy",
         max_body_bytes=max_body_bytes,
         stop_wait_s=settings.shutdown_grace_s + 10,

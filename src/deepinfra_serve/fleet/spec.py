@@ -50,6 +50,7 @@ class Replica:
 @dataclass(frozen=True)
 class Fleet:
     spec: FleetSpec
+    device: str  # where the replicas run: cuda or cpu
     cards: list[tuple[ModelCard, Path]]  # in the file's order, one per model
     replicas: list[Replica]
 
@@ -67,7 +68,9 @@ class FleetError(ValueError):
 
 def load_fleet(path: Path, *, device: str, first_port: int) -> Fleet:
     """Read a fleet file, load its cards, give each replica a loopback port and, on GPUs, its
-    own devices (as many as the card's tensor_parallel_size, in the file's order)."""
+    own devices (as many as the card's tensor_parallel_size, in the file's order).
+
+    `device` auto: the file's, else what this machine has."""
     try:
         spec = FleetSpec.model_validate(yaml.safe_load(path.read_text()))
     except (OSError, yaml.YAMLError) as exc:
@@ -77,6 +80,12 @@ def load_fleet(path: Path, *, device: str, first_port: int) -> Fleet:
             f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise FleetError(f"{path}: invalid fleet file: {problems}") from exc
+    if device == "auto":
+        device = spec.device
+    if device == "auto":
+        from ..engine_args import detect_device
+
+        device = detect_device()
     cards: list[tuple[ModelCard, Path]] = []
     for model in spec.models:
         card_path = (path.parent / model.card).resolve()
@@ -104,4 +113,4 @@ def load_fleet(path: Path, *, device: str, first_port: int) -> Fleet:
             f"{path}: the replicas need {next_gpu} GPUs (tensor_parallel_size each), "
             f"the node has {spec.gpus}"
         )
-    return Fleet(spec, cards, replicas)
+    return Fleet(spec, device, cards, replicas)
