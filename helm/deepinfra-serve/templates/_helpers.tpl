@@ -32,13 +32,6 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 {{- end -}}
 {{- end -}}
 
-{{/* GPUs per pod: the card's tensor-parallel size. */}}
-{{- define "deepinfra-serve.gpus" -}}
-{{- $card := include "deepinfra-serve.cardText" . | fromYaml -}}
-{{- $engine := $card.engine | default dict -}}
-{{- $engine.tensor_parallel_size | default 1 -}}
-{{- end -}}
-
 {{/*
 The models of the release, one entry per card: {key, name, card, values}. Without `models`,
 the one card of `modelCard` / `card`, named as a single-card release always was; with `models`,
