@@ -245,3 +245,25 @@ def test_the_same_prompt_start_goes_to_the_same_replica(fleet: RunningFleet) -> 
         assert r.status_code == 200
     moved = sorted(after - b for after, b in zip(served(), before, strict=True))
     assert moved == [0, 6]
+
+
+def test_replicas_export_what_endpoint_pickers_read(fleet: RunningFleet) -> None:
+    for url in fleet.replicas.values():
+        text = httpx.get(f"{url}/metrics", timeout=10).text
+        for name in (
+            "vllm:num_requests_waiting",
+            "vllm:num_requests_running",
+            "vllm:kv_cache_usage_perc",
+            "vllm:cache_config_info",
+        ):
+            assert f"\n{name}{{" in text, name
+
+
+def test_the_front_door_has_its_own_probes_and_metrics(fleet: RunningFleet) -> None:
+    assert httpx.get(f"{fleet.url}/health/live", timeout=10).json() == {"status": "alive"}
+    assert httpx.get(f"{fleet.url}/health/ready", timeout=10).json() == {"status": "ready"}
+    metrics = httpx.get(f"{fleet.url}/metrics", timeout=10).text
+    # HAProxy's exporter: one up/down state per replica of each model's backend.
+    assert (
+        metrics.count('haproxy_server_status{proxy="model_deepinfra-serve-tiny-random-llama"') >= 2
+    )

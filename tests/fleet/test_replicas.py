@@ -55,15 +55,17 @@ def test_killed_and_loading_replicas_get_no_requests(fleet: RunningFleet) -> Non
         statuses.append(chat(fleet, len(statuses)).status_code)
         straddled += not ready_before and fleet.ready(LLAMA_1)
 
+    # The replica dies whole, engine processes included, as a crashed container would: its
+    # process group (supervisord gives each program its own).
     first = fleet.pid(LLAMA_1)
-    os.kill(first, signal.SIGKILL)
+    os.killpg(first, signal.SIGKILL)
     # supervisord starts it again; while it loads, the front door sends everything to replica 0.
     second = new_process(fleet, LLAMA_1, first)
     assert not fleet.ready(LLAMA_1)
     for _ in range(5):
         send_while_loading()
     # Killed again mid-load: still nothing lost.
-    os.kill(second, signal.SIGKILL)
+    os.killpg(second, signal.SIGKILL)
     third = new_process(fleet, LLAMA_1, second)
     while not fleet.ready(LLAMA_1):
         send_while_loading()
