@@ -121,9 +121,9 @@ def fleet(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         str(run_dir),
     ]
     with log.open("wb") as out:
-        proc = subprocess.Popen(
-            cmd, stdout=out, stderr=subprocess.STDOUT, env=env, start_new_session=True
-        )
+        # Its own process group (to stop it whole), in this session: a session of its own
+        # would get its own share of the CPU from the kernel's autogroup scheduler.
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=env, process_group=0)
     fleet = RunningFleet(
         url=f"http://127.0.0.1:{port}",
         run_dir=run_dir,
