@@ -53,9 +53,9 @@ def begin_draining(app: FastAPI) -> None:
 def listed_cards(card: ModelCard, fleet_cards: str) -> list[ModelCard]:
     """What /v1/openai/models lists: this card and, behind a fleet's front door, every other
     card of the fleet, so that one base URL shows the whole fleet whichever replica answers."""
-    cards = {card.name: card}
-    for other in load_cards(fleet_cards):
-        cards.setdefault(other.name, other)
+    cards = {c.name: c for c in load_cards(fleet_cards)}  # in the fleet's order, on every replica
+    if card.name not in cards:
+        cards = {card.name: card, **cards}
     return [c for c in cards.values() if "openai" in c.apis]
 
 

@@ -116,3 +116,21 @@ def test_the_files_device_applies_unless_the_command_line_names_one() -> None:
     cpu = load_fleet(H100X8, device="cpu", first_port=9001)
     assert cpu.device == "cpu"
     assert all(r.gpus == () for r in cpu.replicas)
+
+
+def test_every_replica_lists_the_fleet_in_one_order() -> None:
+    from deepinfra_serve.app import listed_cards
+    from deepinfra_serve.cards import load_card
+
+    cards = ROOT / "model_cards"
+    fleet = f"{cards / 'mythomax-l2-13b-turbo.yaml'},{cards / 'pygmalion-13b-4bit-128g.yaml'},"
+    fleet += str(cards / "mistral-nemo-instruct-2407.yaml")
+    names = [
+        [c.name for c in listed_cards(load_card(cards / f), fleet)]
+        for f in ("mistral-nemo-instruct-2407.yaml", "mythomax-l2-13b-turbo.yaml")
+    ]
+    # pygmalion offers the native API only: not in the OpenAI list.
+    expected = ["Gryphe/MythoMax-L2-13b-turbo", "mistralai/Mistral-Nemo-Instruct-2407"]
+    assert names == [expected, expected]
+    alone = listed_cards(load_card(cards / "codellama-70b-instruct.yaml"), "")
+    assert [c.name for c in alone] == ["codellama/CodeLlama-70b-Instruct-hf"]
