@@ -41,14 +41,16 @@ fleet: install
 	$(MAKE) --no-print-directory debs DEBS=haproxy
 	$(BIN)/deepinfra-serve fleet --spec $(FLEET) --host $(HOST) --port $(PORT)
 
-# This service against vLLM's own OpenAI server, side by side, then the fleet's front door
+# This service against vLLM's own OpenAI server, side by side; where the API process spends
+# its CPU (py-spy); then the fleet's front door
 # against direct and prefix-affine against round-robin balancing (many minutes on a CPU).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(BIN)/python benchmarks/bench.py --out benchmarks/out
+	$(BIN)/python -m benchmarks.vs_vllm --out benchmarks/out
+	$(BIN)/python -m benchmarks.profile --out benchmarks/out
 	$(MAKE) --no-print-directory debs DEBS=haproxy
-	$(BIN)/python benchmarks/fleet_bench.py --out benchmarks/out
+	$(BIN)/python -m benchmarks.fleet --out benchmarks/out
 
 lint: install
 	$(BIN)/ruff check src tests benchmarks

@@ -129,6 +129,14 @@ def test_broken_card_names_file_and_field(tmp_path: Path, text: str, expected: s
     assert expected in str(info.value)
 
 
+def test_max_n_above_the_apis_ceiling_is_refused_at_load(tmp_path: Path) -> None:
+    # n and num_responses stop at 4 in the API schemas: a card promising more would be a lie.
+    text = BASE.replace("max_n: 3", "max_n: 5")
+    with pytest.raises(CardError) as info:
+        load_card(_write(tmp_path, text))
+    assert "limits.max_n" in str(info.value) and "4" in str(info.value)
+
+
 def test_missing_card_file(tmp_path: Path) -> None:
     with pytest.raises(CardError, match="cannot read model card"):
         load_card(tmp_path / "nope.yaml")

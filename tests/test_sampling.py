@@ -1,4 +1,4 @@
-"""The request -> SamplingParams mapping, field by field (pure mapping, no engine)."""
+"""The request -> SamplingParams mapping, field by field (validation and mapping, no engine)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from vllm.sampling_params import RequestOutputKind
 
 from deepinfra_serve.cards import load_card
 from deepinfra_serve.errors import APIError
-from deepinfra_serve.sampling import SamplingOptions, engine_seed, to_sampling_params
+from deepinfra_serve.native.schema import PROFILE as NATIVE
+from deepinfra_serve.openai.schema import CHAT_PROFILE, SamplingFields
+from deepinfra_serve.sampling import SamplingRequest, engine_seed, to_sampling_params
 
 from .server import CARDS
 
@@ -19,9 +21,9 @@ PYGMALION = load_card(CARDS / "pygmalion-13b-4bit-128g.yaml")
 
 
 def params(card: Any = MYTHOMAX, prompt_tokens: int = 10, streaming: bool = False, **fields: Any):
-    return to_sampling_params(
-        SamplingOptions(**fields), card, prompt_tokens=prompt_tokens, streaming=streaming
-    )
+    """Through the OpenAI schema, as a request's fields arrive."""
+    request = SamplingFields(stream=streaming, **fields).sampling()
+    return to_sampling_params(request, card, prompt_tokens=prompt_tokens, profile=CHAT_PROFILE)
 
 
 def test_deepinfra_defaults() -> None:
@@ -106,14 +108,7 @@ def test_prompt_longer_than_context_gives_the_numbers() -> None:
 
 
 def test_explicit_null_max_tokens_means_context_left_capped() -> None:
-    p = to_sampling_params(
-        SamplingOptions(max_tokens=None),
-        NEMO,
-        prompt_tokens=100,
-        streaming=False,
-        max_tokens_null=True,
-    )
-    assert p.max_tokens == 16384
+    assert params(NEMO, prompt_tokens=100, max_tokens=None).max_tokens == 16384
 
 
 def test_response_format_maps_to_structured_outputs() -> None:
@@ -132,12 +127,10 @@ def test_response_format_maps_to_structured_outputs() -> None:
 
 def test_logprobs_and_stop_token_ids_pass_through() -> None:
     p = to_sampling_params(
-        SamplingOptions(),
+        SamplingRequest(logprobs=3, stop_token_ids=[2, 7]),
         MYTHOMAX,
         prompt_tokens=1,
-        streaming=False,
-        logprobs=3,
-        stop_token_ids=[2, 7],
+        profile=CHAT_PROFILE,
     )
     assert (p.logprobs, p.stop_token_ids) == (3, [2, 7])
     assert params().logprobs is None
@@ -148,34 +141,21 @@ def test_stop_text_is_not_returned() -> None:
 
 
 def test_native_profile_defaults_and_names() -> None:
-    from deepinfra_serve.sampling import NATIVE
-
-    p = to_sampling_params(
-        SamplingOptions(), MYTHOMAX, prompt_tokens=10, streaming=False, profile=NATIVE
-    )
+    p = to_sampling_params(SamplingRequest(), MYTHOMAX, prompt_tokens=10, profile=NATIVE)
     assert (p.temperature, p.top_p, p.max_tokens) == (0.7, 0.9, 512)
     with pytest.raises(APIError) as info:
-        to_sampling_params(
-            SamplingOptions(n=3), NEMO, prompt_tokens=1, streaming=False, profile=NATIVE
-        )
+        to_sampling_params(SamplingRequest(n=3), NEMO, prompt_tokens=1, profile=NATIVE)
     assert info.value.param == "num_responses"
     assert info.value.message.startswith("num_responses:")
     with pytest.raises(APIError) as info:
-        to_sampling_params(
-            SamplingOptions(), MYTHOMAX, prompt_tokens=4096, streaming=False, profile=NATIVE
-        )
+        to_sampling_params(SamplingRequest(), MYTHOMAX, prompt_tokens=4096, profile=NATIVE)
     assert info.value.param == "input"
 
 
 def test_what_the_engine_cannot_do_is_refused_by_name() -> None:
     with pytest.raises(APIError) as info:
         to_sampling_params(
-            SamplingOptions.model_construct(
-                temperature=50.0, n=1, presence_penalty=0, frequency_penalty=0
-            ),
-            MYTHOMAX,
-            prompt_tokens=1,
-            streaming=False,
+            SamplingRequest(temperature=50.0), MYTHOMAX, prompt_tokens=1, profile=CHAT_PROFILE
         )
     assert info.value.status == 422
     assert info.value.param == "temperature"

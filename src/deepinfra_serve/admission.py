@@ -12,88 +12,50 @@ the bound by leaving out Content-Length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import APIError, is_native
-
-_API_PREFIXES = (
-    "/v1/openai/chat/",
-    "/v1/openai/completions",
-    "/v1/chat/",
-    "/v1/completions",
-    "/v1/inference/",
-)
-
-
-@dataclass
-class Gate:
-    """Shared between the middleware and shutdown: how many API requests are being served
-    (until their last byte), and whether new ones are still let in."""
-
-    in_flight: int = 0
-    draining: bool = False
+from .errors import APIError, model_busy, shutting_down
+from .lifecycle import Lifecycle
+from .observability.context import record_of
 
 
 class AdmissionMiddleware:
     def __init__(
-        self, app: ASGIApp, *, gate: Gate, max_in_flight: int, max_body_bytes: int
+        self, app: ASGIApp, *, lifecycle: Lifecycle, max_in_flight: int, max_body_bytes: int
     ) -> None:
         self.app = app
-        self.gate = gate
+        self.lifecycle = lifecycle
         self.max_in_flight = max_in_flight
         self.max_body_bytes = max_body_bytes
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or not scope["path"].startswith(_API_PREFIXES):
+        record = record_of(scope) if scope["type"] == "http" else None
+        if record is None or record.api is None:
             await self.app(scope, receive, send)
             return
-        gate = self.gate
-        if gate.draining:
-            await _refuse(
-                scope,
-                send,
-                APIError(
-                    503,
-                    "Server is shutting down; retry later",
-                    type="server_error",
-                    code="shutting_down",
-                    headers={"Retry-After": "1"},
-                ),
-            )
+        lifecycle = self.lifecycle
+        native = record.endpoint.native
+        if lifecycle.draining:
+            await _refuse(send, shutting_down(), native)
             return
-        if gate.in_flight >= self.max_in_flight:
-            await _refuse(
-                scope,
-                send,
-                APIError(
-                    429,
-                    "Model busy, retry later",
-                    type="rate_limit_error",
-                    code="model_busy",
-                    headers={"Retry-After": "1"},
-                ),
-            )
+        if lifecycle.in_flight >= self.max_in_flight:
+            await _refuse(send, model_busy(), native)
             return
-        gate.in_flight += 1
+        lifecycle.in_flight += 1
         try:
             body = await self._read_body(receive)
             if body is None:
-                await _refuse(
-                    scope,
-                    send,
-                    APIError(
-                        413,
-                        f"Request body is larger than {self.max_body_bytes} bytes",
-                        code="request_too_large",
-                    ),
+                err = APIError(
+                    413,
+                    f"Request body is larger than {self.max_body_bytes} bytes",
+                    code="request_too_large",
                 )
+                await _refuse(send, err, native)
                 return
             await self.app(scope, _replay(body, receive), send)
         finally:
-            gate.in_flight -= 1
+            lifecycle.in_flight -= 1
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []
@@ -125,8 +87,8 @@ def _replay(body: bytes, receive: Receive) -> Receive:
     return replayed
 
 
-async def _refuse(scope: Scope, send: Send, err: APIError) -> None:
-    body = orjson.dumps(err.body(is_native(scope["path"])))
+async def _refuse(send: Send, err: APIError, native: bool) -> None:
+    body = orjson.dumps(err.body(native))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
     await send({"type": "http.response.start", "status": err.status, "headers": headers})

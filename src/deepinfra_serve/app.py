@@ -11,7 +11,6 @@ import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from enum import StrEnum
 from typing import Any
 
 from fastapi import FastAPI, Response
@@ -19,35 +18,21 @@ from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import __version__
-from .admission import AdmissionMiddleware, Gate
+from .admission import AdmissionMiddleware
+from .apis import OPENAI_ALIAS, OPENAI_MOUNT
 from .auth import ApiKeys
 from .cards import ModelCard, load_cards
 from .errors import install_error_handlers
+from .lifecycle import Lifecycle, Phase
 from .native.routes import build_router as build_native_router
 from .native.service import InferenceService
 from .native.webhooks import WebhookSender
-from .observability import metrics
 from .observability.middleware import ObservabilityMiddleware
 from .openai.routes import OpenAIServices, build_router
 from .served_model import ServedModel
 from .settings import ServerSettings
 
 log = logging.getLogger(__name__)
-
-
-class Phase(StrEnum):
-    LOADING = "loading"
-    READY = "ready"
-    DRAINING = "draining"
-    FAILED = "failed"
-
-
-def begin_draining(app: FastAPI) -> None:
-    """Stop taking new work: readiness turns 503 and admission refuses new API requests."""
-    if app.state.phase is not Phase.FAILED:
-        app.state.phase = Phase.DRAINING
-    app.state.gate.draining = True
-    metrics.ENGINE_READY.labels(app.state.card.name).set(0)
 
 
 def listed_cards(card: ModelCard, fleet_cards: str) -> list[ModelCard]:
@@ -71,8 +56,7 @@ def create_app(
     and be restarted.
     """
     settings = settings or ServerSettings()
-    ready_gauge = metrics.ENGINE_READY.labels(card.name)
-    gate = Gate()
+    lifecycle = Lifecycle(card.name)
     api_keys = ApiKeys.load(settings.api_keys, settings.api_keys_file)
     if api_keys.required:
         log.info("API keys required (%d configured)", len(api_keys))
@@ -85,9 +69,9 @@ def create_app(
         while not model.errored:
             await asyncio.sleep(0.5)
         log.critical("the inference engine died; exiting")
-        ready_gauge.set(0)
+        lifecycle.died()
         await asyncio.sleep(1.0)
-        app.state.phase = Phase.FAILED
+        lifecycle.fail()
         on_fatal()
 
     async def start(app: FastAPI, webhooks: WebhookSender) -> None:
@@ -96,18 +80,17 @@ def create_app(
             model = await asyncio.to_thread(start_model)
         except Exception:
             log.exception("the engine for %s failed to start", card.name)
-            app.state.phase = Phase.FAILED
+            lifecycle.fail()
             on_fatal()
             return
-        if app.state.phase is not Phase.LOADING:  # shut down while loading
+        if not lifecycle.loading:  # shut down while loading
             model.shutdown()
             return
         app.state.model = model
         app.state.openai = OpenAIServices.over(model)
         app.state.native = InferenceService(model, webhooks)
-        app.state.phase = Phase.READY
+        lifecycle.ready(model)
         app.state.watchdog = asyncio.create_task(watch_engine(app, model))
-        ready_gauge.set(1)
         log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
 
     @asynccontextmanager
@@ -121,7 +104,7 @@ def create_app(
         try:
             yield
         finally:
-            begin_draining(app)
+            lifecycle.drain()
             if app.state.watchdog is not None:
                 app.state.watchdog.cancel()
             app.state.openai = app.state.native = None
@@ -140,35 +123,26 @@ def create_app(
     app.state.card = card
     app.state.listed = listed_cards(card, settings.fleet_cards)
     app.state.api_keys = api_keys
-    app.state.gate = gate
+    app.state.lifecycle = lifecycle
     app.state.watchdog = None
     app.state.request_timeout_s = settings.request_timeout_s
     app.state.created = int(time.time())
-    app.state.phase = Phase.LOADING
     app.state.model = None
     app.state.openai = None
     app.state.native = None
-    ready_gauge.set(0)
     install_error_handlers(app)
     # The last added runs first: requests are counted and logged even when admission refuses.
     app.add_middleware(
         AdmissionMiddleware,
-        gate=gate,
+        lifecycle=lifecycle,
         max_in_flight=settings.max_concurrent_requests or card.limits.max_concurrent_requests,
         max_body_bytes=settings.max_body_bytes,
     )
     app.add_middleware(ObservabilityMiddleware, model=card.name, log_content=settings.log_content)
     router = build_router()
-    app.include_router(router, prefix="/v1/openai", tags=["openai"])
-    # DeepInfra serves the same API without the /openai segment.
-    app.include_router(router, prefix="/v1", include_in_schema=False)
+    app.include_router(router, prefix=OPENAI_MOUNT, tags=["openai"])
+    app.include_router(router, prefix=OPENAI_ALIAS, include_in_schema=False)
     app.include_router(build_native_router(), tags=["native"])
-
-    def engine_status() -> str:
-        model: ServedModel | None = app.state.model
-        if model is not None and model.errored:
-            return "dead"
-        return str(app.state.phase)
 
     @app.get("/health/live", tags=["operations"])
     async def live() -> dict[str, str]:
@@ -178,15 +152,15 @@ def create_app(
     @app.get("/health/ready", tags=["operations"])
     async def ready() -> Any:
         """200 only when new requests can be served: 503 while loading, draining or dead."""
-        status = engine_status()
-        return JSONResponse({"status": status}, status_code=200 if status == "ready" else 503)
+        phase = lifecycle.phase
+        return JSONResponse({"status": phase}, status_code=200 if phase is Phase.READY else 503)
 
     @app.get("/health", tags=["operations"])
     async def health() -> Any:
         """Whether the engine is up: 503 while loading or once it has died."""
-        status = engine_status()
-        ok = status in ("ready", "draining")
-        body = {"status": "ok" if ok else status, "model": card.name}
+        phase = lifecycle.phase
+        ok = phase in (Phase.READY, Phase.DRAINING)
+        body = {"status": "ok" if ok else phase, "model": card.name}
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics", tags=["operations"], response_class=Response)

@@ -15,6 +15,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 Api = Literal["openai", "native"]
 
+# The most sequences one request may ask for on DeepInfra's APIs (`n`, `num_responses`): a card
+# may lower it, not raise it, as the API schemas refuse more before any card is consulted.
+API_MAX_N = 4
+
 
 class _Strict(BaseModel):
     # A typo in a card must fail loudly rather than silently fall back to a default.
@@ -74,7 +78,7 @@ class EngineSpec(_Strict):
 class Limits(_Strict):
     """API limits a request is validated against before it reaches the engine."""
 
-    max_n: int = Field(4, ge=1)
+    max_n: int = Field(API_MAX_N, ge=1, le=API_MAX_N)
     max_stop: int = Field(16, ge=0)
     # Upper bound when a request leaves max_tokens open (DeepInfra caps it at 16384).
     max_tokens_cap: int = Field(16384, ge=1)

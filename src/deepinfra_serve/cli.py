@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import logging
 import signal
@@ -11,11 +12,11 @@ import sys
 import time
 from pathlib import Path
 from types import FrameType
-from typing import Any
 
 import uvicorn
 
-from .cards import CardError, load_card
+from .cards import CardError, ModelCard, load_card
+from .lifecycle import Lifecycle
 from .observability.logs import configure_logging
 from .settings import ServerSettings
 
@@ -75,7 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepinfra-serve: {exc}", file=sys.stderr)
         return 2
 
-    from .engine_args import build_engine_args, detect_device, plan_engine
+    from .engine_args import detect_device, plan_engine
     from .weights import prepare_weights
 
     device = detect_device() if settings.device == "auto" else settings.device
@@ -105,8 +106,16 @@ def main(argv: list[str] | None = None) -> int:
         print(prepare_weights(card, settings.cache_dir))
         return 0
 
+    status = _serve(card, settings, device)
+    gc.collect()  # what the app left in reference cycles goes while every module is whole
+    return status
+
+
+def _serve(card: ModelCard, settings: ServerSettings, device: str) -> int:
     from .app import create_app
+    from .engine_args import build_engine_args, plan_engine
     from .served_model import ServedModel
+    from .weights import prepare_weights
 
     def start_model() -> ServedModel:
         model = prepare_weights(card, settings.cache_dir)
@@ -133,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         access_log=False,  # the service writes its own JSON access lines
         timeout_graceful_shutdown=5,
     )
-    server = DrainingServer(config, app, settings.shutdown_grace_s)
+    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
     log.info(
         "serving %s on http://%s:%d (device %s)", card.name, settings.host, settings.port, device
     )
@@ -146,9 +155,9 @@ class DrainingServer(uvicorn.Server):
     while the listening socket stays open; once in-flight requests have finished (or the grace
     period is over) the server stops and the process exits 0. A second signal stops at once."""
 
-    def __init__(self, config: uvicorn.Config, app: Any, grace_s: float) -> None:
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_s: float) -> None:
         super().__init__(config)
-        self.app = app
+        self.lifecycle = lifecycle
         self.grace_s = grace_s
         self.draining = False
 
@@ -161,16 +170,14 @@ class DrainingServer(uvicorn.Server):
         loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
 
     async def _drain(self) -> None:
-        from .app import begin_draining
-
-        begin_draining(self.app)
-        gate = self.app.state.gate
-        log.info("SIGTERM: draining %d in-flight requests", gate.in_flight)
+        lifecycle = self.lifecycle
+        lifecycle.drain()
+        log.info("SIGTERM: draining %d in-flight requests", lifecycle.in_flight)
         deadline = time.monotonic() + self.grace_s
-        while gate.in_flight and time.monotonic() < deadline:
+        while lifecycle.in_flight and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if gate.in_flight:
-            log.warning("grace period over with %d requests in flight", gate.in_flight)
+        if lifecycle.in_flight:
+            log.warning("grace period over with %d requests in flight", lifecycle.in_flight)
         # Not handle_exit: uvicorn would re-raise SIGTERM after stopping and the exit code
         # would say "killed" instead of 0.
         self.should_exit = True

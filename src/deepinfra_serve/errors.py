@@ -1,7 +1,9 @@
-"""One error type that carries its HTTP status, and the handlers that render it.
+"""One error type that carries its HTTP status, the errors of the server's own state (each
+built here and nowhere else), and the handlers that render them.
 
 Routes raise `APIError`; FastAPI's own request validation errors are turned into the same shape
-with the offending field named in `param`, so clients see one error format per API.
+with the offending field named in `param`, so clients see one error format per API. Which
+format is the request's: the outermost middleware classified it (`apis`).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from .observability.context import record_of
 
 log = logging.getLogger(__name__)
 
@@ -89,6 +93,51 @@ class APIError(Exception):
         }
 
 
+_RETRY = {"Retry-After": "1"}
+
+
+def model_loading() -> APIError:
+    return APIError(
+        503,
+        "The model is loading; retry later",
+        type="server_error",
+        code="model_loading",
+        headers=_RETRY,
+    )
+
+
+def shutting_down() -> APIError:
+    return APIError(
+        503,
+        "Server is shutting down; retry later",
+        type="server_error",
+        code="shutting_down",
+        headers=_RETRY,
+    )
+
+
+def model_busy() -> APIError:
+    return APIError(
+        429, "Model busy, retry later", type="rate_limit_error", code="model_busy", headers=_RETRY
+    )
+
+
+def engine_dead() -> APIError:
+    return APIError(
+        503, "The inference engine stopped; retry later", type="server_error", code="engine_dead"
+    )
+
+
+def timed_out(timeout_s: float) -> APIError:
+    return APIError(
+        504, f"Request timed out after {timeout_s:g} s", type="server_error", code="timeout"
+    )
+
+
+def internal_error() -> APIError:
+    return APIError(500, "Internal server error", type="server_error", code="internal_error")
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     # ("body", "messages", 0, "content") -> "messages.0.content"; pydantic adds union-branch
     # names (e.g. "list[str]") to locations, which mean nothing to a client.
@@ -111,15 +160,9 @@ def validation_error(exc: RequestValidationError) -> APIError:
     )
 
 
-NATIVE_PREFIX = "/v1/inference/"
-
-
-def is_native(path: str) -> bool:
-    return path.startswith(NATIVE_PREFIX)
-
-
 def _render(request: Request, err: APIError) -> JSONResponse:
-    native = is_native(request.url.path)
+    record = record_of(request.scope)
+    native = record is not None and record.endpoint.native
     return JSONResponse(err.body(native), status_code=err.status, headers=err.headers)
 
 
@@ -141,5 +184,4 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
-        err = APIError(500, "Internal server error", type="server_error", code="internal_error")
-        return _render(request, err)
+        return _render(request, internal_error())

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
+from .apis import served_through
 from .cards import Api, ModelCard
 from .errors import APIError
-
-_ROUTES: dict[str, str] = {"openai": "/v1/openai", "native": "/v1/inference/{name}"}
 
 
 def not_found(model: str) -> APIError:
@@ -19,7 +18,7 @@ def check_served(card: ModelCard, model: str, api: Api) -> None:
     if model != card.name:
         raise not_found(model)
     if api not in card.apis:
-        routes = " and ".join(_ROUTES[a].format(name=card.name) for a in card.apis)
+        routes = " and ".join(served_through(a, card.name) for a in card.apis)
         raise APIError(
             400,
             f"The model `{model}` is served through {routes} only",

@@ -17,8 +17,9 @@ from typing import Any
 import orjson
 from fastapi import Request, Response
 
-from .errors import APIError, is_native
-from .streaming import EventStream
+from .errors import APIError, engine_dead, internal_error, timed_out
+from .observability.context import current
+from .sse import EventStream
 
 log = logging.getLogger(__name__)
 
@@ -50,13 +51,11 @@ async def serve_request(request: Request, work: Awaitable[Any], timeout_s: float
         if watcher in done:
             log.info("client disconnected; request aborted")
             return Response(status_code=CLIENT_CLOSED)
-        raise APIError(
-            504, f"Request timed out after {timeout_s:g} s", type="server_error", code="timeout"
-        )
+        raise timed_out(timeout_s)
     result = task.result()
     if isinstance(result, EventStream):
         result.body_iterator = guard_stream(
-            result.body_iterator, deadline, timeout_s, is_native(request.url.path)
+            result.body_iterator, deadline, timeout_s, current().endpoint.native
         )
     return result
 
@@ -80,12 +79,7 @@ async def guard_stream(
                 return
             yield frame
     except TimeoutError:
-        yield _error_frame(
-            APIError(
-                504, f"Request timed out after {timeout_s:g} s", type="server_error", code="timeout"
-            ),
-            native,
-        )
+        yield _error_frame(timed_out(timeout_s), native)
     except Exception as exc:
         log.exception("stream failed")
         yield _error_frame(engine_failure(exc), native)
@@ -96,11 +90,4 @@ async def guard_stream(
 def engine_failure(exc: BaseException) -> APIError:
     from vllm.v1.engine.exceptions import EngineDeadError
 
-    if isinstance(exc, EngineDeadError):
-        return APIError(
-            503,
-            "The inference engine stopped; retry later",
-            type="server_error",
-            code="engine_dead",
-        )
-    return APIError(500, "Internal server error", type="server_error", code="internal_error")
+    return engine_dead() if isinstance(exc, EngineDeadError) else internal_error()

@@ -1,18 +1,16 @@
-"""DeepInfra's sampling fields and their one mapping onto vLLM `SamplingParams`.
+"""The core's sampling input and its one mapping onto vLLM `SamplingParams`.
 
-Every API (OpenAI chat, and later the native inference route) validates its request into
-`SamplingOptions` and calls `to_sampling_params`; limits and defaults come from the model card,
-so Mistral-Nemo's n <= 2 or pygmalion's temperature 0.7 need no code of their own.
+Each API's schema checks its own ranges and builds a `SamplingRequest`; here it is validated
+against the model card (a stage of its own, as in TGI's router) and then mapped. Limits and
+defaults come from the card, so Mistral-Nemo's n <= 2 or pygmalion's temperature 0.7 need no
+code of their own; what differs between the APIs (documented defaults, field names) is an
+`ApiProfile` that each API package owns.
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from typing import Any
 
 from .cards import ModelCard
 from .errors import APIError
@@ -20,87 +18,29 @@ from .errors import APIError
 _SEED_SPACE = 2**63
 
 
-class ResponseFormat(BaseModel):
-    """DeepInfra's response_format: text, json_object, json_schema or regex."""
+@dataclass(frozen=True, slots=True)
+class SamplingRequest:
+    """What a request asks of the sampler, in the core's terms; None: the request is silent."""
 
-    type: Literal["text", "json_object", "json_schema", "regex"] = "text"
-    json_schema: dict[str, Any] | None = Field(
-        None, description="The schema, or OpenAI's {name, schema} wrapper around it."
-    )
-    regex: str | None = None
-
-    @model_validator(mode="after")
-    def _complete(self) -> ResponseFormat:
-        # Checked here so that a broken schema or pattern is a 422 naming the field, not an
-        # error from deep inside the grammar compiler.
-        if self.type == "json_schema":
-            if not self.json_schema:
-                raise ValueError("json_schema is required when type is 'json_schema'")
-            schema = self.json_schema.get("schema", self.json_schema)
-            try:
-                jsonschema.validators.validator_for(schema).check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                raise ValueError(f"json_schema is not a valid JSON schema: {exc.message}") from exc
-        if self.type == "regex":
-            if not self.regex:
-                raise ValueError("regex is required when type is 'regex'")
-            try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex does not compile: {exc}") from exc
-        return self
-
-    def structured_outputs(self) -> Any:
-        """vLLM structured-output constraints, or None for free text (JSON comes compact: the
-        engine is configured so, see `engine_args`)."""
-        if self.type == "text":
-            return None
-        from vllm.sampling_params import StructuredOutputsParams
-
-        if self.type == "json_object":
-            return StructuredOutputsParams(json_object=True)
-        if self.type == "json_schema":
-            assert self.json_schema is not None
-            schema = self.json_schema.get("schema", self.json_schema)
-            return StructuredOutputsParams(json=schema)
-        return StructuredOutputsParams(regex=self.regex)
-
-
-class SamplingOptions(BaseModel):
-    """The sampling fields, ranges and defaults of DeepInfra's OpenAI-compatible API."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    temperature: float | None = Field(
-        None, ge=0, le=2, description="Sampling temperature; 0 is greedy. Default 1."
-    )
-    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass. Default 1.")
-    min_p: float | None = Field(
-        None, ge=0, le=1, description="Minimum probability relative to the top token. Default 0."
-    )
-    top_k: int | None = Field(None, ge=0, lt=1000, description="Sample from the best k; 0 is off.")
-    max_tokens: int | None = Field(
-        None,
-        ge=0,
-        le=1_000_000,
-        description="Most tokens to generate; null means the context left, capped at 16384.",
-    )
-    stop: str | list[str] | None = Field(
-        None, description="Up to 16 sequences that end generation; not returned."
-    )
-    n: int = Field(1, ge=1, le=4, description="Number of sequences to return.")
-    presence_penalty: float = Field(0, ge=-2, le=2)
-    frequency_penalty: float = Field(0, ge=-2, le=2)
-    repetition_penalty: float | None = Field(
-        None, ge=0.01, le=5, description="Multiplicative repetition penalty. Default 1."
-    )
-    seed: int | None = Field(
-        None,
-        ge=-(2**63),
-        lt=2**64,
-        description="Seed for sampling; same seed and parameters give the same text.",
-    )
-    response_format: ResponseFormat | None = None
+    n: int = 1
+    temperature: float | None = None
+    top_p: float | None = None
+    top_k: int | None = None
+    min_p: float | None = None
+    repetition_penalty: float | None = None
+    presence_penalty: float = 0.0
+    frequency_penalty: float = 0.0
+    max_tokens: int | None = None
+    # max_tokens was sent as null: as many as the context leaves, up to the card's cap.
+    max_tokens_open: bool = False
+    stop: str | list[str] | None = None
+    seed: int | None = None
+    stream: bool = False
+    logprobs: int | None = None
+    stop_token_ids: list[int] | None = None
+    # vLLM structured-output params: response_format's, or the forced tool call's.
+    structured_outputs: Any = None
+    skip_special_tokens: bool = True
 
 
 @dataclass(frozen=True)
@@ -122,16 +62,9 @@ class ApiProfile:
         return self.names.get(canonical, canonical)
 
 
-OPENAI_CHAT = ApiProfile()
-OPENAI_COMPLETIONS = ApiProfile(prompt_field="prompt")
-# DeepInfra's text-generation page: max_new_tokens 512, temperature 0.7, top_p 0.9.
-NATIVE = ApiProfile(
-    temperature=0.7,
-    top_p=0.9,
-    max_tokens=512,
-    prompt_field="input",
-    names={"n": "num_responses", "max_tokens": "max_new_tokens"},
-)
+def sent_null(request: Any, name: str) -> bool:
+    """Whether a pydantic request sent `name` as an explicit null (not left it out)."""
+    return name in request.model_fields_set and getattr(request, name) is None
 
 
 def _invalid(profile: ApiProfile, canonical: str, message: str) -> APIError:
@@ -147,26 +80,30 @@ def engine_seed(seed: int | None) -> int | None:
     return None if seed is None else seed % _SEED_SPACE
 
 
-def _stop_list(stop: str | list[str] | None, card: ModelCard, profile: ApiProfile) -> list[str]:
-    stops = [stop] if isinstance(stop, str) else list(stop or [])
-    if len(stops) > card.limits.max_stop:
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    stop: list[str]
+    max_tokens: int
+
+
+def validate(
+    req: SamplingRequest, card: ModelCard, profile: ApiProfile, prompt_tokens: int
+) -> _Checked:
+    """Refuse what the card does not allow, naming the field as the API calls it."""
+    limits = card.limits
+    if req.n > limits.max_n:
         raise _invalid(
-            profile, "stop", f"up to {card.limits.max_stop} sequences are allowed, got {len(stops)}"
+            profile, "n", f"this model returns at most {limits.max_n} sequences, got {req.n}"
+        )
+    if req.max_tokens == 0:
+        raise _invalid(profile, "max_tokens", "must be at least 1 for generation")
+    stops = [req.stop] if isinstance(req.stop, str) else list(req.stop or [])
+    if len(stops) > limits.max_stop:
+        raise _invalid(
+            profile, "stop", f"up to {limits.max_stop} sequences are allowed, got {len(stops)}"
         )
     if any(s == "" for s in stops):
         raise _invalid(profile, "stop", "sequences must not be empty")
-    return stops
-
-
-def max_new_tokens(
-    options: SamplingOptions,
-    card: ModelCard,
-    prompt_tokens: int,
-    max_tokens_null: bool,
-    profile: ApiProfile = OPENAI_CHAT,
-) -> int:
-    """The token budget: what was asked, else the card's or the API's default, within the
-    context left."""
     context = card.engine.max_model_len
     room = context - prompt_tokens
     if room < 1:
@@ -178,84 +115,54 @@ def max_new_tokens(
             code="context_length_exceeded",
         )
     default = card.defaults.max_tokens or profile.max_tokens
-    if options.max_tokens is not None:
-        asked = options.max_tokens
-    elif max_tokens_null or default is None:
-        asked = card.limits.max_tokens_cap
+    if req.max_tokens is not None:
+        asked = req.max_tokens
+    elif req.max_tokens_open or default is None:
+        asked = limits.max_tokens_cap
     else:
         asked = default
     # DeepInfra: input plus generated tokens are limited by the context; the generation stops
     # there with finish_reason "length" rather than failing.
-    return min(asked, room)
+    return _Checked(stops, min(asked, room))
+
+
+def _pick(value: Any, card_default: Any, api_default: Any) -> Any:
+    if value is not None:
+        return value
+    return card_default if card_default is not None else api_default
 
 
 def to_sampling_params(
-    options: SamplingOptions,
-    card: ModelCard,
-    *,
-    prompt_tokens: int,
-    streaming: bool,
-    max_tokens_null: bool = False,
-    logprobs: int | None = None,
-    stop_token_ids: list[int] | None = None,
-    profile: ApiProfile = OPENAI_CHAT,
-    tool_constraint: Any = None,
-    skip_special_tokens: bool = True,
+    req: SamplingRequest, card: ModelCard, *, prompt_tokens: int, profile: ApiProfile
 ) -> Any:
-    """The one mapping of request fields onto vLLM; raises `APIError` for what cannot run.
-
-    `tool_constraint` is the structured output that forces a tool call; it takes the place of
-    response_format's.
-    """
+    """The one mapping of a request onto vLLM, after `validate`; raises `APIError` for what
+    cannot run."""
     from vllm import SamplingParams
     from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind
 
-    if options.n > card.limits.max_n:
-        raise _invalid(
-            profile,
-            "n",
-            f"this model returns at most {card.limits.max_n} sequences, got {options.n}",
-        )
-    if options.max_tokens == 0:
-        raise _invalid(profile, "max_tokens", "must be at least 1 for generation")
-    d = card.defaults
-    p = profile
-
-    def pick(value: Any, card_default: Any, api_default: Any) -> Any:
-        if value is not None:
-            return value
-        return card_default if card_default is not None else api_default
-
-    kind: Literal[RequestOutputKind.DELTA, RequestOutputKind.FINAL_ONLY] = (
-        RequestOutputKind.DELTA if streaming else RequestOutputKind.FINAL_ONLY
-    )
+    checked = validate(req, card, profile, prompt_tokens)
+    d, p = card.defaults, profile
     try:
         return SamplingParams(
-            n=options.n,
-            temperature=pick(options.temperature, d.temperature, p.temperature),
-            top_p=pick(options.top_p, d.top_p, p.top_p),
-            top_k=pick(options.top_k, d.top_k, p.top_k),
-            min_p=pick(options.min_p, d.min_p, p.min_p),
-            repetition_penalty=pick(
-                options.repetition_penalty, d.repetition_penalty, p.repetition_penalty
+            n=req.n,
+            temperature=_pick(req.temperature, d.temperature, p.temperature),
+            top_p=_pick(req.top_p, d.top_p, p.top_p),
+            top_k=_pick(req.top_k, d.top_k, p.top_k),
+            min_p=_pick(req.min_p, d.min_p, p.min_p),
+            repetition_penalty=_pick(
+                req.repetition_penalty, d.repetition_penalty, p.repetition_penalty
             ),
-            presence_penalty=options.presence_penalty,
-            frequency_penalty=options.frequency_penalty,
-            seed=engine_seed(options.seed),
-            stop=_stop_list(options.stop, card, profile),
-            max_tokens=max_new_tokens(options, card, prompt_tokens, max_tokens_null, profile),
-            stop_token_ids=stop_token_ids,
-            logprobs=logprobs,
-            structured_outputs=(
-                tool_constraint
-                if tool_constraint is not None
-                else options.response_format.structured_outputs()
-                if options.response_format
-                else None
-            ),
-            skip_special_tokens=skip_special_tokens,
-            output_kind=kind,
+            presence_penalty=req.presence_penalty,
+            frequency_penalty=req.frequency_penalty,
+            seed=engine_seed(req.seed),
+            stop=checked.stop,
+            max_tokens=checked.max_tokens,
+            stop_token_ids=req.stop_token_ids,
+            logprobs=req.logprobs,
+            structured_outputs=req.structured_outputs,
+            skip_special_tokens=req.skip_special_tokens,
+            output_kind=RequestOutputKind.DELTA if req.stream else RequestOutputKind.FINAL_ONLY,
         )
     except (ValueError, VLLMClientError) as exc:
         # What the API allows but this engine cannot do (the native API's temperature goes

@@ -1,8 +1,9 @@
-"""The one generation core every API shares: a card and the vLLM engine that runs it.
+"""A card and the vLLM engine that runs it, shared by every API.
 
 It turns messages into prompt tokens with the model's chat template (through vLLM's renderer,
 so Mistral's tokenizer mode and Hugging Face templates behave as in vLLM's own server) and
-streams `RequestOutput`s back. API formatting lives in the API packages, not here.
+starts engine requests; `generation` drives one from there. API formatting lives in the API
+packages, not here.
 """
 
 from __future__ import annotations
@@ -19,17 +20,20 @@ from .cards import ModelCard
 from .errors import APIError
 
 if TYPE_CHECKING:
-    from .function_calling.calls import ToolRequest
+    from .function_calling.calls import FunctionCalling
 
 log = logging.getLogger(__name__)
 
 
 class ServedModel:
-    def __init__(self, card: ModelCard, engine: Any) -> None:
+    def __init__(
+        self, card: ModelCard, engine: Any, functions: FunctionCalling | None = None
+    ) -> None:
         from vllm.renderers.params import ChatParams, TokenizeParams
 
         self.card = card
         self.engine = engine
+        self.functions = functions  # None: the card has no tool format
         self._chat_params = ChatParams(
             chat_template=card.chat_template,
             chat_template_kwargs={"add_generation_prompt": True},
@@ -42,50 +46,16 @@ class ServedModel:
     def start(cls, card: ModelCard, engine_args: Any) -> ServedModel:
         from vllm.v1.engine.async_llm import AsyncLLM
 
+        from .function_calling.calls import FunctionCalling
+
         engine = AsyncLLM.from_engine_args(engine_args)
-        model = cls(card, engine)
         try:
+            model = cls(card, engine, FunctionCalling.of(card, engine))
             model._check_chat_template()
-            model.tool_parser_cls = model._tool_parser()
         except Exception:
             engine.shutdown()
             raise
         return model
-
-    tool_parser_cls: Any = None
-
-    def _tool_parser(self) -> Any:
-        """vLLM's parser class for the card's tool format; a wrong name stops the start."""
-        tc = self.card.tool_calling
-        if tc is None:
-            return None
-        from vllm.parser.parser_manager import ParserManager
-
-        from .function_calling import json_parser
-
-        json_parser.register()
-        try:
-            return ParserManager.get_parser(
-                tool_parser_name=tc.parser,
-                enable_auto_tools=True,
-                model_name=self.card.name,
-                tokenizer=self.engine.get_tokenizer(),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise RuntimeError(f"{self.card.name}: tool_calling.parser: {exc}") from exc
-
-    def tool_request(self, tools: list[dict[str, Any]], choice: Any, parallel: bool) -> ToolRequest:
-        from .function_calling.calls import ToolRequest
-
-        return ToolRequest(
-            self.tool_parser_cls,
-            self.engine.get_tokenizer(),
-            self.engine.model_config,
-            self.card.name,
-            tools,
-            choice,
-            parallel,
-        )
 
     def _check_chat_template(self) -> None:
         # Without a template every chat request would fail; say so once, at start.
@@ -160,33 +130,12 @@ class ServedModel:
 
     @property
     def errored(self) -> bool:
-        return bool(self.engine.errored)
+        engine = getattr(self, "engine", None)  # None once shut down: stopped, not dead
+        return engine is not None and bool(engine.errored)
 
     def shutdown(self) -> None:
+        """Stop the engine and let go of it. The thread pool that started it can keep this
+        object until interpreter exit, where AsyncLLM.__del__ would run against torn-down
+        modules and print a traceback; dropped here, it is collected while they are whole."""
         self.engine.shutdown()
-
-
-async def first_output(
-    outputs: AsyncIterator[Any], structured_param: str = "response_format"
-) -> Any:
-    """Pull the first engine output before answering, so that a request the engine refuses
-    gets a 4xx rather than a 200 stream that fails. `structured_param` is the field whose
-    structured output a grammar error is about."""
-    from vllm.exceptions import VLLMClientError
-    from vllm.v1.engine.exceptions import EngineDeadError
-
-    try:
-        return await anext(outputs)
-    except EngineDeadError as exc:
-        raise APIError(
-            503,
-            "The inference engine stopped; retry later",
-            type="server_error",
-            code="engine_dead",
-        ) from exc
-    except (ValueError, VLLMClientError) as exc:
-        param = getattr(exc, "parameter", None)
-        if param is None and "grammar" in str(exc).lower():
-            # The grammar compiler refused a schema or pattern that passed our own checks.
-            param = structured_param
-        raise APIError(400, str(exc), param=param) from exc
+        del self.engine

@@ -224,6 +224,18 @@ def test_tools_are_described_to_the_model_unless_choice_is_none(client: httpx.Cl
     assert _prompt_tokens(client, tool_choice="required") > described
 
 
+def test_a_function_named_auto_can_be_forced(client: httpx.Client) -> None:
+    auto_fn = {"type": "function", "function": {**TIME["function"], "name": "auto"}}
+    named = {"type": "function", "function": {"name": "auto"}}
+    described = _prompt_tokens(client, tools=[auto_fn], tool_choice="auto")
+    # The "you must call auto" sentence is written, and the answer is a call of `auto`.
+    assert _prompt_tokens(client, tools=[auto_fn], tool_choice=named) > described
+    body = chat(client, tools=[auto_fn], tool_choice=named, seed=3)
+    [call] = body["choices"][0]["message"]["tool_calls"]
+    assert call["function"]["name"] == "auto"
+    jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMAS["get_time"])
+
+
 HISTORY = [
     {"role": "system", "content": "Be brief."},
     *ASK,

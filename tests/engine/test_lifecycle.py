@@ -134,6 +134,8 @@ def test_sigterm_drains_in_flight_streams_and_exits_0(cache_dir: Path, tmp_path:
     assert all(lines[-1] == "data: [DONE]" for _, lines in results)
     assert all('"finish_reason":"length"' in lines[-2] for _, lines in results)
     assert returncode == 0
+    # A clean stop leaves no traceback behind (the engine is let go of before exit).
+    assert "Traceback" not in (tmp_path / "sigterm.log").read_text(errors="replace")
 
 
 def test_engine_death_fails_requests_and_exits_non_zero(cache_dir: Path, tmp_path: Path) -> None:

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from ..cards import ModelCard
 from ..errors import APIError
+from .choice import ToolChoice
 
 # xgrammar's JSON strings admit raw control characters, which strict JSON parsers (vLLM's
 # reading of forced calls, clients' json.loads) refuse. Under compact JSON they can only be
@@ -17,31 +19,62 @@ def escape_controls(text: str) -> str:
     return text.translate(_ESCAPES)
 
 
+class FunctionCalling:
+    """A card's tool format over its engine: vLLM's parser class, looked up once at start (a
+    wrong parser name stops the start rather than the first request with tools)."""
+
+    def __init__(self, card: ModelCard, engine: Any) -> None:
+        from vllm.parser.parser_manager import ParserManager
+
+        from . import json_parser
+
+        assert card.tool_calling is not None
+        json_parser.register()
+        self.model = card.name
+        self.tokenizer = engine.get_tokenizer()
+        self.model_config = engine.model_config
+        try:
+            self.parser_cls = ParserManager.get_parser(
+                tool_parser_name=card.tool_calling.parser,
+                enable_auto_tools=True,
+                model_name=card.name,
+                tokenizer=self.tokenizer,
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise RuntimeError(f"{card.name}: tool_calling.parser: {exc}") from exc
+
+    @classmethod
+    def of(cls, card: ModelCard, engine: Any) -> FunctionCalling | None:
+        return cls(card, engine) if card.tool_calling is not None else None
+
+    def request(
+        self, tools: list[dict[str, Any]], choice: ToolChoice, parallel: bool
+    ) -> ToolRequest:
+        return ToolRequest(self, tools, choice, parallel)
+
+
 class ToolRequest:
     """Built once per request; `parse` reads a whole answer, `reader` one streamed choice."""
 
     def __init__(
         self,
-        parser_cls: Any,
-        tokenizer: Any,
-        model_config: Any,
-        model: str,
+        functions: FunctionCalling,
         tools: list[dict[str, Any]],
-        choice: str | dict[str, Any],
+        choice: ToolChoice,
         parallel: bool,
     ) -> None:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-        self.forced = choice != "auto"
-        self._parser_cls = parser_cls
-        self._tokenizer = tokenizer
-        self._model_config = model_config
+        self.forced = choice.forced
+        self._parser_cls = functions.parser_cls
+        self._tokenizer = functions.tokenizer
+        self._model_config = functions.model_config
         try:
             self._request = ChatCompletionRequest(
-                model=model,
+                model=functions.model,
                 messages=[{"role": "user", "content": ""}],
                 tools=tools,
-                tool_choice=choice,
+                tool_choice=choice.for_vllm(),
                 parallel_tool_calls=parallel,
             )
             # The parser sets the structured output that forces a call, and keeps the

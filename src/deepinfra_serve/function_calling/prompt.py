@@ -13,20 +13,21 @@ import json
 from typing import Any
 
 from ..cards import ToolCalling
+from .choice import ToolChoice
 
 Message = dict[str, Any]
 
 
-def tools_text(tc: ToolCalling, tools: list[dict[str, Any]], choice: str | None) -> str:
+def tools_text(tc: ToolCalling, tools: list[dict[str, Any]], choice: ToolChoice) -> str:
     """The system text describing `tools` (function dicts), with what `choice` demands."""
     lines = "\n".join(
         json.dumps({k: v for k, v in f.items() if v is not None and k != "strict"}) for f in tools
     )
     text = tc.prompt.replace("{tools}", lines)
-    if choice == "required":
+    if choice.mode == "required":
         text += "\nYou must call at least one function now."
-    elif choice not in (None, "auto"):
-        text += f'\nYou must call the function "{choice}" now.'
+    elif choice.mode == "named":
+        text += f'\nYou must call the function "{choice.name}" now.'
     return text
 
 
@@ -46,7 +47,7 @@ def as_text(
     messages: list[Message],
     tc: ToolCalling,
     tools: list[dict[str, Any]] | None,
-    choice: str | None,
+    choice: ToolChoice,
 ) -> list[Message]:
     """The conversation for a template that knows no tools (the `prompt` format)."""
     names: dict[str, str] = {}
@@ -101,13 +102,12 @@ def conversation(
     tc: ToolCalling | None,
     messages: list[Message],
     tools: list[dict[str, Any]] | None,
-    choice: str | None,
+    choice: ToolChoice,
     mistral: bool,
 ) -> tuple[list[Message], list[dict[str, Any]] | None]:
     """The messages for the chat template and the tools it is given (OpenAI tool dicts).
 
-    `tools` is None when the model is not to see any (no tools, or tool_choice none);
-    `choice` is auto, required or the forced function's name.
+    `tools` is None when the model is not to see any (no tools, or tool_choice none).
     """
     if mistral:
         messages = for_mistral(messages)

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Depends, Request, Response
 
+from ..apis import NATIVE_MOUNT
 from ..auth import require_api_key
-from ..errors import APIError, NativeError, error_responses
+from ..errors import NativeError, error_responses, model_loading
 from ..model_routing import check_served
 from ..request_lifetime import serve_request
-from ..streaming import EventStream
+from ..sse import EventStream
 from .schema import InferenceRequest, InferenceResponse
 from .service import InferenceService
 
@@ -17,7 +18,7 @@ def build_router() -> APIRouter:
     router = APIRouter()
 
     @router.post(
-        "/v1/inference/{model:path}",
+        NATIVE_MOUNT + "/{model:path}",
         response_model=InferenceResponse,
         responses={200: {"content": {"text/event-stream": {}}}, **error_responses(NativeError)},
         dependencies=[Depends(require_api_key)],
@@ -28,7 +29,7 @@ def build_router() -> APIRouter:
         check_served(request.app.state.card, model, "native")
         service: InferenceService | None = request.app.state.native
         if service is None:
-            raise APIError(503, "Model is loading, retry later", code="model_loading")
+            raise model_loading()
         return await serve_request(
             request, service.create(body), request.app.state.request_timeout_s
         )

@@ -6,7 +6,18 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from ..sampling import ResponseFormat, SamplingOptions
+from ..cards import API_MAX_N
+from ..response_format import ResponseFormat, structured_outputs
+from ..sampling import ApiProfile, SamplingRequest, sent_null
+
+# DeepInfra's text-generation page: max_new_tokens 512, temperature 0.7, top_p 0.9.
+PROFILE = ApiProfile(
+    temperature=0.7,
+    top_p=0.9,
+    max_tokens=512,
+    prompt_field="input",
+    names={"n": "num_responses", "max_tokens": "max_new_tokens"},
+)
 
 
 class InferenceRequest(BaseModel):
@@ -24,7 +35,9 @@ class InferenceRequest(BaseModel):
     top_k: int | None = Field(None, ge=0, lt=100_000, description="0 means off.")
     repetition_penalty: float | None = Field(None, ge=0.01, le=5, description="Default 1.")
     stop: str | list[str] | None = Field(None, description="Up to 16 strings that end generation.")
-    num_responses: int = Field(1, ge=1, le=4, description="Sequences to return; not with stream.")
+    num_responses: int = Field(
+        1, ge=1, le=API_MAX_N, description="Sequences to return; not with stream."
+    )
     response_format: ResponseFormat | None = Field(
         None, description='Optional: {"type": "json_object"} for JSON output.'
     )
@@ -35,21 +48,25 @@ class InferenceRequest(BaseModel):
     )
     stream: bool = Field(False, description="Stream tokens as server-sent events.")
 
-    def sampling_options(self, seed: int) -> SamplingOptions:
-        # The ranges were checked by this schema (temperature goes to 100 here, 2 on the
-        # OpenAI API), so the shared options are built without re-validating them.
-        return SamplingOptions.model_construct(
+    def sampling(self, seed: int) -> SamplingRequest:
+        """The core's sampling input. The native API takes no seed but reports one: the
+        service draws it, so that it is the seed the engine used."""
+        return SamplingRequest(
+            n=self.num_responses,
             temperature=self.temperature,
             top_p=self.top_p,
             top_k=self.top_k,
             repetition_penalty=self.repetition_penalty,
-            max_tokens=self.max_new_tokens,
-            stop=self.stop,
-            n=self.num_responses,
             presence_penalty=self.presence_penalty,
             frequency_penalty=self.frequency_penalty,
+            max_tokens=self.max_new_tokens,
+            max_tokens_open=sent_null(self, "max_new_tokens"),
+            stop=self.stop,
             seed=seed,
-            response_format=self.response_format,
+            stream=self.stream,
+            # Streamed events carry each token's logprob.
+            logprobs=0 if self.stream else None,
+            structured_outputs=structured_outputs(self.response_format),
         )
 
 

@@ -1,8 +1,10 @@
-"""Per-request record: the request id and what the request cost, filled in as it runs.
+"""Per-request record: the request id, which API it belongs to, and what it cost, filled in as
+it runs.
 
-The middleware creates the record and keeps it in a context variable; the API services write
-their figures into it; when the response's last byte is sent, the middleware turns it into
-metrics and one access-log line.
+The middleware creates the record and keeps it in a context variable (and on the ASGI scope,
+for the error handlers that run outside that context); the generation core writes usage into
+it; when the response's last byte is sent, the middleware turns it into metrics and one
+access-log line.
 """
 
 from __future__ import annotations
@@ -13,10 +15,18 @@ import string
 import time
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from ..apis import OTHER_OPENAI, Endpoint
+from ..pricing import NO_USAGE, Usage
+from . import metrics
+
+if TYPE_CHECKING:
+    from starlette.types import Scope
 
 _ALPHABET = string.ascii_letters + string.digits
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+_SCOPE_KEY = "deepinfra_record"
 
 
 def new_request_id() -> str:
@@ -35,26 +45,38 @@ def request_id_from(header: str | None) -> str:
 class RequestRecord:
     request_id: str
     model: str
-    api: str | None
+    endpoint: Endpoint = OTHER_OPENAI
     capture_content: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    cost: float = 0.0
+    usage: Usage = NO_USAGE
     finish_reason: str | None = None
     user: str | None = None
     content: dict[str, Any] | None = None
+    # Set once the middleware has billed the request: usage settled later (a webhook job
+    # outlives its HTTP request) is billed on its own.
+    accounted: bool = False
+
+    @property
+    def api(self) -> str | None:
+        return self.endpoint.api
 
     def first_token(self) -> None:
         if self.first_token_at is None:
             self.first_token_at = time.perf_counter()
 
-    def usage(self, prompt: int, completion: int, cost: float, finish_reason: str | None) -> None:
-        self.prompt_tokens = prompt
-        self.completion_tokens = completion
-        self.cost = cost
-        self.finish_reason = finish_reason
+    def capture(self, key: str, value: Any) -> None:
+        """Keep request or response content for the access log, when the server logs it."""
+        if self.capture_content:
+            self.content = {**(self.content or {}), key: value}
+
+    def settle(self, usage: Usage, finish_reason: str | None) -> None:
+        """The request's usage, once its generation has ended."""
+        if self.accounted:
+            metrics.bill(self.model, self.api, usage)
+        else:
+            self.usage = usage
+            self.finish_reason = finish_reason
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("deepinfra_request", default=None)
@@ -63,7 +85,7 @@ _current: ContextVar[RequestRecord | None] = ContextVar("deepinfra_request", def
 def current() -> RequestRecord:
     """The running request's record (a detached one outside a request, so callers need no
     checks)."""
-    return _current.get() or RequestRecord(new_request_id(), "", None)
+    return _current.get() or RequestRecord(new_request_id(), "")
 
 
 def current_request_id() -> str | None:
@@ -71,9 +93,14 @@ def current_request_id() -> str | None:
     return record.request_id if record else None
 
 
-def bind(record: RequestRecord) -> Any:
+def bind(record: RequestRecord, scope: Scope) -> Any:
+    scope.setdefault("state", {})[_SCOPE_KEY] = record
     return _current.set(record)
 
 
 def unbind(token: Any) -> None:
     _current.reset(token)
+
+
+def record_of(scope: Scope) -> RequestRecord | None:
+    return scope.get("state", {}).get(_SCOPE_KEY)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+from ..pricing import Usage
+
 _LATENCY_BUCKETS = (
     0.005,
     0.01,
@@ -66,3 +68,15 @@ ENGINE_READY = Gauge(
     "1 when the engine serves, 0 while loading, draining or dead.",
     ["model"],
 )
+
+
+def bill(model: str, api: str | None, usage: Usage) -> None:
+    """Tokens and cost of one request, counted once whichever way it ended."""
+    if api is None:
+        return
+    if usage.prompt_tokens:
+        PROMPT_TOKENS.labels(model, api).inc(usage.prompt_tokens)
+    if usage.completion_tokens:
+        GENERATION_TOKENS.labels(model, api).inc(usage.completion_tokens)
+    if usage.estimated_cost:
+        COST.labels(model, api).inc(usage.estimated_cost)

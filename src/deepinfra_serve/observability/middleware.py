@@ -13,25 +13,11 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from ..apis import classify
 from . import metrics
 from .context import RequestRecord, bind, request_id_from, unbind
 
 access_log = logging.getLogger("deepinfra_serve.access")
-
-_APIS = (
-    ("/v1/openai/chat/completions", "chat"),
-    ("/v1/chat/completions", "chat"),
-    ("/v1/openai/completions", "completions"),
-    ("/v1/completions", "completions"),
-    ("/v1/inference/", "inference"),
-)
-
-
-def api_of(path: str) -> str | None:
-    for prefix, api in _APIS:
-        if path.startswith(prefix):
-            return api
-    return None
 
 
 class ObservabilityMiddleware:
@@ -48,7 +34,7 @@ class ObservabilityMiddleware:
         record = RequestRecord(
             request_id=request_id_from(header.decode("latin-1") if header else None),
             model=self.model,
-            api=api_of(scope["path"]),
+            endpoint=classify(scope["path"]),
             capture_content=self.log_content,
         )
         rid_header = (b"x-request-id", record.request_id.encode())
@@ -61,7 +47,7 @@ class ObservabilityMiddleware:
                 message["headers"] = [*message.get("headers", []), rid_header]
             await send(message)
 
-        token = bind(record)
+        token = bind(record, scope)
         if record.api:
             metrics.IN_FLIGHT.labels(self.model, record.api).inc()
         try:
@@ -78,17 +64,14 @@ class ObservabilityMiddleware:
         latency = ended - record.started
         metrics.REQUESTS.labels(model, api, str(status), record.finish_reason or "none").inc()
         metrics.E2E.labels(model, api).observe(latency)
+        usage = record.usage
         if record.first_token_at is not None:
             metrics.TTFT.labels(model, api).observe(record.first_token_at - record.started)
-            if record.completion_tokens > 1:
-                itl = (ended - record.first_token_at) / (record.completion_tokens - 1)
+            if usage.completion_tokens > 1:
+                itl = (ended - record.first_token_at) / (usage.completion_tokens - 1)
                 metrics.ITL.labels(model, api).observe(itl)
-        if record.prompt_tokens:
-            metrics.PROMPT_TOKENS.labels(model, api).inc(record.prompt_tokens)
-        if record.completion_tokens:
-            metrics.GENERATION_TOKENS.labels(model, api).inc(record.completion_tokens)
-        if record.cost:
-            metrics.COST.labels(model, api).inc(record.cost)
+        metrics.bill(model, api, usage)
+        record.accounted = True
         line: dict[str, Any] = {
             "request_id": record.request_id,
             "model": model,
@@ -96,8 +79,8 @@ class ObservabilityMiddleware:
             "method": scope["method"],
             "path": scope["path"],
             "status": status,
-            "prompt_tokens": record.prompt_tokens,
-            "completion_tokens": record.completion_tokens,
+            "prompt_tokens": usage.prompt_tokens,
+            "completion_tokens": usage.completion_tokens,
             "finish_reason": record.finish_reason,
             "latency_ms": round(latency * 1000, 1),
             "ttft_ms": (
@@ -105,7 +88,7 @@ class ObservabilityMiddleware:
                 if record.first_token_at is not None
                 else None
             ),
-            "estimated_cost": record.cost,
+            "estimated_cost": usage.estimated_cost,
             "user": record.user,
         }
         if record.content is not None:

@@ -1,4 +1,4 @@
-"""Chat completions: messages -> prompt and sampling params -> engine -> OpenAI response or SSE.
+"""Chat completions: messages -> prompt and sampling -> generation -> OpenAI response or SSE.
 
 Streaming follows DeepInfra rather than OpenAI where they differ: every content delta carries
 `role`, and usage rides on the chunk that carries the last finish_reason (no extra
@@ -13,15 +13,23 @@ from typing import Any
 
 from ..errors import APIError
 from ..function_calling.calls import ChoiceReader, ToolRequest
-from ..function_calling.checks import check_tools
 from ..function_calling.prompt import conversation
-from ..observability.context import RequestRecord, current
+from ..generation import Generation
+from ..observability.context import current
 from ..sampling import to_sampling_params
-from ..served_model import ServedModel, first_output
-from ..streaming import EventStream
+from ..served_model import ServedModel
+from ..sse import EventStream
+from .chunks import UsagePolicy, check_stream_options, finish_reason, plain_finish, sse_chunks
 from .logprobs import chat_logprobs
-from .schema import ChatChoice, ChatCompletion, ChatCompletionRequest, ChatMessageOut
-from .serving import UsagePolicy, check_stream_options, finish_reason, sse_chunks, usage
+from .schema import (
+    CHAT_PROFILE,
+    ChatChoice,
+    ChatCompletion,
+    ChatCompletionRequest,
+    ChatMessageOut,
+    Usage,
+)
+from .tools import tool_choice
 
 
 def _refuse_unsupported(req: ChatCompletionRequest) -> None:
@@ -36,6 +44,9 @@ def _refuse_unsupported(req: ChatCompletionRequest) -> None:
     check_stream_options(req.stream, req.stream_options)
 
 
+Reply = tuple[str | None, list[dict[str, Any]] | None]
+
+
 class ChatService:
     def __init__(self, model: ServedModel) -> None:
         self.model = model
@@ -43,12 +54,11 @@ class ChatService:
 
     async def create(self, req: ChatCompletionRequest) -> ChatCompletion | EventStream:
         _refuse_unsupported(req)
-        choice = check_tools(req, self.card)
+        choice = tool_choice(req, self.card)
         record = current()
         record.user = req.user
         messages = req.engine_messages()
-        if record.capture_content:
-            record.content = {"messages": messages}
+        record.capture("messages", messages)
         tools = (
             [t.model_dump(exclude_none=True) for t in req.tools]
             if req.tools and choice.mode != "none"
@@ -58,62 +68,68 @@ class ChatService:
             self.card.tool_calling,
             messages,
             tools,
-            choice.name or choice.mode,
+            choice,
             self.card.engine.tokenizer_mode == "mistral",
         )
         prompt = await self.model.chat_prompt(messages, req.chat_template_kwargs, template_tools)
-        prompt_tokens = len(prompt["prompt_token_ids"])
+        functions = self.model.functions
         calls = (
-            self.model.tool_request(tools, choice.for_vllm(), req.parallel_tool_calls)
-            if tools
+            functions.request(tools, choice, req.parallel_tool_calls)
+            if tools and functions is not None
             else None
         )
+        extra: dict[str, Any] = {"logprobs": 0 if req.logprobs else None}
+        if calls is not None:
+            extra["skip_special_tokens"] = calls.skip_special_tokens
+            if (
+                calls.structured_outputs is not None
+            ):  # a forced call: its schema, not response_format's
+                extra["structured_outputs"] = calls.structured_outputs
+        sampling = req.sampling(**extra)
         params = to_sampling_params(
-            req,
+            sampling,
             self.card,
-            prompt_tokens=prompt_tokens,
-            streaming=req.stream,
-            max_tokens_null="max_tokens" in req.model_fields_set and req.max_tokens is None,
-            logprobs=0 if req.logprobs else None,
-            tool_constraint=calls.structured_outputs if calls else None,
-            skip_special_tokens=calls.skip_special_tokens if calls else True,
+            prompt_tokens=len(prompt["prompt_token_ids"]),
+            profile=CHAT_PROFILE,
         )
         request_id = f"chatcmpl-{record.request_id}"
-        outputs = self.model.generate(prompt, params, request_id)
-        first = await first_output(
-            outputs, "tools" if calls is not None and calls.forced else "response_format"
+        if req.stream:
+            delta, finish, label = (
+                (_delta, _finish, plain_finish) if calls is None else _tool_stream(calls, prompt)
+            )
+        else:
+            reply = _replies(calls)
+            label = lambda o: finish_reason(o.finish_reason, bool(reply(o)[1]))  # noqa: E731
+        gen = Generation(
+            self.model,
+            prompt,
+            params,
+            request_id,
+            record,
+            label=label,
+            structured_param="tools" if calls is not None and calls.forced else "response_format",
         )
+        await gen.start()
         if not req.stream:
-            return self._complete(request_id, first, prompt_tokens, record, calls)
-        delta, finish = (_delta, _finish) if calls is None else _tool_stream(calls, prompt)
+            return await self._complete(request_id, gen, reply)
         frames = sse_chunks(
-            card=self.card,
+            gen=gen,
+            model=self.card.name,
             request_id=request_id,
             obj="chat.completion.chunk",
-            first=first,
-            rest=outputs,
-            prompt_tokens=prompt_tokens,
-            n=params.n,
             policy=UsagePolicy.of(req.stream_options),
             delta=delta,
             finish=finish,
-            record=record,
         )
         return EventStream(frames)
 
-    def _complete(
-        self,
-        request_id: str,
-        out: Any,
-        prompt_tokens: int,
-        record: RequestRecord,
-        calls: ToolRequest | None,
+    async def _complete(
+        self, request_id: str, gen: Generation, reply: Callable[[Any], Reply]
     ) -> ChatCompletion:
+        out = await gen.final()
         choices = []
         for o in sorted(out.outputs, key=lambda o: o.index):
-            content, tool_calls = o.text, None
-            if calls is not None:
-                content, tool_calls = calls.parse(o.text, o.token_ids, o.finish_reason)
+            content, tool_calls = reply(o)
             choices.append(
                 ChatChoice(
                     index=o.index,
@@ -124,17 +140,29 @@ class ChatService:
                     logprobs=chat_logprobs(o.token_ids, o.logprobs),
                 )
             )
-        completion_tokens = sum(len(o.token_ids) for o in out.outputs)
-        u = usage(self.card, prompt_tokens, completion_tokens)
-        record.usage(prompt_tokens, completion_tokens, u.estimated_cost, choices[0].finish_reason)
-        if record.capture_content:
-            record.content = {
-                **(record.content or {}),
-                "output": [c.message.content for c in choices],
-            }
         return ChatCompletion(
-            id=request_id, created=int(time.time()), model=self.card.name, choices=choices, usage=u
+            id=request_id,
+            created=int(time.time()),
+            model=self.card.name,
+            choices=choices,
+            usage=Usage.model_validate(gen.usage(), from_attributes=True),
         )
+
+
+def _replies(calls: ToolRequest | None) -> Callable[[Any], Reply]:
+    """A finished choice's (content, tool calls), read once: the finish label needs it too."""
+    replies: dict[int, Reply] = {}
+
+    def reply(o: Any) -> Reply:
+        if o.index not in replies:
+            replies[o.index] = (
+                calls.parse(o.text, o.token_ids, o.finish_reason)
+                if calls is not None
+                else (o.text, None)
+            )
+        return replies[o.index]
+
+    return reply
 
 
 def _delta(o: Any) -> dict[str, Any] | None:
@@ -148,11 +176,22 @@ def _delta(o: Any) -> dict[str, Any] | None:
     }
 
 
+def _finish(o: Any) -> dict[str, Any]:
+    return {
+        "index": o.index,
+        "delta": {},
+        "finish_reason": finish_reason(o.finish_reason),
+        "logprobs": None,
+    }
+
+
 def _tool_stream(
     calls: ToolRequest, prompt: dict[str, Any]
-) -> tuple[Callable[[Any], dict[str, Any] | None], Callable[[Any], dict[str, Any]]]:
-    """Delta and finish functions for a stream whose text goes through the tool parser, one
-    reader per choice."""
+) -> tuple[
+    Callable[[Any], dict[str, Any] | None], Callable[[Any], dict[str, Any]], Callable[[Any], str]
+]:
+    """Delta, finish and finish-label functions for a stream whose text goes through the tool
+    parser, one reader per choice."""
     readers: dict[int, ChoiceReader] = {}
 
     def delta(o: Any) -> dict[str, Any] | None:
@@ -169,22 +208,11 @@ def _tool_stream(
             "logprobs": None,
         }
 
-    def finish(o: Any) -> dict[str, Any]:
+    def label(o: Any) -> str:
         reader = readers.get(o.index)
-        return {
-            "index": o.index,
-            "delta": {},
-            "finish_reason": finish_reason(o.finish_reason, reader is not None and reader.called),
-            "logprobs": None,
-        }
+        return finish_reason(o.finish_reason, reader is not None and reader.called)
 
-    return delta, finish
+    def finish(o: Any) -> dict[str, Any]:
+        return {"index": o.index, "delta": {}, "finish_reason": label(o), "logprobs": None}
 
-
-def _finish(o: Any) -> dict[str, Any]:
-    return {
-        "index": o.index,
-        "delta": {},
-        "finish_reason": finish_reason(o.finish_reason),
-        "logprobs": None,
-    }
+    return delta, finish, label

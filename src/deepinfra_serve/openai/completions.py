@@ -6,13 +6,14 @@ import time
 from typing import Any
 
 from ..errors import APIError
-from ..observability.context import RequestRecord, current
-from ..sampling import OPENAI_COMPLETIONS, to_sampling_params
-from ..served_model import ServedModel, first_output
-from ..streaming import EventStream
+from ..generation import Generation
+from ..observability.context import current
+from ..sampling import to_sampling_params
+from ..served_model import ServedModel
+from ..sse import EventStream
+from .chunks import UsagePolicy, check_stream_options, finish_reason, plain_finish, sse_chunks
 from .logprobs import completion_logprobs
-from .schema import Completion, CompletionChoice, CompletionRequest
-from .serving import UsagePolicy, check_stream_options, finish_reason, sse_chunks, usage
+from .schema import COMPLETIONS_PROFILE, Completion, CompletionChoice, CompletionRequest, Usage
 
 # vLLM's default max_logprobs: the most alternatives one position may report.
 MAX_LOGPROBS = 20
@@ -45,29 +46,24 @@ class CompletionService:
         _refuse_unsupported(req)
         record = current()
         record.user = req.user
-        if record.capture_content:
-            record.content = {"prompt": req.prompt}
+        record.capture("prompt", req.prompt)
         prompt = await self.model.text_prompt(req.prompt)
         prompt_ids = prompt["prompt_token_ids"]
         params = to_sampling_params(
-            req,
+            req.sampling(logprobs=req.logprobs, stop_token_ids=req.stop_token_ids),
             self.card,
             prompt_tokens=len(prompt_ids),
-            streaming=req.stream,
-            max_tokens_null="max_tokens" in req.model_fields_set and req.max_tokens is None,
-            logprobs=req.logprobs,
-            stop_token_ids=req.stop_token_ids,
-            profile=OPENAI_COMPLETIONS,
+            profile=COMPLETIONS_PROFILE,
         )
         echo = ""
         if req.echo:
             echo = req.prompt if isinstance(req.prompt, str) else self.model.decode(prompt_ids)
         as_ids = bool(req.return_tokens_as_token_ids)
         request_id = f"cmpl-{record.request_id}"
-        outputs = self.model.generate(prompt, params, request_id)
-        first = await first_output(outputs)
+        gen = Generation(self.model, prompt, params, request_id, record, label=plain_finish)
+        await gen.start()
         if not req.stream:
-            return self._complete(request_id, first, len(prompt_ids), echo, as_ids, record)
+            return await self._complete(request_id, gen, echo, as_ids)
 
         offsets = [len(echo)] * params.n
 
@@ -84,30 +80,21 @@ class CompletionService:
             if echo
         ]
         frames = sse_chunks(
-            card=self.card,
+            gen=gen,
+            model=self.card.name,
             request_id=request_id,
             obj="text_completion",
-            first=first,
-            rest=outputs,
-            prompt_tokens=len(prompt_ids),
-            n=params.n,
             policy=UsagePolicy.of(req.stream_options),
             delta=delta,
             finish=_finish,
-            record=record,
             preamble=preamble,
         )
         return EventStream(frames)
 
-    def _complete(
-        self,
-        request_id: str,
-        out: Any,
-        prompt_tokens: int,
-        echo: str,
-        as_ids: bool,
-        record: RequestRecord,
+    async def _complete(
+        self, request_id: str, gen: Generation, echo: str, as_ids: bool
     ) -> Completion:
+        out = await gen.final()
         choices = [
             CompletionChoice(
                 index=o.index,
@@ -117,13 +104,12 @@ class CompletionService:
             )
             for o in sorted(out.outputs, key=lambda o: o.index)
         ]
-        completion_tokens = sum(len(o.token_ids) for o in out.outputs)
-        u = usage(self.card, prompt_tokens, completion_tokens)
-        record.usage(prompt_tokens, completion_tokens, u.estimated_cost, choices[0].finish_reason)
-        if record.capture_content:
-            record.content = {**(record.content or {}), "output": [c.text for c in choices]}
         return Completion(
-            id=request_id, created=int(time.time()), model=self.card.name, choices=choices, usage=u
+            id=request_id,
+            created=int(time.time()),
+            model=self.card.name,
+            choices=choices,
+            usage=Usage.model_validate(gen.usage(), from_attributes=True),
         )
 
 

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-# OpenAI's floor for a token too unlikely to report (-inf is not valid JSON).
-_FLOOR = -9999.0
+from ..generation import LOGPROB_FLOOR as _FLOOR
 
 
 def _token(token_id: int, decoded: str | None, as_ids: bool) -> str:

@@ -9,11 +9,11 @@ from fastapi import APIRouter, Depends, Request, Response
 
 from ..auth import require_api_key
 from ..cards import ModelCard
-from ..errors import APIError, OpenAIError, error_responses
+from ..errors import OpenAIError, error_responses, model_loading
 from ..model_routing import check_served, not_found
 from ..request_lifetime import serve_request
 from ..served_model import ServedModel
-from ..streaming import EventStream
+from ..sse import EventStream
 from .chat import ChatService
 from .completions import CompletionService
 from .schema import (
@@ -61,9 +61,7 @@ def _services(request: Request, model: str) -> OpenAIServices:
     check_served(request.app.state.card, model, "openai")
     services: OpenAIServices | None = request.app.state.openai
     if services is None:
-        raise APIError(
-            503, "The model is loading; retry later", type="server_error", code="model_loading"
-        )
+        raise model_loading()
     return services
 
 

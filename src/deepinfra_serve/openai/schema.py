@@ -7,7 +7,72 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..sampling import SamplingOptions
+from ..cards import API_MAX_N
+from ..response_format import ResponseFormat, structured_outputs
+from ..sampling import ApiProfile, SamplingRequest, sent_null
+
+# DeepInfra's documented defaults for what both the request and the card leave out; a
+# max_tokens left out means the context left (up to the card's cap).
+CHAT_PROFILE = ApiProfile()
+COMPLETIONS_PROFILE = ApiProfile(prompt_field="prompt")
+
+
+class SamplingFields(BaseModel):
+    """The sampling fields, ranges and defaults of DeepInfra's OpenAI-compatible API."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    temperature: float | None = Field(
+        None, ge=0, le=2, description="Sampling temperature; 0 is greedy. Default 1."
+    )
+    top_p: float | None = Field(None, gt=0, le=1, description="Nucleus sampling mass. Default 1.")
+    min_p: float | None = Field(
+        None, ge=0, le=1, description="Minimum probability relative to the top token. Default 0."
+    )
+    top_k: int | None = Field(None, ge=0, lt=1000, description="Sample from the best k; 0 is off.")
+    max_tokens: int | None = Field(
+        None,
+        ge=0,
+        le=1_000_000,
+        description="Most tokens to generate; null means the context left, capped at 16384.",
+    )
+    stop: str | list[str] | None = Field(
+        None, description="Up to 16 sequences that end generation; not returned."
+    )
+    n: int = Field(1, ge=1, le=API_MAX_N, description="Number of sequences to return.")
+    presence_penalty: float = Field(0, ge=-2, le=2)
+    frequency_penalty: float = Field(0, ge=-2, le=2)
+    repetition_penalty: float | None = Field(
+        None, ge=0.01, le=5, description="Multiplicative repetition penalty. Default 1."
+    )
+    seed: int | None = Field(
+        None,
+        ge=-(2**63),
+        lt=2**64,
+        description="Seed for sampling; same seed and parameters give the same text.",
+    )
+    response_format: ResponseFormat | None = None
+    stream: bool = False
+
+    def sampling(self, **extra: Any) -> SamplingRequest:
+        """The core's sampling input; `extra` is what only one endpoint sets or overrides."""
+        fields: dict[str, Any] = dict(
+            n=self.n,
+            temperature=self.temperature,
+            top_p=self.top_p,
+            top_k=self.top_k,
+            min_p=self.min_p,
+            repetition_penalty=self.repetition_penalty,
+            presence_penalty=self.presence_penalty,
+            frequency_penalty=self.frequency_penalty,
+            max_tokens=self.max_tokens,
+            max_tokens_open=sent_null(self, "max_tokens"),
+            stop=self.stop,
+            seed=self.seed,
+            stream=self.stream,
+            structured_outputs=structured_outputs(self.response_format),
+        )
+        return SamplingRequest(**(fields | extra))
 
 
 class TextPart(BaseModel):
@@ -119,12 +184,9 @@ class ReasoningSettings(BaseModel):
     enabled: bool | None = None
 
 
-class ChatCompletionRequest(SamplingOptions):
-    model_config = ConfigDict(extra="ignore")
-
+class ChatCompletionRequest(SamplingFields):
     model: str = Field(description="Model name, Owner/Name.")
     messages: list[Message] = Field(min_length=1)
-    stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: bool | None = None
     tools: list[ToolDefinition] | None = Field(
@@ -165,9 +227,7 @@ class ChatCompletionRequest(SamplingOptions):
         return out
 
 
-class CompletionRequest(SamplingOptions):
-    model_config = ConfigDict(extra="ignore")
-
+class CompletionRequest(SamplingFields):
     model: str = Field(description="Model name, Owner/Name.")
     prompt: str | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = Field(
         description="The prompt: text, or token ids."
@@ -178,7 +238,6 @@ class CompletionRequest(SamplingOptions):
         le=1_000_000,
         description="Most tokens to generate; null means the context left, capped at 16384.",
     )
-    stream: bool = False
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(
         None, description="Return the log-probabilities of this many top tokens per position."

@@ -1,46 +1,28 @@
-"""What a request's tools and tool_choice must satisfy beyond their schema; each refusal is a
-422 that names the field."""
+"""What a chat request's tools and tool_choice must satisfy beyond their schema; each refusal
+is a 422 that names the field."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Any
-
 from ..cards import ModelCard
 from ..errors import APIError
-
-
-@dataclass(frozen=True)
-class Choice:
-    """The effective tool choice: mode none, auto, required or named (then `name`)."""
-
-    mode: str
-    name: str | None = None
-
-    @property
-    def forced(self) -> bool:
-        return self.mode in ("required", "named")
-
-    def for_vllm(self) -> str | dict[str, Any]:
-        if self.mode == "named":
-            return {"type": "function", "function": {"name": self.name}}
-        return self.mode
+from ..function_calling.choice import AUTO, NONE, ToolChoice
+from .schema import ChatCompletionRequest
 
 
 def _invalid(param: str, message: str) -> APIError:
     return APIError(422, f"{param}: {message}", param=param, code="invalid_value")
 
 
-def check_tools(req: Any, card: ModelCard) -> Choice:
-    """The request's tool choice, after refusing what cannot be served."""
+def tool_choice(req: ChatCompletionRequest, card: ModelCard) -> ToolChoice:
+    """The request's effective tool choice, after refusing what cannot be served."""
     tools = req.tools or []
     raw = req.tool_choice
     if raw is None:
-        choice = Choice("auto" if tools else "none")
+        choice = AUTO if tools else NONE
     elif isinstance(raw, str):
-        choice = Choice(raw)
+        choice = ToolChoice(raw)
     else:
-        choice = Choice("named", raw.function.name)
+        choice = ToolChoice("named", raw.function.name)
     if not tools:
         if choice.mode != "none":
             raise _invalid("tool_choice", "needs tools; none were given")

@@ -1,6 +1,6 @@
 """Fleet benchmark: what the front door costs, and what prefix-affine balancing buys.
 
-1. Overhead. A fleet of one replica of the card; bench.py's workload (streaming chat) straight
+1. Overhead. A fleet of one replica of the card; the workload's (streaming chat) straight
    to the replica and through the front door (HAProxy), alternating round after round at each
    concurrency; paired ratios of throughput and TTFT p50 (front door over direct).
 2. Affinity. A fleet of two replicas, run once with the `prefix` policy and once with
@@ -8,7 +8,7 @@
    questions, in a shuffled order. The prefix-cache hit rate is the two replicas' growth of
    vllm:prefix_cache_hits over vllm:prefix_cache_queries during the run.
 
-    python benchmarks/fleet_bench.py --card model_cards/dev/tiny-random.yaml --out benchmarks/out
+    python -m benchmarks.fleet --card model_cards/dev/tiny-random.yaml --out benchmarks/out
 """
 
 from __future__ import annotations
@@ -29,10 +29,13 @@ from typing import Any
 
 import httpx
 import yaml
-from bench import Sample, machine, one_request, percentile, run_level, summarize
 from tqdm import tqdm
 
 from deepinfra_serve.cards import load_card
+
+from .measure import percentile, summarize
+from .report import machine
+from .workload import Sample, one_request, run_level
 
 WORDS = [
     "lamb",

@@ -1,0 +1,70 @@
+"""The server's one state, from loading to dead, and what it means for probes, admission and
+the ready gauge.
+
+    loading -> ready -> draining         (SIGTERM: finish what is in flight, take nothing new)
+       |         |
+       v         v
+    failed     dead -> failed           (the engine could not start / died; the process exits)
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+from typing import Any
+
+from .observability import metrics
+
+
+class Phase(StrEnum):
+    LOADING = "loading"
+    READY = "ready"
+    DRAINING = "draining"
+    FAILED = "failed"
+    DEAD = "dead"
+
+
+class Lifecycle:
+    """Owned by the app; the admission middleware, the probes, the engine watchdog and the
+    CLI's SIGTERM handler all read and move this one object."""
+
+    def __init__(self, model_name: str) -> None:
+        self._phase = Phase.LOADING
+        self._gauge = metrics.ENGINE_READY.labels(model_name)
+        self._gauge.set(0)
+        self.engine: Any = None  # the ServedModel once it is up
+        self.in_flight = 0  # API requests being served, until their last byte
+
+    @property
+    def phase(self) -> Phase:
+        # A dead engine cannot come back; the probes say so from the moment it died, before
+        # the watchdog's next look.
+        if self.engine is not None and self.engine.errored:
+            return Phase.DEAD
+        return self._phase
+
+    @property
+    def loading(self) -> bool:
+        return self._phase is Phase.LOADING
+
+    @property
+    def draining(self) -> bool:
+        """New API requests are refused: shutting down, or past the point of serving."""
+        return self._phase in (Phase.DRAINING, Phase.FAILED)
+
+    def ready(self, engine: Any) -> None:
+        self.engine = engine
+        self._phase = Phase.READY
+        self._gauge.set(1)
+
+    def drain(self) -> None:
+        if self._phase is not Phase.FAILED:
+            self._phase = Phase.DRAINING
+        self._gauge.set(0)
+
+    def died(self) -> None:
+        """The watchdog saw the engine die: no more traffic, whatever the phase was."""
+        self._gauge.set(0)
+
+    def fail(self) -> None:
+        self._phase = Phase.FAILED
+        self._gauge.set(0)
