@@ -1,9 +1,10 @@
 """Where the API process spends its CPU per token: py-spy samples it under the streaming chat
 workload and the samples are attributed to this service's modules.
 
-Each sample's innermost frame in `deepinfra_serve` (or, when it has none, the library it is
-in: uvicorn, starlette, asyncio, vLLM's client side, ...) gets the sample; the table lists the
-shares, so a change on the hot path shows where it moved CPU.
+Each sample is charged to its innermost frame in `deepinfra_serve` (with what that frame
+called), or, when the stack has none below the command line's event loop, to the library it
+is in (uvicorn, starlette, asyncio, vLLM's client side, ...); the table lists the shares, so a
+change on the hot path shows where it moved CPU.
 
     python -m benchmarks.profile --card model_cards/dev/tiny-random.yaml --out benchmarks/out
 """
@@ -34,7 +35,7 @@ def attribute(stack: str) -> str:
     """The module a collapsed py-spy stack ("f (path:line);g (path:line)") is charged to."""
     frames = stack.split(";")
     for frame in reversed(frames):
-        if "deepinfra_serve/" in frame:
+        if "deepinfra_serve/" in frame and "deepinfra_serve/cli" not in frame:  # cli: the loop
             path = frame[frame.index("deepinfra_serve/") :].split(":")[0]
             return path.removesuffix(".py") + ":" + frame.split(" (")[0]
     for frame in reversed(frames):
