@@ -38,8 +38,13 @@ def base_url(
     cache_dir: Path, server_log: Path, startup_probes: list[tuple[int | None, int | None]]
 ) -> Iterator[str]:
     """The real server on the real CPU engine with the tiny card, started once per session."""
-    # Short webhook timeouts and backoff keep the delivery tests to seconds.
-    env = {"DEEPINFRA_SERVE_WEBHOOK_TIMEOUT_S": "1", "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05"}
+    # Short webhook timeouts and backoff keep the delivery tests to seconds. The webhook
+    # receivers listen on 127.0.0.2, the one loopback address the server may call.
+    env = {
+        "DEEPINFRA_SERVE_WEBHOOK_TIMEOUT_S": "1",
+        "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
+        "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
+    }
     with running_server(TINY_CARD, cache_dir, server_log, env, startup_probes) as url:
         yield url
 

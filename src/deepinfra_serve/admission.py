@@ -2,6 +2,7 @@
 take on, before anything is parsed or reaches the engine.
 
 - while draining for shutdown: 503 with Retry-After (another replica should take it);
+- once the engine is dead or hung: 503 (the process is about to exit and be restarted);
 - a body over the size bound: 413;
 - more requests in flight than the bound: 429 "Model busy, retry later" with Retry-After,
   rather than an unbounded queue in front of the engine.
@@ -15,7 +16,7 @@ from __future__ import annotations
 import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import APIError, model_busy, shutting_down
+from .errors import APIError, engine_dead, model_busy, shutting_down
 from .lifecycle import Lifecycle
 from .observability.context import record_of
 
@@ -38,6 +39,9 @@ class AdmissionMiddleware:
         native = record.endpoint.native
         if lifecycle.draining:
             await _refuse(send, shutting_down(), native)
+            return
+        if lifecycle.dead:
+            await _refuse(send, engine_dead(), native)
             return
         if lifecycle.in_flight >= self.max_in_flight:
             await _refuse(send, model_busy(), native)

@@ -22,10 +22,12 @@ from .admission import AdmissionMiddleware
 from .apis import OPENAI_ALIAS, OPENAI_MOUNT
 from .auth import ApiKeys
 from .cards import ModelCard, load_cards
+from .engine_watchdog import watch_engine
 from .errors import install_error_handlers
 from .lifecycle import Lifecycle, Phase
 from .native.routes import build_router as build_native_router
 from .native.service import InferenceService
+from .native.webhook_targets import WebhookTargets, parse_networks
 from .native.webhooks import WebhookSender
 from .observability.middleware import ObservabilityMiddleware
 from .openai.routes import OpenAIServices, build_router
@@ -63,17 +65,6 @@ def create_app(
     else:
         log.warning("no API key configured: the API is open to anyone who can reach it")
 
-    async def watch_engine(app: FastAPI, model: ServedModel) -> None:
-        """A dead engine cannot come back: fail the probes, let in-flight requests get their
-        errors, then exit non-zero so that the orchestrator restarts the process."""
-        while not model.errored:
-            await asyncio.sleep(0.5)
-        log.critical("the inference engine died; exiting")
-        lifecycle.died()
-        await asyncio.sleep(1.0)
-        lifecycle.fail()
-        on_fatal()
-
     async def start(app: FastAPI, webhooks: WebhookSender) -> None:
         t0 = time.monotonic()
         try:
@@ -90,12 +81,17 @@ def create_app(
         app.state.openai = OpenAIServices.over(model)
         app.state.native = InferenceService(model, webhooks)
         lifecycle.ready(model)
-        app.state.watchdog = asyncio.create_task(watch_engine(app, model))
+        app.state.watchdog = asyncio.create_task(
+            watch_engine(model, lifecycle, settings.engine_stall_timeout_s, on_fatal)
+        )
         log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         webhooks = WebhookSender(
+            model=card.name,
+            lifecycle=lifecycle,
+            targets=WebhookTargets(parse_networks(settings.webhook_allowed_networks)),
             attempts=settings.webhook_attempts,
             timeout_s=settings.webhook_timeout_s,
             backoff_s=settings.webhook_backoff_s,
@@ -145,8 +141,11 @@ def create_app(
     app.include_router(build_native_router(), tags=["native"])
 
     @app.get("/health/live", tags=["operations"])
-    async def live() -> dict[str, str]:
-        """200 as long as the process serves HTTP, while loading too."""
+    async def live() -> Any:
+        """200 while the process serves HTTP (loading too); 503 once the engine is dead or
+        hung, so that the orchestrator restarts the pod even if the exit is slow."""
+        if lifecycle.dead:
+            return JSONResponse({"status": "dead"}, status_code=503)
         return {"status": "alive"}
 
     @app.get("/health/ready", tags=["operations"])

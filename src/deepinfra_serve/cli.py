@@ -172,12 +172,20 @@ class DrainingServer(uvicorn.Server):
     async def _drain(self) -> None:
         lifecycle = self.lifecycle
         lifecycle.drain()
-        log.info("SIGTERM: draining %d in-flight requests", lifecycle.in_flight)
+        log.info(
+            "SIGTERM: draining %d in-flight requests and %d webhook jobs",
+            lifecycle.in_flight,
+            lifecycle.background,
+        )
         deadline = time.monotonic() + self.grace_s
-        while lifecycle.in_flight and time.monotonic() < deadline:
+        while lifecycle.busy and time.monotonic() < deadline:
             await asyncio.sleep(0.05)
-        if lifecycle.in_flight:
-            log.warning("grace period over with %d requests in flight", lifecycle.in_flight)
+        if lifecycle.busy:
+            log.warning(
+                "grace period over with %d requests and %d webhook jobs in flight",
+                lifecycle.in_flight,
+                lifecycle.background,
+            )
         # Not handle_exit: uvicorn would re-raise SIGTERM after stopping and the exit code
         # would say "killed" instead of 0.
         self.should_exit = True

@@ -4,7 +4,8 @@ the ready gauge.
     loading -> ready -> draining         (SIGTERM: finish what is in flight, take nothing new)
        |         |
        v         v
-    failed     dead -> failed           (the engine could not start / died; the process exits)
+    failed     dead -> failed           (the engine could not start / died or hangs: the
+                                         process exits and is restarted)
 """
 
 from __future__ import annotations
@@ -32,15 +33,27 @@ class Lifecycle:
         self._gauge = metrics.ENGINE_READY.labels(model_name)
         self._gauge.set(0)
         self.engine: Any = None  # the ServedModel once it is up
-        self.in_flight = 0  # API requests being served, until their last byte
+        self._stalled = False
+        # Requests being served (until their last byte) and webhook generations: the count
+        # that admission bounds.
+        self.in_flight = 0
+        self.background = 0  # webhook jobs (generation and delivery) that SIGTERM waits for
 
     @property
     def phase(self) -> Phase:
         # A dead engine cannot come back; the probes say so from the moment it died, before
         # the watchdog's next look.
-        if self.engine is not None and self.engine.errored:
+        if self._stalled or (self.engine is not None and self.engine.errored):
             return Phase.DEAD
         return self._phase
+
+    @property
+    def dead(self) -> bool:
+        return self.phase is Phase.DEAD
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.in_flight or self.background)
 
     @property
     def loading(self) -> bool:
@@ -63,6 +76,11 @@ class Lifecycle:
 
     def died(self) -> None:
         """The watchdog saw the engine die: no more traffic, whatever the phase was."""
+        self._gauge.set(0)
+
+    def stalled(self) -> None:
+        """The watchdog saw the engine make no progress while it had work: as good as dead."""
+        self._stalled = True
         self._gauge.set(0)
 
     def fail(self) -> None:

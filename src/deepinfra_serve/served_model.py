@@ -9,6 +9,7 @@ packages, not here.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
 from functools import cached_property
@@ -25,6 +26,36 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+class EngineProgress:
+    """When the engine last returned outputs. vLLM calls its stat loggers each time a batch of
+    outputs arrives from the engine core, so a logger of our own is the cheapest beat: one
+    clock read per engine step, none per token."""
+
+    def __init__(self) -> None:
+        self.last = time.monotonic()
+
+    def beat(self) -> None:
+        self.last = time.monotonic()
+
+    def stat_logger(self, vllm_config: Any, engine_index: int = 0) -> Any:
+        """A vLLM `StatLoggerFactory`."""
+        from vllm.v1.metrics.loggers import StatLoggerBase
+
+        progress = self
+
+        class ProgressLogger(StatLoggerBase):
+            def __init__(self) -> None:
+                pass
+
+            def record(self, *args: Any, **kwargs: Any) -> None:
+                progress.last = time.monotonic()
+
+            def log_engine_initialized(self) -> None:
+                pass
+
+        return ProgressLogger()
+
+
 class ServedModel:
     def __init__(
         self, card: ModelCard, engine: Any, functions: FunctionCalling | None = None
@@ -34,6 +65,7 @@ class ServedModel:
         self.card = card
         self.engine = engine
         self.functions = functions  # None: the card has no tool format
+        self.progress = EngineProgress()
         self._chat_params = ChatParams(
             chat_template=card.chat_template,
             chat_template_kwargs={"add_generation_prompt": True},
@@ -48,9 +80,11 @@ class ServedModel:
 
         from .function_calling.calls import FunctionCalling
 
-        engine = AsyncLLM.from_engine_args(engine_args)
+        progress = EngineProgress()
+        engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[progress.stat_logger])
         try:
             model = cls(card, engine, FunctionCalling.of(card, engine))
+            model.progress = progress
             model._check_chat_template()
         except Exception:
             engine.shutdown()
@@ -127,6 +161,18 @@ class ServedModel:
 
     def generate(self, prompt: dict[str, Any], params: Any, request_id: str) -> AsyncIterator[Any]:
         return self.engine.generate(prompt, params, request_id)
+
+    @property
+    def has_work(self) -> bool:
+        """Requests the engine has accepted and not finished (running or waiting)."""
+        return self.engine.get_num_unfinished_requests() > 0
+
+    def fail_in_flight(self, reason: str) -> None:
+        """End every request waiting on the engine with an engine-dead error (what vLLM does
+        itself when the engine core dies), for an engine that hangs instead."""
+        from vllm.v1.engine.exceptions import EngineDeadError
+
+        self.engine.output_processor.propagate_error(EngineDeadError(reason))
 
     @property
     def errored(self) -> bool:

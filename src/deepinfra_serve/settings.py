@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -57,8 +57,28 @@ class ServerSettings(BaseSettings):
     shutdown_grace_s: float = Field(
         25.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )
+    engine_stall_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="An engine with work that returns no output for this long is hung: the "
+        "probes fail, in-flight requests end with 503 and the process exits.",
+    )
     webhook_attempts: int = Field(4, ge=1, le=10, description="Deliveries tried per webhook.")
     webhook_timeout_s: float = Field(10.0, gt=0, description="Time allowed one delivery.")
     webhook_backoff_s: float = Field(
         1.0, ge=0, description="Wait before the first retry; doubles after each failure."
     )
+    webhook_allowed_networks: str = Field(
+        "",
+        description="Comma-separated CIDRs webhooks may reach besides public addresses (your "
+        "own receivers on private networks); loopback, private, link-local, CGNAT, multicast and "
+        "reserved addresses are refused otherwise.",
+    )
+
+    @field_validator("webhook_allowed_networks")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        from .native.webhook_targets import parse_networks
+
+        parse_networks(value)  # a typo fails the start, naming the entry
+        return value

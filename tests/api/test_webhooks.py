@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -17,9 +18,11 @@ URL = f"/v1/inference/{MODEL}"
 
 
 class Receiver:
-    """Records every POST; answers 500 to the first `fail_first`, or never when `hang`."""
+    """A webhook receiver on 127.0.0.2 (allowed by the session server's settings).
 
-    def __init__(self, fail_first: int = 0, hang: bool = False) -> None:
+    Records every POST; answers 500 to the first `fail_first`, or never when `hang`."""
+
+    def __init__(self, fail_first: int = 0, hang: bool = False, host: str = "127.0.0.2") -> None:
         self.fail_first = fail_first
         self.hang = hang
         self.bodies: list[dict[str, Any]] = []
@@ -46,9 +49,10 @@ class Receiver:
             def log_message(self, *args: Any) -> None:
                 pass
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server = ThreadingHTTPServer((host, 0), Handler)
         self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_port}/hook"
+        self.port = self.server.server_port
+        self.url = f"http://{host}:{self.port}/hook"
 
     def wait_for(self, condition: Any, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
@@ -104,3 +108,77 @@ def test_a_webhook_that_never_answers_costs_only_its_retry_budget(
     assert client.get("/health").status_code == 200
     time.sleep(2)
     assert receiver.attempts == 4
+
+
+class SilentListener:
+    """A loopback socket that counts the connections made to it: the loopback forms of the
+    forbidden table aim here, and it must see none."""
+
+    def __init__(self) -> None:
+        self.sock = socket.create_server(("127.0.0.1", 0))
+        self.sock.settimeout(0.2)
+        self.port = self.sock.getsockname()[1]
+        self.connections = 0
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.stop.is_set():
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                continue
+            self.connections += 1
+            conn.close()
+
+    def close(self) -> None:
+        self.stop.set()
+        self.thread.join()
+        self.sock.close()
+
+
+# Every form is refused when the request arrives, before any connection is attempted; the
+# loopback ones name the silent listener's port, so a connection would show.
+FORBIDDEN = [
+    "http://127.0.0.1:{port}/hook",
+    "http://127.1:{port}/hook",
+    "http://2130706433:{port}/hook",
+    "http://0x7f.1:{port}/hook",
+    "http://0x7f000001:{port}/hook",
+    "http://0177.0.0.1:{port}/hook",
+    "http://localhost:{port}/hook",
+    "http://LOCALHOST.:{port}/hook",
+    "http://[::1]:{port}/hook",
+    "http://[::ffff:127.0.0.1]:{port}/hook",
+    "http://[::ffff:7f00:1]:{port}/hook",
+    "http://0.0.0.0:{port}/hook",
+    "http://[::]:{port}/hook",
+    "https://127.0.0.1:{port}/hook",
+    "http://169.254.169.254/latest/meta-data/",
+    "http://[::ffff:169.254.169.254]/latest/meta-data/",
+    "http://[fd00:ec2::254]/latest/meta-data/",
+    "http://10.0.0.5:10250/pods",
+    "http://172.16.0.1/",
+    "http://192.168.1.1/",
+    "http://100.64.0.1/",
+    "http://224.0.0.1/",
+    "http://240.0.0.1/",
+    "http://[fe80::1]/",
+    "http://[fc00::1]/",
+]
+
+
+def test_forbidden_webhook_targets_get_422_and_no_connection(client: httpx.Client) -> None:
+    listener = SilentListener()
+    try:
+        for form in FORBIDDEN:
+            url = form.format(port=listener.port)
+            body = {"input": "Hi", "max_new_tokens": 2, "webhook": url}
+            r = client.post(URL, json=body)
+            assert r.status_code == 422, (url, r.text)
+            assert r.json()["error"].startswith("webhook: not an allowed target"), url
+        time.sleep(0.5)
+        assert listener.connections == 0
+    finally:
+        listener.close()

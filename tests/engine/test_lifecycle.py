@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import signal
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -157,3 +159,59 @@ def test_engine_death_fails_requests_and_exits_non_zero(cache_dir: Path, tmp_pat
     assert json.loads(rest[-2][6:])["error"]["code"] == "engine_dead"
     assert health == 503
     assert returncode not in (0, None)
+
+
+def _engine_core(proc: Any) -> psutil.Process:
+    return next(
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if p.name() == "VLLM::EngineCore"
+    )
+
+
+def test_a_hung_engine_fails_the_probes_and_streams_then_exits(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    stall_s = 4.0
+    env = {"DEEPINFRA_SERVE_ENGINE_STALL_TIMEOUT_S": str(stall_s)}
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 900, "stream": True}
+    with server_process(TINY_CARD, cache_dir, tmp_path / "hung.log", env) as (url, proc):
+        engine = _engine_core(proc)
+        try:
+            with httpx.Client(base_url=url, timeout=30) as c:
+                # Idle for longer than the stall time: an idle engine is not hung.
+                time.sleep(stall_s + 2)
+                assert c.get("/health/ready").status_code == 200
+                seen: dict[str, set[int]] = {"/health/live": set(), "/health/ready": set()}
+                polling = threading.Event()
+
+                def poll() -> None:
+                    with httpx.Client(base_url=url, timeout=2) as p:
+                        while not polling.is_set():
+                            for path, statuses in seen.items():
+                                with contextlib.suppress(httpx.HTTPError):
+                                    statuses.add(p.get(path).status_code)
+                            time.sleep(0.1)
+
+                with c.stream("POST", CHAT, json=body) as s:
+                    lines = sse_lines(s)
+                    assert next(lines).startswith("data: {")
+                    engine.suspend()  # SIGSTOP: alive, and silent
+                    stopped = time.monotonic()
+                    poller = threading.Thread(target=poll)
+                    poller.start()
+                    rest = [line for line in lines if line.startswith("data: ")]
+                    elapsed = time.monotonic() - stopped
+            returncode = proc.wait(timeout=60)
+            polling.set()
+            poller.join()
+        finally:
+            if engine.is_running():
+                engine.kill()
+    assert rest[-1] == "data: [DONE]"
+    assert json.loads(rest[-2][6:])["error"]["code"] == "engine_dead"
+    assert stall_s <= elapsed < stall_s + 5
+    # Between the stall and the exit, both probes fail.
+    assert 503 in seen["/health/ready"] and 503 in seen["/health/live"]
+    assert returncode not in (0, None)
+    assert "made no progress" in (tmp_path / "hung.log").read_text(errors="replace")

@@ -100,6 +100,15 @@ def test_gpus_probes_card_and_security_follow_the_card(label: str, values: dict[
     assert pod["terminationGracePeriodSeconds"] > float(
         env["DEEPINFRA_SERVE_SHUTDOWN_GRACE_S"]["value"]
     )
+    # Webhooks' last attempts (5 s) after the drain fit the termination grace too.
+    assert pod["terminationGracePeriodSeconds"] >= (
+        float(env["DEEPINFRA_SERVE_SHUTDOWN_GRACE_S"]["value"]) + 5
+    )
+    assert float(env["DEEPINFRA_SERVE_ENGINE_STALL_TIMEOUT_S"]["value"]) == 30
+    assert env["DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS"]["value"] == ""
+    # The liveness probe restarts a pod whose exit got stuck, after the stall is noticed.
+    live = container["livenessProbe"]
+    assert live["periodSeconds"] * live["failureThreshold"] <= 60
 
 
 def test_gpu_counts_per_card() -> None:

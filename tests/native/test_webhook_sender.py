@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
 import httpx
 import pytest
 import respx
 
+from deepinfra_serve.lifecycle import Lifecycle
+from deepinfra_serve.native.webhook_targets import WebhookTargets
 from deepinfra_serve.native.webhooks import WebhookSender
 
 HOOK = "https://hooks.example.com/done"
+
+
+def Sender(**settings: Any) -> WebhookSender:
+    return WebhookSender(
+        model="test", lifecycle=Lifecycle("test"), targets=WebhookTargets(), **settings
+    )
 
 
 @pytest.fixture
@@ -25,7 +36,7 @@ def sleeps(monkeypatch: pytest.MonkeyPatch) -> list[float]:
 @respx.mock
 async def test_delivers_once_on_success(sleeps: list[float]) -> None:
     route = respx.post(HOOK).mock(return_value=httpx.Response(200))
-    sender = WebhookSender(attempts=4, backoff_s=1.0)
+    sender = Sender(attempts=4, backoff_s=1.0)
     assert await sender.deliver(HOOK, b'{"ok": true}') is True
     assert route.call_count == 1
     assert route.calls[0].request.content == b'{"ok": true}'
@@ -44,7 +55,7 @@ async def test_retries_errors_with_doubling_backoff(sleeps: list[float]) -> None
             httpx.Response(204),
         ]
     )
-    sender = WebhookSender(attempts=4, backoff_s=0.5)
+    sender = Sender(attempts=4, backoff_s=0.5)
     assert await sender.deliver(HOOK, b"{}") is True
     assert route.call_count == 4
     assert sleeps == [0.5, 1.0, 2.0]
@@ -54,7 +65,7 @@ async def test_retries_errors_with_doubling_backoff(sleeps: list[float]) -> None
 @respx.mock
 async def test_gives_up_after_its_attempts(sleeps: list[float]) -> None:
     route = respx.post(HOOK).mock(side_effect=httpx.ReadTimeout("slow"))
-    sender = WebhookSender(attempts=3, backoff_s=1.0, timeout_s=2.0)
+    sender = Sender(attempts=3, backoff_s=1.0, timeout_s=2.0)
     assert await sender.deliver(HOOK, b"{}") is False
     assert route.call_count == 3
     assert sleeps == [1.0, 2.0]
@@ -65,7 +76,7 @@ async def test_gives_up_after_its_attempts(sleeps: list[float]) -> None:
 async def test_client_errors_are_retried_too(sleeps: list[float]) -> None:
     # DeepInfra retries deliveries on 4xx and 5xx alike.
     route = respx.post(HOOK).mock(side_effect=[httpx.Response(404), httpx.Response(200)])
-    sender = WebhookSender(attempts=2, backoff_s=0.1)
+    sender = Sender(attempts=2, backoff_s=0.1)
     assert await sender.deliver(HOOK, b"{}") is True
     assert route.call_count == 2
     await sender.aclose()
@@ -77,20 +88,48 @@ async def test_redirects_are_not_followed(sleeps: list[float]) -> None:
         return_value=httpx.Response(302, headers={"location": "http://10.0.0.1/"})
     )
     other = respx.post("http://10.0.0.1/").mock(return_value=httpx.Response(200))
-    sender = WebhookSender(attempts=1)
+    sender = Sender(attempts=1)
     assert await sender.deliver(HOOK, b"{}") is False
     assert other.call_count == 0
     await sender.aclose()
 
 
-async def test_background_jobs_are_tracked_and_awaited_on_close() -> None:
-    sender = WebhookSender()
-    done: list[int] = []
+@respx.mock
+async def test_a_job_holds_a_slot_while_it_generates_then_delivers() -> None:
+    route = respx.post(HOOK).mock(return_value=httpx.Response(200))
+    sender = Sender()
+    lifecycle = sender.lifecycle
+    release = asyncio.Event()
 
-    async def job() -> None:
-        done.append(1)
+    async def generate() -> bytes:
+        await release.wait()
+        return b'{"status": "succeeded"}'
 
-    sender.submit(job())
-    assert sender.pending == 1
-    await sender.aclose(grace_s=1)
-    assert done == [1] and sender.pending == 0
+    sender.submit(HOOK, "r1", generate(), lambda reason: b"failed")
+    await asyncio.sleep(0)
+    assert (lifecycle.in_flight, lifecycle.background, sender.pending) == (1, 1, 1)
+    release.set()
+    while sender.pending:
+        await asyncio.sleep(0.01)
+    assert (lifecycle.in_flight, lifecycle.background) == (0, 0)
+    assert [c.request.content for c in route.calls] == [b'{"status": "succeeded"}']
+    await sender.aclose()
+
+
+@respx.mock
+async def test_shutdown_delivers_unfinished_generations_as_failed_once() -> None:
+    route = respx.post(HOOK).mock(return_value=httpx.Response(200))
+    sender = Sender()
+
+    async def never() -> bytes:
+        await asyncio.Event().wait()
+        return b"unreachable"
+
+    for i in range(3):
+        sender.submit(HOOK, f"r{i}", never(), lambda reason: reason.encode())
+    await asyncio.sleep(0)
+    await sender.aclose()
+    assert sender.pending == 0 and sender.lifecycle.in_flight == 0
+    assert [c.request.content for c in route.calls] == [
+        b"the server shut down before the generation finished"
+    ] * 3

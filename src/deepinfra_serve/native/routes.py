@@ -20,6 +20,7 @@ def build_router() -> APIRouter:
     @router.post(
         NATIVE_MOUNT + "/{model:path}",
         response_model=InferenceResponse,
+        response_model_exclude_none=True,
         responses={200: {"content": {"text/event-stream": {}}}, **error_responses(NativeError)},
         dependencies=[Depends(require_api_key)],
     )

@@ -91,6 +91,9 @@ class InferenceResponse(BaseModel):
     results: list[GeneratedText] = Field(default_factory=list)
     num_tokens: int = 0
     num_input_tokens: int = 0
+    error: str | None = Field(
+        None, description="Why a webhook's inference failed (webhook deliveries only)."
+    )
 
 
 class StreamToken(BaseModel):

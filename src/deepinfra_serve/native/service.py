@@ -66,6 +66,8 @@ class InferenceService:
             raise APIError(422, "num_responses: must be 1 when streaming", param="num_responses")
         if req.stream and req.webhook is not None:
             raise APIError(422, "webhook: not allowed with stream", param="webhook")
+        if req.webhook is not None:
+            await self.webhooks.check(str(req.webhook))
         started = time.monotonic()
         record = current()
         record.capture("input", req.input)
@@ -82,7 +84,12 @@ class InferenceService:
         if req.webhook is not None:
             # Billed when the generation ends: the HTTP request is accounted as queued now.
             record.finish_reason = "queued"
-            self.webhooks.submit(self._deliver(str(req.webhook), request_id, gen, started))
+            self.webhooks.submit(
+                str(req.webhook),
+                request_id,
+                self._webhook_payload(gen, request_id, started),
+                lambda reason: _failed(request_id, gen.prompt_tokens, started, reason),
+            )
             return InferenceResponse(
                 request_id=request_id,
                 inference_status=InferenceStatus(status="queued", tokens_input=gen.prompt_tokens),
@@ -94,23 +101,10 @@ class InferenceService:
         out = await gen.final()
         return _response(request_id, out, gen.usage(), started)
 
-    async def _deliver(self, url: str, request_id: str, gen: Generation, started: float) -> None:
-        try:
-            await gen.start()
-            out = await gen.final()
-            response = _response(request_id, out, gen.usage(), started)
-        except Exception:
-            log.exception("inference %s for a webhook failed", request_id)
-            response = InferenceResponse(
-                request_id=request_id,
-                inference_status=InferenceStatus(
-                    status="failed",
-                    runtime_ms=round((time.monotonic() - started) * 1000),
-                    tokens_input=gen.prompt_tokens,
-                ),
-                num_input_tokens=gen.prompt_tokens,
-            )
-        await self.webhooks.deliver(url, response.model_dump_json().encode())
+    async def _webhook_payload(self, gen: Generation, request_id: str, started: float) -> bytes:
+        await gen.start()
+        out = await gen.final()
+        return _response(request_id, out, gen.usage(), started).model_dump_json().encode()
 
     async def _stream(self, gen: Generation, seed: int) -> AsyncIterator[bytes]:
         """One event per token with its real id and logprob; the last one also carries the
@@ -162,4 +156,21 @@ def _response(request_id: str, out: Any, usage: Usage, started: float) -> Infere
         ],
         num_tokens=usage.completion_tokens,
         num_input_tokens=usage.prompt_tokens,
+    )
+
+
+def _failed(request_id: str, prompt_tokens: int, started: float, reason: str) -> bytes:
+    return (
+        InferenceResponse(
+            request_id=request_id,
+            inference_status=InferenceStatus(
+                status="failed",
+                runtime_ms=round((time.monotonic() - started) * 1000),
+                tokens_input=prompt_tokens,
+            ),
+            num_input_tokens=prompt_tokens,
+            error=reason,
+        )
+        .model_dump_json(exclude_none=True)
+        .encode()
     )

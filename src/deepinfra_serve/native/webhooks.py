@@ -1,70 +1,155 @@
-"""Delivering a finished inference to the caller's webhook, with bounded retries.
+"""Delivering finished inferences to callers' webhooks: bounded retries, checked targets, and
+nothing accepted lost on shutdown.
 
-A webhook that never answers costs at most `attempts` requests of `timeout_s` each plus the
-backoff between them; delivery runs in background tasks that shutdown waits for briefly.
+A job is a generation and then its delivery. Its generation holds one of the concurrency slots
+that admission counts (a flood of webhook requests gets 429 like any other), and the whole job
+counts as work that SIGTERM waits for. When the drain grace is over, generations still running
+are stopped and delivered as `failed` with the reason, retries end after the attempt under way,
+and what still cannot be delivered is logged and counted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
 
+from ..errors import APIError
+from ..lifecycle import Lifecycle
+from ..observability import metrics
+from .webhook_targets import PinnedTransport, TargetRefused, WebhookTargets
+
 log = logging.getLogger(__name__)
+
+# After the drain grace: how long the last attempts may take (inside the pod's termination
+# grace, which exceeds the drain grace by more than this).
+_FINAL_ATTEMPT_S = 5.0
 
 
 class WebhookSender:
     def __init__(
         self,
         *,
+        model: str,
+        lifecycle: Lifecycle,
+        targets: WebhookTargets,
         attempts: int = 4,
         timeout_s: float = 10.0,
         backoff_s: float = 1.0,
-        client: httpx.AsyncClient | None = None,
+        transport: httpx.AsyncBaseTransport | None = None,
     ) -> None:
+        self.model = model
+        self.lifecycle = lifecycle
+        self.targets = targets
         self.attempts = attempts
         self.timeout_s = timeout_s
         self.backoff_s = backoff_s
-        self._client = client or httpx.AsyncClient(follow_redirects=False)
-        self._tasks: set[asyncio.Task[Any]] = set()
+        self.closing = False
+        self._client = httpx.AsyncClient(
+            transport=transport or PinnedTransport(targets), follow_redirects=False
+        )
+        self._jobs: set[asyncio.Task[Any]] = set()
+        self._generating: set[asyncio.Future[Any]] = set()
+
+    async def check(self, url: str) -> None:
+        """422 naming `webhook` for a target the server must not call."""
+        try:
+            await self.targets.check(url)
+        except TargetRefused as exc:
+            raise APIError(
+                422,
+                f"webhook: not an allowed target ({exc})",
+                param="webhook",
+                code="invalid_value",
+            ) from exc
+
+    def submit(
+        self,
+        url: str,
+        request_id: str,
+        generate: Awaitable[bytes],
+        failed: Callable[[str], bytes],
+    ) -> None:
+        """Run `generate` (the payload of a finished inference) and deliver it in the
+        background; `failed(reason)` is the payload when it cannot finish."""
+        self.lifecycle.in_flight += 1  # the generation's slot, until it ends
+        self.lifecycle.background += 1  # the job, until its delivery ends
+        task = asyncio.create_task(self._job(url, request_id, generate, failed))
+        self._jobs.add(task)
+        task.add_done_callback(self._jobs.discard)
+
+    async def _job(
+        self,
+        url: str,
+        request_id: str,
+        generate: Awaitable[bytes],
+        failed: Callable[[str], bytes],
+    ) -> None:
+        generation = asyncio.ensure_future(generate)
+        self._generating.add(generation)
+        try:
+            try:
+                payload = await asyncio.shield(generation)
+            except asyncio.CancelledError:
+                if not generation.cancelled():
+                    raise
+                reason = "the server shut down before the generation finished"
+                log.warning("webhook %s: %s", request_id, reason)
+                metrics.WEBHOOKS_CUT_SHORT.labels(self.model).inc()
+                payload = failed(reason)
+            except Exception as exc:
+                log.exception("inference %s for a webhook failed", request_id)
+                payload = failed(f"the generation failed: {exc}")
+            finally:
+                self._generating.discard(generation)
+                self.lifecycle.in_flight -= 1
+            delivered = await self.deliver(url, payload)
+            metrics.WEBHOOK_DELIVERIES.labels(self.model, str(delivered).lower()).inc()
+        finally:
+            self.lifecycle.background -= 1
 
     async def deliver(self, url: str, payload: bytes) -> bool:
-        """POST `payload`; retry transport errors and non-2xx answers with doubling backoff."""
+        """POST `payload`; retry transport errors and non-2xx answers with doubling backoff
+        (no more retries once the server is closing)."""
         for attempt in range(1, self.attempts + 1):
             try:
                 r = await self._client.post(
                     url,
                     content=payload,
                     headers={"content-type": "application/json"},
-                    timeout=self.timeout_s,
+                    timeout=_FINAL_ATTEMPT_S if self.closing else self.timeout_s,
                 )
                 if r.is_success:
                     return True
                 problem = f"HTTP {r.status_code}"
             except httpx.HTTPError as exc:
-                problem = type(exc).__name__
+                problem = f"{type(exc).__name__}: {exc}"
             log.warning("webhook attempt %d/%d failed: %s", attempt, self.attempts, problem)
-            if attempt < self.attempts:
+            if attempt < self.attempts and not self.closing:
                 await asyncio.sleep(self.backoff_s * 2 ** (attempt - 1))
-        log.error("webhook gave up after %d attempts", self.attempts)
+            elif self.closing:
+                break
+        log.error("webhook not delivered after %d attempts", attempt)
         return False
-
-    def submit(self, job: Coroutine[Any, Any, Any]) -> None:
-        """Run `job` in the background, keeping a reference so it is not garbage-collected."""
-        task = asyncio.create_task(job)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
 
     @property
     def pending(self) -> int:
-        return len(self._tasks)
+        return len(self._jobs)
 
-    async def aclose(self, grace_s: float = 10.0) -> None:
-        if self._tasks:
-            _, late = await asyncio.wait(self._tasks, timeout=grace_s)
+    async def aclose(self) -> None:
+        """At shutdown, after the drain grace: stop the generations still running (their
+        webhooks get `failed`), let the last attempts finish, then give up on the rest."""
+        self.closing = True
+        for generation in list(self._generating):
+            generation.cancel()
+        if self._jobs:
+            _, late = await asyncio.wait(self._jobs, timeout=_FINAL_ATTEMPT_S + 1)
             for task in late:
                 task.cancel()
+            if late:
+                log.error("%d webhook deliveries abandoned at shutdown", len(late))
+                metrics.WEBHOOK_DELIVERIES.labels(self.model, "false").inc(len(late))
         await self._client.aclose()

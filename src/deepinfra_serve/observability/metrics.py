@@ -80,3 +80,20 @@ def bill(model: str, api: str | None, usage: Usage) -> None:
         GENERATION_TOKENS.labels(model, api).inc(usage.completion_tokens)
     if usage.estimated_cost:
         COST.labels(model, api).inc(usage.estimated_cost)
+
+
+WEBHOOK_DELIVERIES = Counter(
+    "deepinfra_webhook_deliveries",
+    "Webhook jobs by whether their result (succeeded or failed) reached the webhook.",
+    ["model", "delivered"],
+)
+WEBHOOKS_CUT_SHORT = Counter(
+    "deepinfra_webhook_generations_cut_short",
+    "Webhook generations stopped by shutdown and delivered as failed.",
+    ["model"],
+)
+ENGINE_LAST_PROGRESS = Gauge(
+    "deepinfra_engine_last_progress_timestamp_seconds",
+    "Unix time the engine last returned outputs (checked while it has work).",
+    ["model"],
+)
