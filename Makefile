@@ -41,8 +41,8 @@ fleet: install
 	$(MAKE) --no-print-directory debs DEBS=haproxy
 	$(BIN)/deepinfra-serve fleet --spec $(FLEET) --host $(HOST) --port $(PORT)
 
-# This service against vLLM's own OpenAI server, side by side; where the API process spends
-# its CPU (py-spy); then the fleet's front door
+# The engine driven in-process (the limit), then this service against vLLM's own OpenAI server
+# side by side; where the API process spends its CPU (py-spy); then the fleet's front door
 # against direct and prefix-affine against round-robin balancing (many minutes on a CPU).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'

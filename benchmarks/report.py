@@ -100,3 +100,24 @@ def machine() -> str:
         f"{cpu}, {os.cpu_count()} cores, {mem:.0f} GiB RAM, no GPU; {platform.system()} "
         f"{platform.release()}, Python {platform.python_version()}"
     )
+
+
+def limit_markdown(
+    combined: dict[tuple[str, int], dict[str, float]],
+    levels: list[int],
+    limit: dict[int, dict[str, float]],
+) -> str:
+    """Each server's throughput as a fraction of the engine driven in-process (no HTTP)."""
+    lines = [
+        "| concurrency | limit: AsyncLLM in-process, tok/s | deepinfra-serve / limit | "
+        "vllm-server / limit |",
+        "|---:|---:|---:|---:|",
+    ]
+    for c in levels:
+        if c not in limit:
+            continue
+        cap = limit[c]["output_tokens_per_s"]
+        ours = combined[("deepinfra-serve", c)]["output_tokens_per_s"]
+        theirs = combined[("vllm-server", c)]["output_tokens_per_s"]
+        lines.append(f"| {c} | {cap:.0f} | {ours / cap:.3f} | {theirs / cap:.3f} |")
+    return "\n".join(lines) + "\n"

@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import os
+import subprocess
 import sys
 from collections import Counter
 from dataclasses import asdict
@@ -28,7 +29,7 @@ from deepinfra_serve.engine_args import plan_engine
 from deepinfra_serve.weights import prepare_weights
 
 from .measure import Summary, combine, cpu_seconds, paired_ratios, summarize
-from .report import machine, markdown, paired_markdown, plot
+from .report import limit_markdown, machine, markdown, paired_markdown, plot
 from .servers import ours_command, server, vllm_command
 from .workload import run_level
 
@@ -46,11 +47,20 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    parser.add_argument("--no-limit", action="store_true", help="skip the in-process limit arm")
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
 
     card = load_card(args.card)
+    if not args.no_limit:
+        # The ceiling first, in a process of its own, so that its engine is gone before the
+        # servers start.
+        limit_cmd = [sys.executable, "-m", "benchmarks.limit", "--card", str(args.card)]
+        limit_cmd += ["--concurrency", args.concurrency, "--max-tokens", str(args.max_tokens)]
+        limit_cmd += ["--cache-dir", str(args.cache_dir), "--out", str(args.out)]
+        limit_cmd += ["--requests", str(args.requests)]
+        subprocess.run(limit_cmd, check=True)
     model_dir = prepare_weights(card, args.cache_dir)
     plan = plan_engine(card, model_dir, "cpu")
     env = {**os.environ, **plan.env}
@@ -97,6 +107,10 @@ def main(argv: list[str] | None = None) -> int:
     kinds = Counter()
     for r in rows:
         kinds.update({f"{r.server} at {r.concurrency}: {k}": n for k, n in r.error_kinds.items()})
+    limit_file = args.out / "limit.json"
+    if not args.no_limit and limit_file.exists():
+        limit = {int(c): f for c, f in json.loads(limit_file.read_text()).items()}
+        table += "\n" + limit_markdown(combined, levels, limit)
     if kinds:
         table += "\nErrors: " + "; ".join(f"{k} x {n}" for k, n in sorted(kinds.items())) + "\n"
     (args.out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))

@@ -69,22 +69,52 @@ async def guard_stream(
     frames: AsyncIterator[bytes], deadline: float, timeout_s: float, native: bool
 ) -> AsyncIterator[bytes]:
     """Pass frames through until `deadline`; a timeout or an engine failure after the headers
-    went out becomes an error event (the status line can no longer change)."""
+    went out becomes an error event (the status line can no longer change).
+
+    One timer per stream, not one per frame: when it fires while the stream waits for its
+    next frame, it cancels that wait; when it fires while the frame is being sent, the stream
+    ends before the next wait. Per frame that costs two attribute writes, where a timeout
+    context costs an object and a timer heap entry.
+    """
+    task = asyncio.current_task()
+    assert task is not None
+    watch = _Deadline(task)
+    handle = asyncio.get_running_loop().call_at(deadline, watch.expire)
     try:
-        while True:
+        while not watch.expired:
+            watch.waiting = True
             try:
-                async with asyncio.timeout_at(deadline):
-                    frame = await anext(frames)
+                frame = await anext(frames)
             except StopAsyncIteration:
                 return
+            except asyncio.CancelledError:
+                if watch.expired and task.uncancel() == 0:
+                    break  # our own timer: the deadline, not a cancellation from outside
+                raise
+            finally:
+                watch.waiting = False
             yield frame
-    except TimeoutError:
         yield _error_frame(timed_out(timeout_s), native)
     except Exception as exc:
         log.exception("stream failed")
         yield _error_frame(engine_failure(exc), native)
     finally:
+        handle.cancel()
         await frames.aclose()  # closes the engine's generator too: vLLM aborts the request
+
+
+class _Deadline:
+    __slots__ = ("expired", "task", "waiting")
+
+    def __init__(self, task: asyncio.Task[Any]) -> None:
+        self.task = task
+        self.waiting = False
+        self.expired = False
+
+    def expire(self) -> None:
+        self.expired = True
+        if self.waiting:
+            self.task.cancel()
 
 
 def engine_failure(exc: BaseException) -> APIError:

@@ -108,7 +108,8 @@ class InferenceService:
 
     async def _stream(self, gen: Generation, seed: int) -> AsyncIterator[bytes]:
         """One event per token with its real id and logprob; the last one also carries the
-        whole text and the details, as TGI's generate_stream does."""
+        whole text and the details, as TGI's generate_stream does. The events of one engine
+        step go out in one write."""
         special = self.model.special_tokens
         generated = ""
         async for o in gen.stream():
@@ -117,6 +118,7 @@ class InferenceService:
             last = len(ids) - 1 if o.finish_reason is not None else -1
             texts = _token_texts(o, special)
             count = gen.completion_tokens - len(ids)
+            events: list[bytes] = []
             for i, token_id in enumerate(ids):
                 count += 1
                 event: dict[str, Any] = {
@@ -137,7 +139,9 @@ class InferenceService:
                         "input_tokens": gen.prompt_tokens,
                         "seed": seed,
                     }
-                yield b"data: " + orjson.dumps(event) + b"\n\n"
+                events.append(b"data: " + orjson.dumps(event) + b"\n\n")
+            if events:
+                yield events[0] if len(events) == 1 else b"".join(events)
 
 
 def _response(request_id: str, out: Any, usage: Usage, started: float) -> InferenceResponse:

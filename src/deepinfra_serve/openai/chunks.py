@@ -82,10 +82,15 @@ async def sse_chunks(
         yield frame(choice, policy.continuous)
     async for o in gen.stream():
         choice = delta(o)
-        if choice is not None:
-            yield frame(choice, policy.continuous)
-        if o.finish_reason is not None:
-            finished += 1
-            closing = finish(o)
-            yield frame(closing, policy.continuous or (policy.on_finish and finished == n))
-    yield DONE
+        if o.finish_reason is None:
+            if choice is not None:
+                yield frame(choice, policy.continuous)
+            continue
+        # A choice's last frames, and after the last choice [DONE], go out in one write.
+        finished += 1
+        last = finished == n
+        tail = frame(choice, policy.continuous) if choice is not None else b""
+        tail += frame(finish(o), policy.continuous or (policy.on_finish and last))
+        yield tail + DONE if last else tail
+    if finished < n:
+        yield DONE
