@@ -25,13 +25,23 @@ if TYPE_CHECKING:
     from starlette.types import Scope
 
 _ALPHABET = string.ascii_letters + string.digits
+_ID_SPACE = 62**24
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 _SCOPE_KEY = "deepinfra_record"
 
 
 def new_request_id() -> str:
-    # DeepInfra's ids look like "RWZDRhS5kdoM1XWwXLEshynO": 24 letters and digits.
-    return "".join(secrets.choice(_ALPHABET) for _ in range(24))
+    """DeepInfra's ids look like "RWZDRhS5kdoM1XWwXLEshynO": 24 letters and digits: a uniform
+    number below 62^24 (143 random bits, redrawn in the 7 % of cases past it) in base 62, one
+    system call where a character at a time took 24."""
+    n = secrets.randbits(143)
+    while n >= _ID_SPACE:
+        n = secrets.randbits(143)
+    chars = []
+    for _ in range(24):
+        n, i = divmod(n, 62)
+        chars.append(_ALPHABET[i])
+    return "".join(chars)
 
 
 def request_id_from(header: str | None) -> str:

@@ -20,11 +20,34 @@ from .context import RequestRecord, bind, request_id_from, unbind
 access_log = logging.getLogger("deepinfra_serve.access")
 
 
+class _Series:
+    """One API's labelled metric children, looked up once rather than on every request."""
+
+    __slots__ = ("cost", "e2e", "generation", "in_flight", "itl", "prompt", "requests", "ttft")
+
+    def __init__(self, model: str, api: str) -> None:
+        self.in_flight = metrics.IN_FLIGHT.labels(model, api)
+        self.e2e = metrics.E2E.labels(model, api)
+        self.ttft = metrics.TTFT.labels(model, api)
+        self.itl = metrics.ITL.labels(model, api)
+        self.prompt = metrics.PROMPT_TOKENS.labels(model, api)
+        self.generation = metrics.GENERATION_TOKENS.labels(model, api)
+        self.cost = metrics.COST.labels(model, api)
+        self.requests: dict[tuple[int, str], Any] = {}
+
+
 class ObservabilityMiddleware:
     def __init__(self, app: ASGIApp, model: str, log_content: bool = False) -> None:
         self.app = app
         self.model = model
         self.log_content = log_content
+        self._series: dict[str, _Series] = {}
+
+    def _of(self, api: str) -> _Series:
+        series = self._series.get(api)
+        if series is None:
+            series = self._series[api] = _Series(self.model, api)
+        return series
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -48,29 +71,40 @@ class ObservabilityMiddleware:
             await send(message)
 
         token = bind(record, scope)
-        if record.api:
-            metrics.IN_FLIGHT.labels(self.model, record.api).inc()
+        series = self._of(record.api) if record.api else None
+        if series is not None:
+            series.in_flight.inc()
         try:
             await self.app(scope, receive, send_with_id)
         finally:
             unbind(token)
-            if record.api:
-                metrics.IN_FLIGHT.labels(self.model, record.api).dec()
-                self._account(record, status, scope)
+            if series is not None:
+                series.in_flight.dec()
+                self._account(record, status, scope, series)
 
-    def _account(self, record: RequestRecord, status: int, scope: Scope) -> None:
+    def _account(self, record: RequestRecord, status: int, scope: Scope, series: _Series) -> None:
         ended = time.perf_counter()
         model, api = self.model, record.api
         latency = ended - record.started
-        metrics.REQUESTS.labels(model, api, str(status), record.finish_reason or "none").inc()
-        metrics.E2E.labels(model, api).observe(latency)
+        key = (status, record.finish_reason or "none")
+        counter = series.requests.get(key)
+        if counter is None:
+            counter = series.requests[key] = metrics.REQUESTS.labels(
+                model, api, str(key[0]), key[1]
+            )
+        counter.inc()
+        series.e2e.observe(latency)
         usage = record.usage
         if record.first_token_at is not None:
-            metrics.TTFT.labels(model, api).observe(record.first_token_at - record.started)
+            series.ttft.observe(record.first_token_at - record.started)
             if usage.completion_tokens > 1:
-                itl = (ended - record.first_token_at) / (usage.completion_tokens - 1)
-                metrics.ITL.labels(model, api).observe(itl)
-        metrics.bill(model, api, usage)
+                series.itl.observe((ended - record.first_token_at) / (usage.completion_tokens - 1))
+        if usage.prompt_tokens:
+            series.prompt.inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            series.generation.inc(usage.completion_tokens)
+        if usage.estimated_cost:
+            series.cost.inc(usage.estimated_cost)
         record.accounted = True
         line: dict[str, Any] = {
             "request_id": record.request_id,
