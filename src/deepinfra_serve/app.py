@@ -54,8 +54,8 @@ def create_app(
 ) -> FastAPI:
     """`start_model` prepares the weights and builds the engine; it runs in a worker thread.
 
-    `on_fatal` is called when the engine cannot start, so that the process can exit non-zero
-    and be restarted.
+    `on_fatal` is called when the engine cannot start, dies or hangs, so that the process can
+    exit non-zero and be restarted.
     """
     settings = settings or ServerSettings()
     lifecycle = Lifecycle(card.name)
