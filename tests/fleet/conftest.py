@@ -35,7 +35,9 @@ class RunningFleet:
     log: Path
 
     def pid(self, name: str) -> int:
-        out = subprocess.run(
+        """The program's pid; 0 while it is not running (between an exit and its restart,
+        where supervisorctl answers with status 7)."""
+        done = subprocess.run(
             [
                 sys.executable,
                 "-m",
@@ -47,9 +49,11 @@ class RunningFleet:
             ],
             capture_output=True,
             text=True,
-            check=True,
-        ).stdout.strip()
-        return int(out)
+        )
+        if done.returncode not in (0, 7):
+            raise RuntimeError(f"supervisorctl pid {name}: {done.returncode} {done.stderr}")
+        out = done.stdout.strip()
+        return int(out) if out.isdigit() else 0
 
     def metric(self, name: str, sample: str, **labels: str) -> float:
         """Sum of a replica's samples of one metric whose labels include `labels`."""

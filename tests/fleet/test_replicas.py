@@ -58,6 +58,7 @@ def test_killed_and_loading_replicas_get_no_requests(fleet: RunningFleet) -> Non
     # The replica dies whole, engine processes included, as a crashed container would: its
     # process group (supervisord gives each program its own).
     first = fleet.pid(LLAMA_1)
+    assert first  # 0 would signal the test's own process group
     os.killpg(first, signal.SIGKILL)
     # supervisord starts it again; while it loads, the front door sends everything to replica 0.
     second = new_process(fleet, LLAMA_1, first)
@@ -108,6 +109,7 @@ def test_sigterm_on_a_replica_drains_through_the_front_door(fleet: RunningFleet)
         return fleet.metric(name, "deepinfra_requests_in_flight")
 
     pids = {n: fleet.pid(n) for n in (LLAMA_0, LLAMA_1)}
+    assert all(pids.values())  # 0 would signal the test's own process group
     with ThreadPoolExecutor(6) as pool:
         streams = [pool.submit(stream, i) for i in range(6)]
         deadline = time.monotonic() + 60
