@@ -34,9 +34,6 @@ class EngineProgress:
     def __init__(self) -> None:
         self.last = time.monotonic()
 
-    def beat(self) -> None:
-        self.last = time.monotonic()
-
     def stat_logger(self, vllm_config: Any, engine_index: int = 0) -> Any:
         """A vLLM `StatLoggerFactory`."""
         from vllm.v1.metrics.loggers import StatLoggerBase
@@ -58,14 +55,18 @@ class EngineProgress:
 
 class ServedModel:
     def __init__(
-        self, card: ModelCard, engine: Any, functions: FunctionCalling | None = None
+        self,
+        card: ModelCard,
+        engine: Any,
+        functions: FunctionCalling | None = None,
+        progress: EngineProgress | None = None,
     ) -> None:
         from vllm.renderers.params import ChatParams, TokenizeParams
 
         self.card = card
         self.engine = engine
         self.functions = functions  # None: the card has no tool format
-        self.progress = EngineProgress()
+        self.progress = progress or EngineProgress()  # fed by the engine's stat loggers
         self._chat_params = ChatParams(
             chat_template=card.chat_template,
             chat_template_kwargs={"add_generation_prompt": True},
@@ -83,8 +84,7 @@ class ServedModel:
         progress = EngineProgress()
         engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[progress.stat_logger])
         try:
-            model = cls(card, engine, FunctionCalling.of(card, engine))
-            model.progress = progress
+            model = cls(card, engine, FunctionCalling.of(card, engine), progress)
             model._check_chat_template()
         except Exception:
             engine.shutdown()
