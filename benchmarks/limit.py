@@ -61,7 +61,7 @@ async def run_level(
 async def measure(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     card = load_card(args.card)
     plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
-    model = ServedModel.start(card, build_engine_args(plan))
+    model = ServedModel.start(card, ServedModel.own_engine(build_engine_args(plan)))
     try:
         prompt = await model.chat_prompt(PROMPT)
         await run_level(model, prompt, 4, 8, args.max_tokens)  # warm-up

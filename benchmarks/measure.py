@@ -35,10 +35,20 @@ def percentile(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
 
 
-def cpu_seconds(process: psutil.Process) -> float:
-    """CPU time of the API process itself (all its threads; not the engine's processes)."""
-    t = process.cpu_times()
-    return t.user + t.system
+def front_end(root: psutil.Process) -> list[psutil.Process]:
+    """A server's front-end processes: the one it was started as and, when it runs several
+    API processes (spawned by multiprocessing), those; never the engine core or its workers."""
+    spawned = [p for p in root.children() if any("spawn_main" in part for part in p.cmdline())]
+    return [root, *spawned]
+
+
+def cpu_seconds(processes: list[psutil.Process]) -> float:
+    """CPU time of the front-end processes (all their threads; not the engine's processes)."""
+    total = 0.0
+    for process in processes:
+        t = process.cpu_times()
+        total += t.user + t.system
+    return total
 
 
 def summarize(
@@ -100,14 +110,16 @@ PAIRED = {  # figure -> column title of the paired table
 }
 
 
-def paired_ratios(rows: list[Summary], levels: list[int]) -> dict[int, dict[str, list[float]]]:
+def paired_ratios(
+    rows: list[Summary], levels: list[int], ours_name: str = "deepinfra-serve"
+) -> dict[int, dict[str, list[float]]]:
     """Ours / vLLM's per round, figure by figure: pairs measured back to back."""
     out: dict[int, dict[str, list[float]]] = {}
     by_key = {(r.server, r.concurrency, r.round): r for r in rows}
     for c in levels:
         ratios: dict[str, list[float]] = {f: [] for f in PAIRED}
         for rnd in sorted({r.round for r in rows}):
-            ours = by_key.get(("deepinfra-serve", c, rnd))
+            ours = by_key.get((ours_name, c, rnd))
             theirs = by_key.get(("vllm-server", c, rnd))
             if ours is None or theirs is None:
                 continue

@@ -9,6 +9,14 @@ from pathlib import Path
 
 from .measure import PAIRED
 
+VLLM = "vllm-server"
+
+
+def servers(combined: dict[tuple[str, int], dict[str, float]]) -> list[str]:
+    """The servers measured, this service's arms first and vLLM's last."""
+    names = sorted({name for name, _ in combined})
+    return [n for n in names if n != VLLM] + [VLLM]
+
 
 def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int]) -> str:
     lines = [
@@ -17,7 +25,7 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in levels:
-        for name in ("deepinfra-serve", "vllm-server"):
+        for name in servers(combined):
             f = combined[(name, c)]
             lines.append(
                 f"| {c} | {name} | {f['output_tokens_per_s']:.1f} | {f['requests_per_s']:.2f} | "
@@ -27,23 +35,26 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
             )
     lines += [
         "",
-        "| concurrency | throughput ratio (ours / vLLM) | TTFT p50 ratio (ours / vLLM) |",
-        "|---:|---:|---:|",
+        "| concurrency | server | throughput ratio (ours / vLLM) | TTFT p50 ratio (ours / vLLM) |",
+        "|---:|---|---:|---:|",
     ]
 
     def ratio(a: float, b: float) -> str:
         return f"{a / b:.3f}" if b else "n/a"
 
     for c in levels:
-        ours, theirs = combined[("deepinfra-serve", c)], combined[("vllm-server", c)]
-        lines.append(
-            f"| {c} | {ratio(ours['output_tokens_per_s'], theirs['output_tokens_per_s'])} | "
-            f"{ratio(ours['ttft_p50_ms'], theirs['ttft_p50_ms'])} |"
-        )
+        theirs = combined[(VLLM, c)]
+        for name in servers(combined)[:-1]:
+            ours = combined[(name, c)]
+            lines.append(
+                f"| {c} | {name} | "
+                f"{ratio(ours['output_tokens_per_s'], theirs['output_tokens_per_s'])} | "
+                f"{ratio(ours['ttft_p50_ms'], theirs['ttft_p50_ms'])} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def paired_markdown(ratios: dict[int, dict[str, list[float]]]) -> str:
+def paired_markdown(ratios: dict[int, dict[str, list[float]]], name: str) -> str:
     def cell(values: list[float]) -> str:
         if not values:
             return "n/a"
@@ -53,7 +64,7 @@ def paired_markdown(ratios: dict[int, dict[str, list[float]]]) -> str:
         )
 
     titles = " | ".join(f"{t} ratio, paired median (range)" for t in PAIRED.values())
-    lines = [f"| concurrency | {titles} |", "|---:|" + "---:|" * len(PAIRED)]
+    lines = [f"{name} / vLLM:", "", f"| concurrency | {titles} |", "|---:|" + "---:|" * len(PAIRED)]
     for c, r in ratios.items():
         lines.append(f"| {c} | " + " | ".join(cell(r[f]) for f in PAIRED) + " |")
     return "\n".join(lines) + "\n"
@@ -66,7 +77,7 @@ def plot(combined: dict[tuple[str, int], dict[str, float]], levels: list[int], p
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.2))
-    for name, style in (("deepinfra-serve", "o-"), ("vllm-server", "s--")):
+    for name, style in zip(servers(combined), ("o-", "^-", "d-", "s--"), strict=False):
         left.plot(
             levels, [combined[(name, c)]["output_tokens_per_s"] for c in levels], style, label=name
         )
@@ -108,16 +119,17 @@ def limit_markdown(
     limit: dict[int, dict[str, float]],
 ) -> str:
     """Each server's throughput as a fraction of the engine driven in-process (no HTTP)."""
+    names = servers(combined)
     lines = [
-        "| concurrency | limit: AsyncLLM in-process, tok/s | deepinfra-serve / limit | "
-        "vllm-server / limit |",
-        "|---:|---:|---:|---:|",
+        "| concurrency | limit: AsyncLLM in-process, tok/s | "
+        + " | ".join(f"{n} / limit" for n in names)
+        + " |",
+        "|---:|---:|" + "---:|" * len(names),
     ]
     for c in levels:
         if c not in limit:
             continue
         cap = limit[c]["output_tokens_per_s"]
-        ours = combined[("deepinfra-serve", c)]["output_tokens_per_s"]
-        theirs = combined[("vllm-server", c)]["output_tokens_per_s"]
-        lines.append(f"| {c} | {cap:.0f} | {ours / cap:.3f} | {theirs / cap:.3f} |")
+        shares = " | ".join(f"{combined[(n, c)]['output_tokens_per_s'] / cap:.3f}" for n in names)
+        lines.append(f"| {c} | {cap:.0f} | {shares} |")
     return "\n".join(lines) + "\n"

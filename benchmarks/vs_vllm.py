@@ -1,6 +1,7 @@
 """Side-by-side benchmark: this service against vLLM's own OpenAI server.
 
-Both servers run the same model card with the same engine arguments (vLLM's flags are derived
+The servers (this service with 1 and with 2 front-end processes, and vLLM's) run the same model
+card with the same engine arguments (vLLM's flags are derived
 from the card's engine plan), on the same machine, and get the same workload: streaming chat
 completions with the same prompt, sampling and per-request seeds. Measurements alternate
 between the two servers, round after round, at each concurrency, so that drift in the machine
@@ -14,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
@@ -28,7 +30,7 @@ from deepinfra_serve.cards import load_card
 from deepinfra_serve.engine_args import plan_engine
 from deepinfra_serve.weights import prepare_weights
 
-from .measure import Summary, combine, cpu_seconds, paired_ratios, summarize
+from .measure import Summary, combine, cpu_seconds, front_end, paired_ratios, summarize
 from .report import limit_markdown, machine, markdown, paired_markdown, plot
 from .servers import ours_command, server, vllm_command
 from .workload import run_level
@@ -48,6 +50,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     parser.add_argument("--no-limit", action="store_true", help="skip the in-process limit arm")
+    parser.add_argument(
+        "--api-processes", default="1,2", help="this service's arms: front-end processes each"
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -64,46 +69,53 @@ def main(argv: list[str] | None = None) -> int:
     model_dir = prepare_weights(card, args.cache_dir)
     plan = plan_engine(card, model_dir, "cpu")
     env = {**os.environ, **plan.env}
-    ours_port, vllm_port = 18311, 18312
-    ours_cmd = ours_command(args.card, ours_port, args.cache_dir)
-    vllm_cmd = vllm_command(plan.kwargs, vllm_port, card.chat_template, args.out)
-    targets = {
-        "deepinfra-serve": (f"http://127.0.0.1:{ours_port}", "/v1/openai/chat/completions"),
-        "vllm-server": (f"http://127.0.0.1:{vllm_port}", "/v1/chat/completions"),
+    vllm_port = 18310
+    arms = [int(n) for n in args.api_processes.split(",")]
+    names = {n: "deepinfra-serve" if n == 1 else f"deepinfra-serve-{n}p" for n in arms}
+    commands = {
+        names[n]: (
+            ours_command(args.card, 18311 + k, args.cache_dir),
+            {**env, "DEEPINFRA_SERVE_API_PROCESSES": str(n)},
+            f"http://127.0.0.1:{18311 + k}",
+            "/v1/openai/chat/completions",
+        )
+        for k, n in enumerate(arms)
     }
-    total = sum(args.requests or max(64, 8 * c) for c in levels) * 2 * args.rounds
+    commands["vllm-server"] = (
+        vllm_command(plan.kwargs, vllm_port, card.chat_template, args.out),
+        env,
+        f"http://127.0.0.1:{vllm_port}",
+        "/v1/chat/completions",
+    )
+    total = sum(args.requests or max(64, 8 * c) for c in levels) * len(commands) * args.rounds
     rows: list[Summary] = []
-    with (
-        server(
-            "deepinfra-serve",
-            ours_cmd,
-            env,
-            targets["deepinfra-serve"][0],
-            args.out / "deepinfra-serve.log",
-        ) as ours_api,
-        server(
-            "vllm-server", vllm_cmd, env, targets["vllm-server"][0], args.out / "vllm-server.log"
-        ) as vllm_api,
-        tqdm(total=total, unit="req", desc="benchmark") as bar,
-    ):
-        for base, path in targets.values():  # warm-up, not measured
+    with contextlib.ExitStack() as stack:
+        front_ends = {
+            name: front_end(
+                stack.enter_context(server(name, cmd, e, url, args.out / f"{name}.log"))
+            )
+            for name, (cmd, e, url, _) in commands.items()
+        }
+        bar = stack.enter_context(tqdm(total=total, unit="req", desc="benchmark"))
+        for _, _, base, path in commands.values():  # warm-up, not measured
             asyncio.run(run_level(base, path, card.name, 4, 8, args.max_tokens, tqdm(disable=True)))
         for rnd in range(args.rounds):
             for c in levels:
-                order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
+                order = list(commands) if rnd % 2 == 0 else list(reversed(commands))
                 for name in order:
-                    base, path = targets[name]
+                    _, _, base, path = commands[name]
                     bar.set_postfix(server=name, concurrency=c, round=rnd + 1)
                     n = args.requests or max(64, 8 * c)
-                    api = ours_api if name == "deepinfra-serve" else vllm_api
-                    cpu = cpu_seconds(api)
+                    cpu = cpu_seconds(front_ends[name])
                     samples, elapsed = asyncio.run(
                         run_level(base, path, card.name, c, n, args.max_tokens, bar)
                     )
-                    cpu = cpu_seconds(api) - cpu
+                    cpu = cpu_seconds(front_ends[name]) - cpu
                     rows.append(summarize(name, c, rnd + 1, samples, elapsed, cpu))
     combined = combine(rows)
-    table = markdown(combined, levels) + "\n" + paired_markdown(paired_ratios(rows, levels))
+    table = markdown(combined, levels)
+    for name in names.values():
+        table += "\n" + paired_markdown(paired_ratios(rows, levels, name), name)
     kinds = Counter()
     for r in rows:
         kinds.update({f"{r.server} at {r.concurrency}: {k}": n for k, n in r.error_kinds.items()})

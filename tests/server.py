@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
+import psutil
 
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "model_cards"
@@ -69,6 +70,7 @@ def server_process(
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Like `running_server`, and also yields the process, for tests that signal or kill it."""
     port = free_port()
+    descendants: list[psutil.Process] = []
     env = {
         **os.environ,
         "DEEPINFRA_SERVE_CACHE_DIR": str(cache_dir),
@@ -93,12 +95,19 @@ def server_process(
             time.sleep(0.5)
         yield base, proc
     finally:
+        # Its own processes (API processes, engine core, workers) are known before the stop,
+        # so that whatever a failed stop leaves behind is killed by process id.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            descendants = psutil.Process(proc.pid).children(recursive=True)
         proc.send_signal(signal.SIGTERM)
         try:
             proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
 
 
 def _status(url: str) -> int | None:

@@ -5,7 +5,12 @@ from pathlib import Path
 import pytest
 
 from deepinfra_serve.cards import load_card
-from deepinfra_serve.engine_args import build_engine_args, gpu_engine_kwargs, plan_engine
+from deepinfra_serve.engine_args import (
+    api_process_count,
+    build_engine_args,
+    gpu_engine_kwargs,
+    plan_engine,
+)
 from deepinfra_serve.weights import model_path
 
 from .server import CARDS
@@ -124,6 +129,22 @@ def test_exact_gpu_engine_args(name: str) -> None:
     plan = plan_engine(card, model_path(card, CACHE), "cuda")
     assert plan.kwargs == GPU_ARGS[name]
     assert plan.env == {} and plan.changes == []
+
+
+def test_api_processes_per_card_on_gpus_and_one_on_the_cpu() -> None:
+    cards = {name: load_card(CARDS / name) for name in GPU_ARGS}
+    on_gpus = {name: api_process_count(card, "cuda", None) for name, card in cards.items()}
+    assert on_gpus == {
+        "codellama-70b-instruct.yaml": 4,
+        "mistral-nemo-instruct-2407.yaml": 4,
+        "mythomax-l2-13b-turbo.yaml": 2,
+        "pygmalion-13b-4bit-128g.yaml": 2,
+        "dev/smollm2-135m-instruct.yaml": 1,
+        "dev/tiny-random.yaml": 1,
+        "dev/tiny-mistral.yaml": 1,
+    }
+    assert {api_process_count(card, "cpu", None) for card in cards.values()} == {1}
+    assert api_process_count(cards["dev/tiny-random.yaml"], "cpu", 2) == 2  # the setting wins
 
 
 @pytest.mark.parametrize("name", sorted(GPU_ARGS))

@@ -43,10 +43,9 @@ class AdmissionMiddleware:
         if lifecycle.dead:
             await _refuse(send, engine_dead(), native)
             return
-        if lifecycle.in_flight >= self.max_in_flight:
+        if not lifecycle.admit(self.max_in_flight):
             await _refuse(send, model_busy(), native)
             return
-        lifecycle.in_flight += 1
         try:
             body = await self._read_body(receive)
             if body is None:
@@ -59,7 +58,7 @@ class AdmissionMiddleware:
                 return
             await self.app(scope, _replay(body, receive), send)
         finally:
-            lifecycle.in_flight -= 1
+            lifecycle.release()
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         chunks: list[bytes] = []

@@ -15,7 +15,6 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
-from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from . import __version__
 from .admission import AdmissionMiddleware
@@ -24,11 +23,12 @@ from .auth import ApiKeys
 from .cards import ModelCard, load_cards
 from .engine_watchdog import watch_engine
 from .errors import install_error_handlers
-from .lifecycle import Lifecycle, Phase
+from .lifecycle import Lifecycle, Phase, SharedState
 from .native.routes import build_router as build_native_router
 from .native.service import InferenceService
 from .native.webhook_targets import WebhookTargets, parse_networks
 from .native.webhooks import WebhookSender
+from .observability.metrics import exposition
 from .observability.middleware import ObservabilityMiddleware
 from .openai.routes import OpenAIServices, build_router
 from .served_model import ServedModel
@@ -51,14 +51,15 @@ def create_app(
     start_model: Callable[[], ServedModel],
     settings: ServerSettings | None = None,
     on_fatal: Callable[[], None] = lambda: None,
+    shared: SharedState | None = None,
 ) -> FastAPI:
     """`start_model` prepares the weights and builds the engine; it runs in a worker thread.
 
     `on_fatal` is called when the engine cannot start, dies or hangs, so that the process can
-    exit non-zero and be restarted.
+    exit non-zero and be restarted. `shared` is given to each of several API processes.
     """
     settings = settings or ServerSettings()
-    lifecycle = Lifecycle(card.name)
+    lifecycle = Lifecycle(card.name, shared)
     api_keys = ApiKeys.load(settings.api_keys, settings.api_keys_file)
     if api_keys.required:
         log.info("API keys required (%d configured)", len(api_keys))
@@ -164,6 +165,7 @@ def create_app(
 
     @app.get("/metrics", tags=["operations"], response_class=Response)
     async def prometheus_metrics() -> Response:
-        return Response(generate_latest(REGISTRY), media_type=CONTENT_TYPE_LATEST)
+        body, media_type = exposition()
+        return Response(body, media_type=media_type)
 
     return app

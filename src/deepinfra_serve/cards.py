@@ -72,6 +72,9 @@ class EngineSpec(_Strict):
     gpu_memory_utilization: float = Field(0.9, gt=0, le=1)
     kv_cache_dtype: str = "auto"
     tokenizer_mode: Literal["auto", "slow", "mistral"] = "auto"
+    # HTTP front-end processes over the one engine core on GPUs: each streams tokens on one
+    # CPU core, so a fast engine needs several (benchmarks/RESULTS.md has the sums).
+    api_processes: int = Field(1, ge=1, le=16)
     extra_args: dict[str, Any] = Field(default_factory=dict)
 
 

@@ -3,20 +3,14 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import gc
 import json
 import logging
-import signal
 import sys
-import time
 from pathlib import Path
-from types import FrameType
+from typing import Any
 
-import uvicorn
-
-from .cards import CardError, ModelCard, load_card
-from .lifecycle import Lifecycle
+from .cards import CardError, ModelCard, load_card, load_cards
 from .observability.logs import configure_logging
 from .settings import ServerSettings
 
@@ -76,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepinfra-serve: {exc}", file=sys.stderr)
         return 2
 
-    from .engine_args import detect_device, plan_engine
+    from .engine_args import api_process_count, detect_device, plan_engine
     from .weights import prepare_weights
 
     device = detect_device() if settings.device == "auto" else settings.device
@@ -93,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
             json.dumps(
                 {
                     "device": device,
+                    "api_processes": api_process_count(card, device, settings.api_processes),
                     "engine_args": plan.kwargs,
                     "env": plan.env,
                     "changes": plan.changes,
@@ -112,83 +107,40 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(card: ModelCard, settings: ServerSettings, device: str) -> int:
-    from .app import create_app
-    from .engine_args import build_engine_args, plan_engine
+    from .engine_args import api_process_count, build_engine_args, plan_engine
+    from .http_server import run_server
     from .served_model import ServedModel
     from .weights import prepare_weights
 
-    def start_model() -> ServedModel:
+    def plan() -> Any:
         model = prepare_weights(card, settings.cache_dir)
-        plan = plan_engine(card, model, device, cpu_kv_cache_gib=settings.cpu_kv_cache_gib)
-        return ServedModel.start(card, build_engine_args(plan))
-
-    failed = False
-
-    def on_fatal() -> None:
-        nonlocal failed
-        failed = True
-        server.should_exit = True
+        return build_engine_args(
+            plan_engine(card, model, device, cpu_kv_cache_gib=settings.cpu_kv_cache_gib)
+        )
 
     try:
-        app = create_app(card, start_model, settings, on_fatal)
+        load_cards(settings.fleet_cards)  # what /v1/openai/models lists: checked before serving
     except CardError as exc:
         print(f"deepinfra-serve: fleet card {exc}", file=sys.stderr)
         return 2
-    config = uvicorn.Config(
-        app,
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level.lower(),
-        access_log=False,  # the service writes its own JSON access lines
-        timeout_graceful_shutdown=5,
-    )
-    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
+    processes = api_process_count(card, device, settings.api_processes)  # type: ignore[arg-type]
     log.info(
-        "serving %s on http://%s:%d (device %s)", card.name, settings.host, settings.port, device
+        "serving %s on http://%s:%d (device %s, %d API process%s)",
+        card.name,
+        settings.host,
+        settings.port,
+        device,
+        processes,
+        "" if processes == 1 else "es",
     )
-    server.run()
-    return 1 if failed else 0
+    if processes > 1:
+        from .api_processes import serve_processes
 
-
-class DrainingServer(uvicorn.Server):
-    """On SIGTERM, drain before stopping: readiness turns 503 and new API requests are refused
-    while the listening socket stays open; once in-flight requests have finished (or the grace
-    period is over) the server stops and the process exits 0. A second signal stops at once."""
-
-    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_s: float) -> None:
-        super().__init__(config)
-        self.lifecycle = lifecycle
-        self.grace_s = grace_s
-        self.draining = False
-
-    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if sig != signal.SIGTERM or self.draining:
-            super().handle_exit(sig, frame)
-            return
-        self.draining = True
-        loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
-
-    async def _drain(self) -> None:
-        lifecycle = self.lifecycle
-        lifecycle.drain()
-        log.info(
-            "SIGTERM: draining %d in-flight requests and %d webhook jobs",
-            lifecycle.in_flight,
-            lifecycle.background,
-        )
-        deadline = time.monotonic() + self.grace_s
-        while lifecycle.busy and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        if lifecycle.busy:
-            log.warning(
-                "grace period over with %d requests and %d webhook jobs in flight",
-                lifecycle.in_flight,
-                lifecycle.background,
-            )
-        # Not handle_exit: uvicorn would re-raise SIGTERM after stopping and the exit code
-        # would say "killed" instead of 0.
-        self.should_exit = True
+        return serve_processes(card, settings, plan(), processes)
+    # One process: the probes answer while the weights are prepared and the engine loads.
+    return run_server(
+        card, settings, lambda: ServedModel.start(card, ServedModel.own_engine(plan()))
+    )
 
 
 if __name__ == "__main__":

@@ -101,6 +101,14 @@ def plan_engine(
     return EnginePlan(kwargs, env, changes)
 
 
+def api_process_count(card: ModelCard, device: Device, setting: int | None) -> int:
+    """Front-end processes: the setting, else the card's on GPUs and one on the CPU, where
+    the engine itself needs the cores."""
+    if setting is not None:
+        return setting
+    return card.engine.api_processes if device == "cuda" else 1
+
+
 def detect_device() -> Device:
     from vllm.platforms import current_platform
 

@@ -37,6 +37,11 @@ async def watch_engine(
             log.critical("the inference engine died; exiting")
             lifecycle.died()
             break
+        if lifecycle.core_died:
+            log.critical("the engine core died; exiting")
+            lifecycle.died()
+            model.fail_in_flight("The inference engine died")  # its client cannot tell them
+            break
         now = time.monotonic()
         progress = model.progress.last
         last_progress.set(time.time() - (now - progress))

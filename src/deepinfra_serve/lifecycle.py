@@ -10,10 +10,21 @@ the ready gauge.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from .observability import metrics
+
+
+@dataclass(frozen=True)
+class SharedState:
+    """What the API processes over one engine core share (multiprocessing values): the
+    admission count that the concurrency limit bounds, and whether the engine core has died
+    (set by the parent process, which is the one that can see it)."""
+
+    in_flight: Any  # Value("i"), with its lock
+    core_dead: Any  # RawValue("b")
 
 
 class Phase(StrEnum):
@@ -28,14 +39,15 @@ class Lifecycle:
     """Owned by the app; the admission middleware, the probes, the engine watchdog and the
     CLI's SIGTERM handler all read and move this one object."""
 
-    def __init__(self, model_name: str) -> None:
+    def __init__(self, model_name: str, shared: SharedState | None = None) -> None:
         self._phase = Phase.LOADING
+        self._shared = shared
         self._gauge = metrics.ENGINE_READY.labels(model_name)
         self._gauge.set(0)
         self.engine: Any = None  # the ServedModel once it is up
         self._stalled = False
-        # Requests being served (until their last byte) and webhook generations: the count
-        # that admission bounds.
+        # Requests being served (until their last byte) and webhook generations in this
+        # process; admission bounds their sum over every API process of the server.
         self.in_flight = 0
         self.background = 0  # webhook jobs (generation and delivery) that SIGTERM waits for
 
@@ -43,9 +55,37 @@ class Lifecycle:
     def phase(self) -> Phase:
         # A dead engine cannot come back; the probes say so from the moment it died, before
         # the watchdog's next look.
-        if self._stalled or (self.engine is not None and self.engine.errored):
+        if self._stalled or self.core_died or (self.engine is not None and self.engine.errored):
             return Phase.DEAD
         return self._phase
+
+    @property
+    def core_died(self) -> bool:
+        """The engine core serving several API processes died (their engine clients cannot
+        see it; the parent process can)."""
+        return self._shared is not None and bool(self._shared.core_dead.value)
+
+    def admit(self, limit: int | None) -> bool:
+        """Take a slot for a request, unless `limit` are taken across the server."""
+        shared = self._shared
+        if shared is None:
+            if limit is not None and self.in_flight >= limit:
+                return False
+        else:
+            total = shared.in_flight
+            with total.get_lock():
+                if limit is not None and total.value >= limit:
+                    return False
+                total.value += 1
+        self.in_flight += 1
+        return True
+
+    def release(self) -> None:
+        self.in_flight -= 1
+        if self._shared is not None:
+            total = self._shared.in_flight
+            with total.get_lock():
+                total.value -= 1
 
     @property
     def dead(self) -> bool:

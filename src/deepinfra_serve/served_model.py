@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
@@ -76,18 +76,20 @@ class ServedModel:
         self._cmpl_tok_params = TokenizeParams(max_total_tokens=None, add_special_tokens=True)
 
     @classmethod
-    def start(cls, card: ModelCard, engine_args: Any) -> ServedModel:
-        from vllm.v1.engine.async_llm import AsyncLLM
-
+    def start(cls, card: ModelCard, make_engine: Callable[[list[Any]], Any]) -> ServedModel:
+        """`make_engine(stat_loggers)` builds the `AsyncLLM`: over an engine core of its own
+        (`from_engine_args`) or as one of several clients of a shared one."""
         from .function_calling.calls import FunctionCalling
 
         progress = EngineProgress()
-        engine = AsyncLLM.from_engine_args(engine_args, stat_loggers=[progress.stat_logger])
+        # No local keeps the engine: something below may keep this frame (a stored traceback
+        # or frame), and `shutdown` must be able to let go of the engine.
+        model = cls(card, make_engine([progress.stat_logger]), None, progress)
         try:
-            model = cls(card, engine, FunctionCalling.of(card, engine), progress)
+            model.functions = FunctionCalling.of(card, model.engine)
             model._check_chat_template()
         except Exception:
-            engine.shutdown()
+            model.shutdown()
             raise
         return model
 
@@ -178,6 +180,17 @@ class ServedModel:
     def errored(self) -> bool:
         engine = getattr(self, "engine", None)  # None once shut down: stopped, not dead
         return engine is not None and bool(engine.errored)
+
+    @staticmethod
+    def own_engine(engine_args: Any) -> Callable[[list[Any]], Any]:
+        """An engine over a core of its own, for `start`."""
+
+        def make(stat_loggers: list[Any]) -> Any:
+            from vllm.v1.engine.async_llm import AsyncLLM
+
+            return AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
+
+        return make
 
     def shutdown(self) -> None:
         """Stop the engine and let go of it. The thread pool that started it can keep this

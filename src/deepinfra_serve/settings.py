@@ -34,6 +34,13 @@ class ServerSettings(BaseSettings):
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="Run the card's GPU settings ('cuda') or the CPU profile ('cpu')."
     )
+    api_processes: int | None = Field(
+        None,
+        ge=1,
+        le=32,
+        description="HTTP front-end processes over the one engine; default: the card's "
+        "engine.api_processes on GPUs, 1 on the CPU.",
+    )
     cpu_kv_cache_gib: int = Field(
         1, ge=1, description="KV-cache size on the CPU profile (VLLM_CPU_KVCACHE_SPACE)."
     )

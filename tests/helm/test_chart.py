@@ -124,6 +124,18 @@ def test_gpu_counts_per_card() -> None:
     }
 
 
+def test_api_processes_come_from_the_mounted_card_unless_set() -> None:
+    def env_of(values: dict[str, Any]) -> dict[str, Any]:
+        docs = render({"modelCard": "mythomax-l2-13b-turbo.yaml", **values})
+        [container] = kind(docs, "Deployment")["spec"]["template"]["spec"]["containers"]
+        card = yaml.safe_load(kind(docs, "ConfigMap")["data"]["card.yaml"])
+        assert card["engine"]["api_processes"] == 2  # what the process reads by default
+        return {e["name"]: e for e in container["env"]}
+
+    assert "DEEPINFRA_SERVE_API_PROCESSES" not in env_of({})
+    assert env_of({"server": {"apiProcesses": 5}})["DEEPINFRA_SERVE_API_PROCESSES"]["value"] == "5"
+
+
 def test_secrets_become_env_and_a_mounted_key_file() -> None:
     docs = render({"huggingFaceToken": {"secretName": "hf"}, "apiKeys": {"secretName": "keys"}})
     pod = kind(docs, "Deployment")["spec"]["template"]["spec"]
@@ -174,7 +186,12 @@ def test_inline_card_wins(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "values",
-    [{"replicaCount": "two"}, {"modelCard": "no-such-card.yaml"}, {"unknownKey": 1}],
+    [
+        {"replicaCount": "two"},
+        {"modelCard": "no-such-card.yaml"},
+        {"unknownKey": 1},
+        {"server": {"apiProcesses": 0}},
+    ],
 )
 def test_bad_values_are_refused(values: dict[str, Any]) -> None:
     with pytest.raises(helm_python.HelmError):

@@ -75,7 +75,7 @@ class WebhookSender:
     ) -> None:
         """Run `generate` (the payload of a finished inference) and deliver it in the
         background; `failed(reason)` is the payload when it cannot finish."""
-        self.lifecycle.in_flight += 1  # the generation's slot, until it ends
+        self.lifecycle.admit(None)  # the generation's slot, until it ends
         self.lifecycle.background += 1  # the job, until its delivery ends
         task = asyncio.create_task(self._job(url, request_id, generate, failed))
         self._jobs.add(task)
@@ -105,7 +105,7 @@ class WebhookSender:
                 payload = failed(f"the generation failed: {exc}")
             finally:
                 self._generating.discard(generation)
-                self.lifecycle.in_flight -= 1
+                self.lifecycle.release()
             delivered = await self.deliver(url, payload)
             metrics.WEBHOOK_DELIVERIES.labels(self.model, str(delivered).lower()).inc()
         finally:

@@ -22,9 +22,14 @@ def configure_logging(level: str) -> None:
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         JsonFormatter(
-            "{asctime}{levelname}{name}{message}",
+            "{asctime}{levelname}{name}{process}{message}",
             style="{",
-            rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
+            rename_fields={
+                "asctime": "time",
+                "levelname": "level",
+                "name": "logger",
+                "process": "pid",  # which API process, when there are several
+            },
         )
     )
     handler.addFilter(_RequestIdFilter())

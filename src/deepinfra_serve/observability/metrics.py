@@ -7,7 +7,18 @@ re-implementing either.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+import os
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    REGISTRY,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+    multiprocess,
+)
 
 from ..pricing import Usage
 
@@ -37,7 +48,14 @@ REQUESTS = Counter(
     "API requests by status code and finish reason of the first choice ('none': did not run).",
     ["model", "api", "status", "finish_reason"],
 )
-IN_FLIGHT = Gauge("deepinfra_requests_in_flight", "API requests being served.", ["model", "api"])
+# Gauges say how the API processes of one server combine (prometheus_client's multiprocess
+# mode; ignored with one process).
+IN_FLIGHT = Gauge(
+    "deepinfra_requests_in_flight",
+    "API requests being served.",
+    ["model", "api"],
+    multiprocess_mode="livesum",
+)
 TTFT = Histogram(
     "deepinfra_time_to_first_token_seconds",
     "Time from request arrival to the first streamed token (streaming requests).",
@@ -67,6 +85,7 @@ ENGINE_READY = Gauge(
     "deepinfra_engine_ready",
     "1 when the engine serves, 0 while loading, draining or dead.",
     ["model"],
+    multiprocess_mode="livemin",
 )
 
 
@@ -96,4 +115,15 @@ ENGINE_LAST_PROGRESS = Gauge(
     "deepinfra_engine_last_progress_timestamp_seconds",
     "Unix time the engine last returned outputs (checked while it has work).",
     ["model"],
+    multiprocess_mode="livemax",
 )
+
+
+def exposition() -> tuple[bytes, str]:
+    """The /metrics page: this process's registry, or with several API processes the sum of
+    what each wrote to the shared directory (vLLM's engine metrics included)."""
+    if "PROMETHEUS_MULTIPROC_DIR" in os.environ:
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)
+        return generate_latest(registry), CONTENT_TYPE_LATEST
+    return generate_latest(REGISTRY), CONTENT_TYPE_LATEST

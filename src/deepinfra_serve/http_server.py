@@ -1,0 +1,97 @@
+"""One API process: the app under uvicorn, draining on SIGTERM.
+
+The same code runs the single process of a CPU server and each of several front-end processes
+over a shared engine core (which then hand it the listening socket they share).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import socket
+import time
+from collections.abc import Callable
+from types import FrameType
+
+import uvicorn
+
+from .cards import ModelCard
+from .lifecycle import Lifecycle, SharedState
+from .served_model import ServedModel
+from .settings import ServerSettings
+
+log = logging.getLogger(__name__)
+
+
+def run_server(
+    card: ModelCard,
+    settings: ServerSettings,
+    start_model: Callable[[], ServedModel],
+    *,
+    sock: socket.socket | None = None,
+    shared: SharedState | None = None,
+) -> int:
+    """Serve until stopped; 0 after a clean stop or drain, 1 once the engine failed."""
+    from .app import create_app
+
+    failed = False
+
+    def on_fatal() -> None:
+        nonlocal failed
+        failed = True
+        server.should_exit = True
+
+    app = create_app(card, start_model, settings, on_fatal, shared)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level.lower(),
+        access_log=False,  # the service writes its own JSON access lines
+        timeout_graceful_shutdown=5,
+    )
+    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)
+    server.run(sockets=None if sock is None else [sock])
+    return 1 if failed else 0
+
+
+class DrainingServer(uvicorn.Server):
+    """On SIGTERM, drain before stopping: readiness turns 503 and new API requests are refused
+    while the listening socket stays open; once in-flight requests have finished (or the grace
+    period is over) the server stops and the process exits 0. A second signal stops at once."""
+
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_s: float) -> None:
+        super().__init__(config)
+        self.lifecycle = lifecycle
+        self.grace_s = grace_s
+        self.draining = False
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if sig != signal.SIGTERM or self.draining:
+            super().handle_exit(sig, frame)
+            return
+        self.draining = True
+        loop = asyncio.get_event_loop()
+        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+
+    async def _drain(self) -> None:
+        lifecycle = self.lifecycle
+        lifecycle.drain()
+        log.info(
+            "SIGTERM: draining %d in-flight requests and %d webhook jobs",
+            lifecycle.in_flight,
+            lifecycle.background,
+        )
+        deadline = time.monotonic() + self.grace_s
+        while lifecycle.busy and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        if lifecycle.busy:
+            log.warning(
+                "grace period over with %d requests and %d webhook jobs in flight",
+                lifecycle.in_flight,
+                lifecycle.background,
+            )
+        # Not handle_exit: uvicorn would re-raise SIGTERM after stopping and the exit code
+        # would say "killed" instead of 0.
+        self.should_exit = True

@@ -1,0 +1,227 @@
+"""Two API processes over one engine core, on the real CPU engine: both serve, /metrics adds
+them up, the concurrency limit and API keys hold across them, a disconnect aborts the engine
+request whichever holds it, SIGTERM drains both, and the engine core's death stops them all."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import signal
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+import pytest
+
+from tests.server import TINY_CARD, server_process
+from tests.sse import asse_lines, sse_lines
+
+MODEL = "deepinfra-serve/tiny-random-llama"
+CHAT = "/v1/openai/chat/completions"
+KEY = "two-process-key"
+AUTH = {"authorization": f"Bearer {KEY}"}
+HELLO = [{"role": "user", "content": "Hello!"}]
+SHORT = {"model": MODEL, "messages": HELLO, "max_tokens": 4, "temperature": 0}
+LONG = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "temperature": 1, "seed": 7}
+LIMIT = 20  # the SIGTERM test's streams fill it
+
+
+def _pids(log: Path, pattern: str) -> set[int]:
+    """Process ids of the JSON log lines whose message matches `pattern`."""
+    pids = set()
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and re.search(pattern, line):
+            pids.add(json.loads(line)["pid"])
+    return pids
+
+
+def _wait_for(condition: Any, what: str, within_s: float = 60) -> None:
+    deadline = time.monotonic() + within_s
+    while not condition():
+        assert time.monotonic() < deadline, f"timed out waiting for {what}"
+        time.sleep(0.1)
+
+
+def _server(cache_dir: Path, log: Path, **env: str) -> Any:
+    return server_process(
+        TINY_CARD,
+        cache_dir,
+        log,
+        {
+            "DEEPINFRA_SERVE_API_PROCESSES": "2",
+            "DEEPINFRA_SERVE_API_KEYS": KEY,
+            "DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS": str(LIMIT),
+            **env,
+        },
+    )
+
+
+@pytest.fixture(scope="module")
+def two(
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Any, Path]]:
+    log = tmp_path_factory.mktemp("two-processes") / "server.log"
+    with _server(cache_dir, log) as (url, proc):
+        # /health answered from one of them; wait for the other's engine client too.
+        _wait_for(lambda: len(_pids(log, r'"engine for .* ready')) == 2, "both API processes")
+        yield url, proc, log
+
+
+def _gone(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # exited, not yet reaped
+    except psutil.NoSuchProcess:
+        return True
+
+
+def _metric(text: str, name: str, **labels: str) -> float:
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+async def _post_all(url: str, n: int, body: dict[str, Any], headers: dict[str, str]) -> list[int]:
+    async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as ac:
+        replies = await asyncio.gather(*(ac.post(CHAT, json=body) for _ in range(n)))
+    return [r.status_code for r in replies]
+
+
+def test_both_processes_serve_and_metrics_add_up(two: tuple[str, Any, Path]) -> None:
+    url, proc, log = two
+    api_pids = {
+        p.pid for p in psutil.Process(proc.pid).children() if "spawn_main" in " ".join(p.cmdline())
+    }
+    with httpx.Client(base_url=url, timeout=60) as c:
+        before = c.get("/metrics").text
+        statuses = []
+        for _ in range(6):  # a few concurrent rounds: the kernel hands connections to both
+            statuses += asyncio.run(_post_all(url, 4, SHORT, AUTH))
+        after = c.get("/metrics").text
+    assert statuses == [200] * 24
+    served = _pids(log, r'"message": "access".*"status": 200')
+    assert len(served) == 2 and served <= api_pids
+    labels = {"api": "chat", "status": "200", "finish_reason": "length"}
+    sent = _metric(after, "deepinfra_requests_total", **labels) - _metric(
+        before, "deepinfra_requests_total", **labels
+    )
+    assert sent == 24  # counted once each, whichever process served it
+    tokens = _metric(after, "deepinfra_generation_tokens_total") - _metric(
+        before, "deepinfra_generation_tokens_total"
+    )
+    assert tokens == 24 * 4
+    assert _metric(after, "deepinfra_engine_ready") == 1
+    assert "vllm:" in after  # the engine's own metrics come through too
+
+
+def test_api_keys_hold_in_both_processes(two: tuple[str, Any, Path]) -> None:
+    url, _, log = two
+    statuses = []
+    for _ in range(6):
+        statuses += asyncio.run(_post_all(url, 4, SHORT, {}))
+    assert statuses == [401] * 24
+    assert len(_pids(log, r'"message": "access".*"status": 401')) == 2
+
+
+def test_the_concurrency_limit_holds_across_processes(two: tuple[str, Any, Path]) -> None:
+    url, _, log = two
+    long = {"model": MODEL, "messages": HELLO, "max_tokens": 1000, "temperature": 0, "stream": True}
+
+    async def scenario() -> tuple[list[int], float]:
+        async with httpx.AsyncClient(base_url=url, timeout=120, headers=AUTH) as ac:
+            held = [ac.stream("POST", CHAT, json=long) for _ in range(LIMIT)]
+            streams = [await h.__aenter__() for h in held]  # LIMIT streams, in either process
+            assert [r.status_code for r in streams] == [200] * LIMIT
+            in_flight = _metric((await ac.get("/metrics")).text, "deepinfra_requests_in_flight")
+            refused: list[int] = []
+            for _ in range(10):  # new connections, until both processes have said no
+                refused += await _post_all(url, 8, SHORT, AUTH)
+                if len(_pids(log, r'"message": "access".*"status": 429')) == 2:
+                    break
+            for h in held:
+                await h.__aexit__(None, None, None)
+        return refused, in_flight
+
+    refused, in_flight = asyncio.run(scenario())
+    assert in_flight == LIMIT
+    # Each process alone would have admitted up to LIMIT; together they admit LIMIT.
+    assert set(refused) == {429}
+    assert len(_pids(log, r'"message": "access".*"status": 429')) == 2
+
+
+def test_a_disconnect_aborts_the_engine_request(two: tuple[str, Any, Path]) -> None:
+    url, _, log = two
+    for _ in range(4):  # whichever process takes the stream
+        request_id = f"two-abort-{time.monotonic_ns()}"
+        headers = {**AUTH, "x-request-id": request_id}
+        with (
+            httpx.Client(base_url=url, timeout=30, headers=headers) as c,
+            c.stream("POST", CHAT, json={**LONG, "stream": True}) as r,
+        ):
+            assert next(sse_lines(r)).startswith("data: ")
+        closed = time.monotonic()
+        aborted = f"Aborted request(s) chatcmpl-{request_id}"
+        # vLLM logs the abort of each request it is given (the tiny card logs requests).
+        _wait_for(
+            lambda: aborted in log.read_text(errors="replace"),  # noqa: B023
+            "the abort",
+            10,
+        )
+        print(f"abort seen {time.monotonic() - closed:.2f} s after the disconnect")
+        assert time.monotonic() - closed < 1.0 + 0.5  # 1 s, with the log poll's own slack
+
+
+def test_sigterm_drains_20_streams_in_both_processes(two: tuple[str, Any, Path]) -> None:
+    url, proc, log = two
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 200, "stream": True, "temperature": 0}
+
+    async def stream(ac: httpx.AsyncClient) -> list[str]:
+        async with ac.stream("POST", CHAT, json=body) as r:
+            assert r.status_code == 200
+            return [line async for line in asse_lines(r) if line]
+
+    async def scenario() -> list[list[str]]:
+        async with httpx.AsyncClient(base_url=url, timeout=120, headers=AUTH) as ac:
+            streams = [asyncio.create_task(stream(ac)) for _ in range(LIMIT)]
+            deadline = time.monotonic() + 30
+            while _metric((await ac.get("/metrics")).text, "deepinfra_requests_in_flight") < 20:
+                assert time.monotonic() < deadline, "20 streams never ran together"
+                await asyncio.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            return await asyncio.gather(*streams)
+
+    results = asyncio.run(scenario())
+    assert proc.wait(timeout=60) == 0
+    assert all(lines[-1] == "data: [DONE]" for lines in results)
+    assert all('"finish_reason":"length"' in lines[-2] for lines in results)
+    assert len(_pids(log, "SIGTERM: draining [1-9]")) == 2  # both had streams to drain
+    assert "Traceback" not in log.read_text(errors="replace")
+
+
+def test_engine_core_death_stops_every_process(cache_dir: Path, tmp_path: Path) -> None:
+    log = tmp_path / "kill.log"
+    body = {**LONG, "stream": True}
+    with _server(cache_dir, log, DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS="200") as (url, proc):
+        family = psutil.Process(proc.pid).children(recursive=True)
+        engine = next(p for p in family if p.name() == "VLLM::EngineCore")
+        api = [p for p in family if "spawn_main" in " ".join(p.cmdline())]
+        assert len(api) == 2
+        with (
+            httpx.Client(base_url=url, timeout=30, headers=AUTH) as c,
+            c.stream("POST", CHAT, json=body) as s,
+        ):
+            lines = sse_lines(s)
+            assert next(lines).startswith("data: {")
+            engine.kill()
+            rest = [line for line in lines if line.startswith("data: ")]
+        returncode = proc.wait(timeout=60)
+    assert json.loads(rest[-2][6:])["error"]["code"] == "engine_dead"
+    assert returncode == 1
+    assert all(_gone(p) for p in api)
+    exits = _pids(log, "the engine core died; exiting")
+    assert exits == {p.pid for p in api}
