@@ -12,7 +12,7 @@ FLEET ?= fleets/cpu-demo.yaml
 # (scrapes the service in one test). Installed when missing and running as root.
 DEBS ?= haproxy prometheus
 
-.PHONY: install debs serve fleet test helm-test bench lint format clean
+.PHONY: install debs serve fleet test helm-test image image-test bench lint format clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -65,7 +65,28 @@ helm-test: install
 	$(BIN)/pytest tests/helm
 
 test: lint helm-test debs
-	$(BIN)/pytest --ignore=tests/helm
+	$(BIN)/pytest --ignore=tests/helm --ignore=tests/image
+
+# The container image: the GPU build by default, `make image VARIANT=cpu` for the CPU build
+# (which needs torch's CPU wheel: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu).
+IMAGE ?= deepinfra-serve:0.1.0
+VARIANT ?= gpu
+image:
+	docker build --build-arg VARIANT=$(VARIANT) \
+	  $(if $(PIP_EXTRA_INDEX_URL),--build-arg PIP_EXTRA_INDEX_URL=$(PIP_EXTRA_INDEX_URL)) \
+	  -t $(IMAGE) .
+
+# Builds the CPU image and runs it for real (a Docker daemon of its own; minutes on a fresh
+# machine, so not part of `make test`). Installs Docker and mmdebstrap when missing, as root.
+IMAGE_DEBS := docker.io containerd runc iptables mmdebstrap
+image-test: install
+	@if ! command -v dockerd >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ]; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	      apt-get install -y -qq --no-install-recommends $(IMAGE_DEBS) >/dev/null; \
+	  else echo "missing Debian packages (sudo apt-get install $(IMAGE_DEBS))"; fi; \
+	fi
+	$(BIN)/pytest -s tests/image
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -99,15 +99,20 @@ def server_process(
         # so that whatever a failed stop leaves behind is killed by process id.
         with contextlib.suppress(psutil.NoSuchProcess):
             descendants = psutil.Process(proc.pid).children(recursive=True)
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        stop(proc)
         for child in descendants:
             with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 def _status(url: str) -> int | None:

@@ -1,0 +1,127 @@
+"""A container engine for the image test: a Docker daemon of the test's own, and a Debian base.
+
+No registry but the package registries is reachable from these machines, so `FROM
+python:3.11-slim` cannot be pulled: the base is Debian bookworm with python3, made with
+mmdebstrap from the Debian mirror and imported once. The daemon keeps its images under the
+weights cache (layers survive between runs on a developer's machine); its sockets and state
+are in a temporary folder, and it is stopped by its process id.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.server import stop
+
+BASE_IMAGE = "deepinfra-serve-test-base:bookworm"
+DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
+CACHE = Path(
+    os.environ.get("DEEPINFRA_SERVE_TEST_CACHE", Path.home() / ".cache" / "deepinfra-serve")
+)
+
+
+def unavailable(why: str) -> None:
+    """Skip where no container engine can be started; in CI that is a failure."""
+    message = f"no container engine: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI installs one: .ci/run)")
+    pytest.skip(message + " (`make image-test` installs one as root)")
+
+
+class Docker:
+    def __init__(self, socket: Path) -> None:
+        self.host = f"unix://{socket}"
+
+    def run(self, *args: str, timeout: float = 600, check: bool = True) -> str:
+        result = subprocess.run(
+            ["docker", "-H", self.host, *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+        if check and result.returncode != 0:
+            output = (result.stdout + result.stderr)[-4000:]
+            raise AssertionError(f"docker {' '.join(args[:3])}: {output}")
+        return result.stdout.strip()
+
+    def ping(self) -> bool:
+        info = ["docker", "-H", self.host, "info"]
+        return subprocess.run(info, capture_output=True, timeout=10).returncode == 0
+
+    def has_image(self, name: str) -> bool:
+        return bool(self.run("images", "-q", name))
+
+
+@contextlib.contextmanager
+def daemon(work: Path) -> Iterator[Docker]:
+    """dockerd on a unix socket of its own, without networks of its own (containers and
+    builds use the host's network and reach loopback only)."""
+    if shutil.which("dockerd") is None or shutil.which("docker") is None:
+        unavailable("dockerd or docker is not installed")
+    if os.geteuid() != 0:
+        unavailable("dockerd needs root here")
+    data = CACHE / "docker"
+    data.mkdir(parents=True, exist_ok=True)
+    socket = work / "docker.sock"
+    log_path = work / "dockerd.log"
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            [
+                "dockerd",
+                "--data-root", str(data),
+                "--exec-root", str(work / "exec"),
+                "--pidfile", str(work / "dockerd.pid"),
+                "-H", f"unix://{socket}",
+                "--iptables=false",
+                "--bridge=none",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    docker = Docker(socket)
+    try:
+        deadline = time.monotonic() + 60
+        while not (socket.exists() and docker.ping()):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                tail = log_path.read_text(errors="replace")[-2000:]
+                unavailable(f"dockerd did not start:\n{tail}")
+            time.sleep(0.2)
+        yield docker
+    finally:
+        stop(proc)
+
+
+def base_image(docker: Docker, work: Path) -> str:
+    """Debian bookworm with python3 and its venv module, imported once into the daemon."""
+    if docker.has_image(BASE_IMAGE):
+        return BASE_IMAGE
+    if shutil.which("mmdebstrap") is None:
+        unavailable("mmdebstrap is not installed (it makes the base image)")
+    tarball = CACHE / "image-base" / "bookworm-python3.tar"
+    if not tarball.exists():
+        tarball.parent.mkdir(parents=True, exist_ok=True)
+        partial = tarball.with_suffix(".partial.tar")
+        subprocess.run(
+            [
+                "mmdebstrap",
+                "--variant=minbase",
+                "--include=python3,python3-venv",
+                "bookworm",
+                str(partial),
+                DEBIAN_MIRROR,
+            ],
+            check=True,
+            capture_output=True,
+            timeout=900,
+        )
+        partial.rename(tarball)
+    docker.run("import", str(tarball), BASE_IMAGE)
+    return BASE_IMAGE

@@ -1,0 +1,217 @@
+"""The container image users build, built here (CPU variant) and run for real.
+
+The Dockerfile is built with VARIANT=cpu over a Debian base made here (`engine.base_image`),
+torch's CPU wheel served to the build from this machine's wheel folder on loopback. The
+container runs on the host's network, is spoken to on 127.0.0.1 only, and gets the tiny test
+card mounted where the Helm chart mounts a card.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import http.server
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.server import TINY_CARD, free_port
+from tests.sse import asse_lines
+
+from .engine import CACHE, Docker, base_image, daemon
+
+ROOT = Path(__file__).resolve().parents[2]
+IMAGE = "deepinfra-serve:test-cpu"
+MODEL = "deepinfra-serve/tiny-random-llama"
+CARD_PATH = "/etc/deepinfra-serve/card.yaml"  # where the chart mounts the release's card
+CHAT = "/v1/openai/chat/completions"
+HELLO = [{"role": "user", "content": "Hello!"}]
+START_TIMEOUT_S = 300
+
+
+def wheelhouse() -> Path:
+    """Every wheel the CPU build installs, fetched here by this machine's pip (which knows
+    where torch's CPU wheel is), once per pyproject.toml: the build then needs no index (an
+    index reached from inside a build may not be the one this machine is set up for)."""
+    pyproject = (ROOT / "pyproject.toml").read_bytes()
+    folder = CACHE / "wheelhouse" / hashlib.sha256(pyproject).hexdigest()[:16]
+    if not (folder / "complete").exists():
+        subprocess.run(
+            [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder),
+             f"{ROOT}[cpu]", "setuptools>=68"],
+            check=True,
+            timeout=1200,
+        )  # fmt: skip
+        (folder / "complete").touch()
+    return folder
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: object) -> None:
+        pass  # one line per wheel fetched says nothing
+
+
+@contextlib.contextmanager
+def wheel_server(folder: Path) -> Iterator[str]:
+    """The folder as a find-links page on loopback, for pip inside the build."""
+    handler = partial(_QuietHandler, directory=str(folder))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{server.server_address[1]}/"
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join()
+
+
+@dataclass
+class Built:
+    docker: Docker
+    seconds: float
+    size_bytes: int
+
+
+@dataclass
+class Running:
+    docker: Docker
+    id: str
+    url: str
+
+
+@pytest.fixture(scope="module")
+def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
+    work = tmp_path_factory.mktemp("docker")
+    with daemon(work) as docker:
+        args = ["build", "--network", "host", "-t", IMAGE]
+        args += ["--build-arg", f"BASE={base_image(docker, work)}", "--build-arg", "VARIANT=cpu"]
+        with wheel_server(wheelhouse()) as links:
+            args += ["--build-arg", f"PIP_FIND_LINKS={links}", "--build-arg", "PIP_NO_INDEX=1"]
+            started = time.monotonic()
+            docker.run(*args, str(ROOT), timeout=1800)
+            seconds = time.monotonic() - started
+        size = int(docker.run("image", "inspect", "-f", "{{.Size}}", IMAGE))
+        print(f"\nimage {IMAGE}: built in {seconds:.0f} s, {size / 1e9:.2f} GB")
+        docker.run("image", "prune", "--force")  # earlier builds' layers, now untagged
+        yield Built(docker, seconds, size)
+
+
+@pytest.fixture(scope="module")
+def container(image: Built) -> Iterator[Running]:
+    docker, port = image.docker, free_port()
+    cid = docker.run(
+        "run", "--detach", "--network", "host", "--shm-size", "1g",
+        "--env", "DEEPINFRA_SERVE_HOST=127.0.0.1",
+        "--env", f"DEEPINFRA_SERVE_PORT={port}",
+        "--volume", f"{TINY_CARD}:{CARD_PATH}:ro",
+        IMAGE,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while _status(f"{url}/health") != 200:
+            state = docker.run("inspect", "-f", "{{.State.Status}}", cid)
+            if state != "running" or time.monotonic() > deadline:
+                logs = docker.run("logs", "--tail", "60", cid, check=False)
+                raise AssertionError(f"container {state}, not serving:\n{logs}")
+            time.sleep(0.5)
+        yield Running(docker, cid, url)
+    finally:
+        docker.run("rm", "--force", cid, check=False)
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def test_the_image_is_built_and_its_size_reported(image: Built) -> None:
+    # What `docker build` left: the CPU build of vLLM and torch make most of it.
+    assert 0.5e9 < image.size_bytes < 8e9
+    layers = image.docker.run("history", "--format", "{{.Size}}\t{{.CreatedBy}}", IMAGE)
+    print(f"\n{layers}")
+
+
+def test_it_runs_as_a_non_root_user(container: Running) -> None:
+    docker = container.docker
+    assert docker.run("inspect", "-f", "{{.Config.User}}", IMAGE) == "1000:1000"
+    assert docker.run("exec", container.id, "id", "-u") == "1000"
+    # The server process itself (PID 1 of the container), as the host sees it.
+    pid = docker.run("inspect", "-f", "{{.State.Pid}}", container.id)
+    assert Path(f"/proc/{pid}/status").read_text().split("Uid:")[1].split()[0] == "1000"
+
+
+def test_the_probes_answer(container: Running) -> None:
+    for probe in ("/health/live", "/health/ready", "/health"):
+        assert _status(container.url + probe) == 200, probe
+    metrics = httpx.get(container.url + "/metrics").text
+    assert f'deepinfra_engine_ready{{model="{MODEL}"}} 1.0' in metrics
+
+
+def test_a_chat_and_a_native_request_succeed(container: Running) -> None:
+    with httpx.Client(base_url=container.url, timeout=60) as c:
+        body = {"model": MODEL, "messages": HELLO, "max_tokens": 8, "temperature": 0}
+        chat = c.post(CHAT, json=body)
+        native = c.post(
+            f"/v1/inference/{MODEL}", json={"input": "Hello", "max_new_tokens": 8, "temperature": 0}
+        )
+    assert chat.status_code == 200, chat.text
+    assert chat.json()["usage"]["completion_tokens"] == 8
+    assert chat.json()["choices"][0]["finish_reason"] == "length"
+    assert native.status_code == 200, native.text
+    assert native.json()["num_tokens"] == 8
+    assert native.json()["results"][0]["generated_text"]
+
+
+def test_docker_stop_drains_streams_in_flight_and_exits_0(container: Running) -> None:
+    docker, n = container.docker, 8
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 200, "temperature": 0, "stream": True}
+
+    async def stream(ac: httpx.AsyncClient) -> list[str]:
+        async with ac.stream("POST", CHAT, json=body) as r:
+            assert r.status_code == 200
+            return [line async for line in asse_lines(r) if line]
+
+    async def scenario() -> tuple[list[list[str]], float]:
+        async with httpx.AsyncClient(base_url=container.url, timeout=120) as ac:
+            streams = [asyncio.create_task(stream(ac)) for _ in range(n)]
+            deadline = time.monotonic() + 30
+            while _in_flight((await ac.get("/metrics")).text) < n:
+                assert time.monotonic() < deadline, "the streams never ran together"
+                await asyncio.sleep(0.05)
+            started = time.monotonic()
+            stop = asyncio.create_task(
+                asyncio.to_thread(docker.run, "stop", "--time", "60", container.id)
+            )
+            results = await asyncio.gather(*streams)
+            await stop
+        return results, time.monotonic() - started
+
+    results, seconds = asyncio.run(scenario())
+    assert all(lines[-1] == "data: [DONE]" for lines in results)
+    assert all('"finish_reason":"length"' in lines[-2] for lines in results)
+    assert docker.run("inspect", "-f", "{{.State.ExitCode}}", container.id) == "0"
+    logs = docker.run("logs", container.id)
+    drain = [line for line in logs.splitlines() if "SIGTERM" in line or "Shutting down" in line]
+    print(f"\ndocker stop took {seconds:.1f} s; the container said:\n" + "\n".join(drain))
+    assert any(f"SIGTERM: draining {n} in-flight requests" in line for line in drain)
+
+
+def _in_flight(metrics: str) -> float:
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in metrics.splitlines()
+        if line.startswith("deepinfra_requests_in_flight{")
+    )
