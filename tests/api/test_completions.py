@@ -60,6 +60,7 @@ def test_continuous_usage_stats_put_usage_on_every_chunk(client: httpx.Client) -
         "model": MODEL,
         "prompt": "Hello",
         "max_tokens": 5,
+        "seed": 3,  # the count is asserted exactly: no early EOS by chance
         "stream": True,
         "stream_options": {"include_usage": True, "continuous_usage_stats": True},
     }
@@ -71,8 +72,10 @@ def test_continuous_usage_stats_put_usage_on_every_chunk(client: httpx.Client) -
 
 def test_openai_client_completions(base_url: str) -> None:
     oai = openai.OpenAI(base_url=f"{base_url}/v1/openai", api_key="unused", max_retries=0)
-    resp = oai.completions.create(model=MODEL, prompt="Hello", max_tokens=4, logprobs=1)
+    resp = oai.completions.create(model=MODEL, prompt="Hello", max_tokens=4, logprobs=1, seed=3)
     assert resp.choices[0].logprobs is not None
     assert len(resp.choices[0].logprobs.tokens or []) == 4
-    streamed = list(oai.completions.create(model=MODEL, prompt="Hello", max_tokens=4, stream=True))
+    streamed = list(
+        oai.completions.create(model=MODEL, prompt="Hello", max_tokens=4, stream=True, seed=3)
+    )
     assert streamed[-1].choices[0].finish_reason == "length"

@@ -16,6 +16,7 @@ LONG = {
     "max_tokens": 480,
     "n": 3,
     "temperature": 1,
+    "seed": 11,  # long by construction: no early end at a drawn EOS
 }
 
 
@@ -26,12 +27,20 @@ def running(client: httpx.Client) -> float:
     raise AssertionError("vllm:num_requests_running not exported")
 
 
-def settles_to_zero(client: httpx.Client, within_s: float) -> float:
+# An abort takes one engine step here (tens of ms); the bound leaves a loaded 2-core machine
+# room, and the measured figure is printed.
+ABORT_BOUND_S = 3.0
+
+
+def settles_to_zero(client: httpx.Client, within_s: float = 30) -> float:
+    """Seconds until the engine runs nothing; fails after `within_s` (it kept generating)."""
     started = time.monotonic()
     while running(client) != 0:
         assert time.monotonic() - started < within_s, "the engine kept generating"
         time.sleep(0.02)
-    return time.monotonic() - started
+    elapsed = time.monotonic() - started
+    print(f"engine idle {elapsed:.3f} s after the disconnect")
+    return elapsed
 
 
 def test_stream_disconnect_aborts_the_engine_request(client: httpx.Client, base_url: str) -> None:
@@ -43,7 +52,7 @@ def test_stream_disconnect_aborts_the_engine_request(client: httpx.Client, base_
         assert next(lines).startswith("data: ")
         assert running(client) > 0
     # Leaving the block closed the connection mid-stream.
-    assert settles_to_zero(client, within_s=1.0) < 1.0
+    assert settles_to_zero(client) < ABORT_BOUND_S
 
 
 def test_non_streaming_disconnect_aborts_the_engine_request(
@@ -61,7 +70,7 @@ def test_non_streaming_disconnect_aborts_the_engine_request(
                 await task
 
     asyncio.run(go())
-    assert settles_to_zero(client, within_s=1.0) < 1.0
+    assert settles_to_zero(client) < ABORT_BOUND_S
 
 
 def test_256_concurrent_streams_complete_or_get_429(base_url: str) -> None:

@@ -73,7 +73,8 @@ def receiver(request: pytest.FixtureRequest) -> Iterator[Receiver]:
 
 
 def test_answers_queued_then_posts_the_result(client: httpx.Client, receiver: Receiver) -> None:
-    r = client.post(URL, json={"input": "Hello", "max_new_tokens": 5, "webhook": receiver.url})
+    body = {"input": "Hello", "max_new_tokens": 5, "seed": 3, "webhook": receiver.url}
+    r = client.post(URL, json=body)
     assert r.status_code == 200
     queued = r.json()
     assert queued["inference_status"]["status"] == "queued"

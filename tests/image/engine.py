@@ -97,6 +97,11 @@ def daemon(work: Path) -> Iterator[Docker]:
         yield docker
     finally:
         stop(proc)
+        # The daemon leaves its network namespace mounted under its exec root.
+        for mount in reversed(Path("/proc/self/mounts").read_text().splitlines()):
+            path = mount.split()[1]
+            if path.startswith(str(work)):
+                subprocess.run(["umount", "--lazy", path], check=False)
 
 
 def base_image(docker: Docker, work: Path) -> str:
