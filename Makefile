@@ -9,7 +9,7 @@ PORT ?= 8000
 
 FLEET ?= fleets/cpu-demo.yaml
 # Debian packages the fleet and the tests run: HAProxy (the fleet's front door) and Prometheus
-# (scrapes the service in one test). Installed when missing and running as root.
+# (scrapes the service in one test). Installed when missing, as root or through sudo.
 DEBS ?= haproxy prometheus
 
 .PHONY: install debs serve fleet test helm-test image image-test bench lint format clean
@@ -26,12 +26,7 @@ install: $(STAMP)
 
 debs:
 	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
-	if [ -n "$$missing" ]; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends $$missing >/dev/null; \
-	  else echo "missing Debian packages:$$missing (sudo apt-get install$$missing)"; fi; \
-	fi
+	.ci/install-debs $$missing
 
 serve: install
 	$(BIN)/deepinfra-serve serve --card $(DEMO_CARD) --host $(HOST) --port $(PORT)
@@ -77,15 +72,11 @@ image:
 	  -t $(IMAGE) .
 
 # Builds the CPU image and runs it for real (a Docker daemon of its own; minutes on a fresh
-# machine, so not part of `make test`). Installs Docker and mmdebstrap when missing, as root.
+# machine, so not part of `make test`). Installs Docker and mmdebstrap when missing.
 IMAGE_DEBS := docker.io containerd runc iptables mmdebstrap
 image-test: install
 	@if ! command -v dockerd >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then \
-	  if [ "$$(id -u)" = 0 ]; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-	      apt-get install -y -qq --no-install-recommends $(IMAGE_DEBS) >/dev/null; \
-	  else echo "missing Debian packages (sudo apt-get install $(IMAGE_DEBS))"; fi; \
-	fi
+	  .ci/install-debs $(IMAGE_DEBS); fi
 	$(BIN)/pytest -s tests/image
 
 clean:

@@ -28,14 +28,16 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def startup_probes() -> list[tuple[int | None, int | None]]:
-    """(live, ready) status codes the session server answered while it started."""
+def startup_probes() -> list[tuple[int | None, int | None, int | None]]:
+    """(live, ready, health) status codes the session server answered while it started."""
     return []
 
 
 @pytest.fixture(scope="session")
 def base_url(
-    cache_dir: Path, server_log: Path, startup_probes: list[tuple[int | None, int | None]]
+    cache_dir: Path,
+    server_log: Path,
+    startup_probes: list[tuple[int | None, int | None, int | None]],
 ) -> Iterator[str]:
     """The real server on the real CPU engine with the tiny card, started once per session."""
     # Short webhook timeouts and backoff keep the delivery tests to seconds. The webhook

@@ -50,11 +50,11 @@ def running_server(
     cache_dir: Path,
     log_path: Path,
     env: dict[str, str] | None = None,
-    probes: list[tuple[int | None, int | None]] | None = None,
+    probes: list[tuple[int | None, int | None, int | None]] | None = None,
 ) -> Iterator[str]:
     """Serve `card` on a free loopback port; yields the base URL once /health answers 200.
 
-    `probes`, when given, receives (live, ready) status codes seen while starting (None: no
+    `probes`, when given, receives (live, ready, health) status codes seen while starting (None: no
     answer yet)."""
     with server_process(card, cache_dir, log_path, env, probes) as (url, _):
         yield url
@@ -66,7 +66,7 @@ def server_process(
     cache_dir: Path,
     log_path: Path,
     env: dict[str, str] | None = None,
-    probes: list[tuple[int | None, int | None]] | None = None,
+    probes: list[tuple[int | None, int | None, int | None]] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Like `running_server`, and also yields the process, for tests that signal or kill it."""
     port = free_port()
@@ -88,9 +88,12 @@ def server_process(
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready in {START_TIMEOUT_S} s:\n{_tail(log_path)}")
+            health = _status(f"{base}/health")
             if probes is not None:
-                probes.append((_status(f"{base}/health/live"), _status(f"{base}/health/ready")))
-            if _status(f"{base}/health") == 200:
+                probes.append(
+                    (_status(f"{base}/health/live"), _status(f"{base}/health/ready"), health)
+                )
+            if health == 200:
                 break
             time.sleep(0.5)
         yield base, proc

@@ -1,5 +1,8 @@
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -148,7 +151,9 @@ def test_api_processes_per_card_on_gpus_and_one_on_the_cpu() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(GPU_ARGS))
-def test_gpu_engine_args_are_accepted_by_vllm(name: str) -> None:
+def test_gpu_engine_args_become_vllms_async_engine_args(name: str) -> None:
+    # vLLM's own AsyncEngineArgs takes every argument as given (a config needs the GPU
+    # weights, so none is built here).
     card = load_card(CARDS / name)
     args = build_engine_args(plan_engine(card, model_path(card, CACHE), "cuda"))
     for key, value in GPU_ARGS[name].items():
@@ -209,3 +214,17 @@ def test_cpu_profile_respects_an_explicit_binding(monkeypatch: pytest.MonkeyPatc
 def test_offline_weights_live_in_the_cache_dir() -> None:
     card = load_card(CARDS / "dev" / "tiny-random.yaml")
     assert model_path(card, CACHE) == "/cache/deepinfra-serve--tiny-random-llama"
+
+
+def test_engine_args_on_the_command_line() -> None:
+    """`deepinfra-serve engine-args` prints the plan the server would run with."""
+    out = subprocess.run(
+        [sys.executable, "-m", "deepinfra_serve.cli", "engine-args", "--device", "cuda",
+         "--card", str(CARDS / "mythomax-l2-13b-turbo.yaml")],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    printed = json.loads(out.stdout)
+    assert printed["device"] == "cuda"
+    assert printed["api_processes"] == 2
+    assert printed["engine_args"] == GPU_ARGS["mythomax-l2-13b-turbo.yaml"]
+    assert printed["env"] == {} and printed["changes"] == []

@@ -47,13 +47,13 @@ def eventually(check: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.05)
 
 
-def test_readiness_is_503_while_loading_and_200_after(
-    client: httpx.Client, startup_probes: list[tuple[int | None, int | None]]
+def test_readiness_and_health_are_503_while_loading_and_200_after(
+    client: httpx.Client, startup_probes: list[tuple[int | None, int | None, int | None]]
 ) -> None:
-    # HTTP answered while the engine was still loading: live 200, ready 503.
-    assert (200, 503) in startup_probes
-    first_live = next(i for i, (live, _) in enumerate(startup_probes) if live == 200)
-    assert all(ready == 503 for _, ready in startup_probes[first_live:-1])
+    # HTTP answered while the engine was still loading: live 200, ready and health 503.
+    assert (200, 503, 503) in startup_probes
+    first_live = next(i for i, (live, _, _) in enumerate(startup_probes) if live == 200)
+    assert all(ready == health == 503 for _, ready, health in startup_probes[first_live:-1])
     assert client.get("/health/ready").json() == {"status": "ready"}
     assert client.get("/health/live").json() == {"status": "alive"}
     assert client.get("/health").status_code == 200

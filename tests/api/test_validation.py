@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -79,6 +80,32 @@ COMPLETIONS_ONLY = [
 ]
 
 
+def _engine_requests(client: httpx.Client) -> tuple[float, float]:
+    """(requests the engine has finished, requests it holds now), from vLLM's own metrics."""
+    finished = held = 0.0
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("vllm:request_success_total{"):
+            finished += float(line.rsplit(" ", 1)[1])
+        elif line.startswith(("vllm:num_requests_running{", "vllm:num_requests_waiting{")):
+            held += float(line.rsplit(" ", 1)[1])
+    return finished, held
+
+
+@pytest.fixture(scope="module")
+def engine_before(client: httpx.Client) -> tuple[float, float]:
+    """The engine's counts before this module's first refusal (taken once it is idle)."""
+    deadline = time.monotonic() + 30
+    while (before := _engine_requests(client))[1]:  # earlier modules' work, finishing
+        assert time.monotonic() < deadline, "the engine never went idle"
+        time.sleep(0.1)
+    return before
+
+
+@pytest.fixture(autouse=True)
+def _counted(engine_before: tuple[float, float]) -> None:
+    """Taken before the module's first test."""
+
+
 def _check(r: httpx.Response, field: str) -> None:
     assert r.status_code == 422, r.text
     error = r.json()["error"]
@@ -127,7 +154,11 @@ def test_completions_over_long_prompt_gives_the_numbers(client: httpx.Client) ->
     )
 
 
-def test_server_still_serves_after_the_rejections(client: httpx.Client) -> None:
+def test_nothing_reached_the_engine_and_it_still_serves(
+    client: httpx.Client, engine_before: tuple[float, float]
+) -> None:
+    # Every refusal above happened before the engine: it finished and holds what it did before.
+    assert _engine_requests(client) == engine_before
     r = client.post(
         "/v1/openai/chat/completions", json={"model": MODEL, "messages": HELLO, "max_tokens": 2}
     )

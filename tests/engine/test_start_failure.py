@@ -1,4 +1,5 @@
-"""An engine that cannot start: the probes say so and the process exits non-zero."""
+"""An engine that cannot start: the process logs why and exits 1 (before any probe could be
+asked: the plan fails in the first second)."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from pathlib import Path
 from tests.server import TINY_CARD, free_port, serve_command
 
 
-def test_engine_start_failure_exits_non_zero(tmp_path: Path, cache_dir: Path) -> None:
+def test_engine_start_failure_is_logged_and_exits_1(tmp_path: Path, cache_dir: Path) -> None:
     card = tmp_path / "too-wide.yaml"
     # Eight tensor-parallel ranks cannot be placed on this machine's cores.
     card.write_text(
