@@ -29,6 +29,9 @@ from tests.sse import asse_lines
 
 from .engine import CACHE, Docker, base_image, daemon
 
+# Fetching the wheels, making the base and building take minutes on a fresh machine.
+pytestmark = pytest.mark.timeout(1800)
+
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "deepinfra-serve:test-cpu"
 MODEL = "deepinfra-serve/tiny-random-llama"
