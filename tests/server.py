@@ -88,11 +88,13 @@ def server_process(
                 raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
             if time.monotonic() > deadline:
                 raise RuntimeError(f"server not ready in {START_TIMEOUT_S} s:\n{_tail(log_path)}")
+            # /health last: once it says 200 the loop ends, so no earlier probe of the same
+            # round can have seen the engine ready.
+            live = _status(f"{base}/health/live") if probes is not None else None
+            ready = _status(f"{base}/health/ready") if probes is not None else None
             health = _status(f"{base}/health")
             if probes is not None:
-                probes.append(
-                    (_status(f"{base}/health/live"), _status(f"{base}/health/ready"), health)
-                )
+                probes.append((live, ready, health))
             if health == 200:
                 break
             time.sleep(0.5)
