@@ -77,6 +77,7 @@ IMAGE_DEBS := docker.io containerd runc iptables mmdebstrap
 image-test: install
 	@if ! command -v dockerd >/dev/null 2>&1 || ! command -v mmdebstrap >/dev/null 2>&1; then \
 	  .ci/install-debs $(IMAGE_DEBS); fi
+	$(BIN)/python -m tests.image.prepare
 	$(BIN)/pytest -s tests/image
 
 clean:

@@ -1,10 +1,10 @@
 """A container engine for the image test: a Docker daemon of the test's own, and a Debian base.
 
-No registry but the package registries is reachable from these machines, so `FROM
-python:3.11-slim` cannot be pulled: the base is Debian bookworm with python3, made with
-mmdebstrap from the Debian mirror and imported once. The daemon keeps its images under the
-weights cache (layers survive between runs on a developer's machine); its sockets and state
-are in a temporary folder, and it is stopped by its process id.
+No image registry is reachable from these machines, so `FROM python:3.11-slim` cannot be
+pulled: the base is the Debian bookworm with python3 that `prepare.py` made, imported once.
+The daemon keeps its images under the weights cache (layers survive between runs on a
+developer's machine); its sockets and state are in a temporary folder, and it is stopped by
+its process id.
 """
 
 from __future__ import annotations
@@ -21,11 +21,9 @@ import pytest
 
 from tests.server import stop
 
+from .prepare import BASE_TARBALL, CACHE
+
 BASE_IMAGE = "deepinfra-serve-test-base:bookworm"
-DEBIAN_MIRROR = os.environ.get("DEBIAN_MIRROR", "http://deb.debian.org/debian")
-CACHE = Path(
-    os.environ.get("DEEPINFRA_SERVE_TEST_CACHE", Path.home() / ".cache" / "deepinfra-serve")
-)
 
 
 def unavailable(why: str) -> None:
@@ -104,29 +102,11 @@ def daemon(work: Path) -> Iterator[Docker]:
                 subprocess.run(["umount", "--lazy", path], check=False)
 
 
-def base_image(docker: Docker, work: Path) -> str:
-    """Debian bookworm with python3 and its venv module, imported once into the daemon."""
+def base_image(docker: Docker) -> str:
+    """The Debian base `prepare.py` made, imported once into the daemon."""
     if docker.has_image(BASE_IMAGE):
         return BASE_IMAGE
-    if shutil.which("mmdebstrap") is None:
-        unavailable("mmdebstrap is not installed (it makes the base image)")
-    tarball = CACHE / "image-base" / "bookworm-python3.tar"
-    if not tarball.exists():
-        tarball.parent.mkdir(parents=True, exist_ok=True)
-        partial = tarball.with_suffix(".partial.tar")
-        subprocess.run(
-            [
-                "mmdebstrap",
-                "--variant=minbase",
-                "--include=python3,python3-venv",
-                "bookworm",
-                str(partial),
-                DEBIAN_MIRROR,
-            ],
-            check=True,
-            capture_output=True,
-            timeout=900,
-        )
-        partial.rename(tarball)
-    docker.run("import", str(tarball), BASE_IMAGE)
+    if not BASE_TARBALL.exists():
+        unavailable("no base image (`python -m tests.image.prepare` makes it)")
+    docker.run("import", str(BASE_TARBALL), BASE_IMAGE)
     return BASE_IMAGE

@@ -1,7 +1,7 @@
 """The container image users build, built here (CPU variant) and run for real.
 
-The Dockerfile is built with VARIANT=cpu over a Debian base made here (`engine.base_image`),
-torch's CPU wheel served to the build from this machine's wheel folder on loopback. The
+The Dockerfile is built with VARIANT=cpu over the Debian base `prepare.py` made, every wheel
+served to the build from the wheelhouse `prepare.py` fetched, on loopback. The
 container runs on the host's network, is spoken to on 127.0.0.1 only, and gets the tiny test
 card mounted where the Helm chart mounts a card.
 """
@@ -10,11 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import http.server
 import json
-import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,7 +25,8 @@ import pytest
 from tests.server import TINY_CARD, free_port
 from tests.sse import asse_lines
 
-from .engine import CACHE, Docker, base_image, daemon
+from .engine import Docker, base_image, daemon, unavailable
+from .prepare import wheelhouse
 
 # Fetching the wheels, making the base and building take minutes on a fresh machine.
 pytestmark = pytest.mark.timeout(1800)
@@ -40,23 +38,6 @@ CARD_PATH = "/etc/deepinfra-serve/card.yaml"  # where the chart mounts the relea
 CHAT = "/v1/openai/chat/completions"
 HELLO = [{"role": "user", "content": "Hello!"}]
 START_TIMEOUT_S = 300
-
-
-def wheelhouse() -> Path:
-    """Every wheel the CPU build installs, fetched here by this machine's pip (which knows
-    where torch's CPU wheel is), once per pyproject.toml: the build then needs no index (an
-    index reached from inside a build may not be the one this machine is set up for)."""
-    pyproject = (ROOT / "pyproject.toml").read_bytes()
-    folder = CACHE / "wheelhouse" / hashlib.sha256(pyproject).hexdigest()[:16]
-    if not (folder / "complete").exists():
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--quiet", "--dest", str(folder),
-             f"{ROOT}[cpu]", "setuptools>=68"],
-            check=True,
-            timeout=1200,
-        )  # fmt: skip
-        (folder / "complete").touch()
-    return folder
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
@@ -98,7 +79,9 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
     work = tmp_path_factory.mktemp("docker")
     with daemon(work) as docker:
         args = ["build", "--network", "host", "-t", IMAGE]
-        args += ["--build-arg", f"BASE={base_image(docker, work)}", "--build-arg", "VARIANT=cpu"]
+        args += ["--build-arg", f"BASE={base_image(docker)}", "--build-arg", "VARIANT=cpu"]
+        if not (wheelhouse() / "complete").exists():
+            unavailable("no wheelhouse (`python -m tests.image.prepare` fetches it)")
         with wheel_server(wheelhouse()) as links:
             args += ["--build-arg", f"PIP_FIND_LINKS={links}", "--build-arg", "PIP_NO_INDEX=1"]
             started = time.monotonic()
