@@ -135,8 +135,10 @@ def test_open_server_warns_at_start(server_log: Path, client: httpx.Client) -> N
 
 
 def test_request_timeout_aborts_the_engine_work(timed: str) -> None:
-    # 3 x 480 tokens, seeded (no early EOS): far more than 0.5 s of engine work.
-    long = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "seed": 5}
+    # 960 greedy tokens, far more than 0.5 s of engine work. Greedy, because with the tiny
+    # model's 512-token vocabulary a sampled run draws EOS within a few hundred tokens, at a
+    # place that depends on the CPU's arithmetic.
+    long = {"model": MODEL, "messages": HELLO, "max_tokens": 960, "temperature": 0}
     with httpx.Client(base_url=timed, timeout=30) as c:
         r = c.post(CHAT, json=long)
         assert r.status_code == 504
@@ -300,7 +302,8 @@ def test_a_second_sigterm_stops_at_once(cache_dir: Path, tmp_path: Path) -> None
 def test_engine_death_fails_every_request_and_exits_1(cache_dir: Path, tmp_path: Path) -> None:
     """A killed engine core: a stream gets an error event, a plain request 503 `engine_dead`,
     a webhook job delivers `failed`, the probes turn 503, and the process exits exactly 1."""
-    long = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "seed": 5}
+    # Greedy throughout, so that nothing ends early on a drawn EOS (see the timeout test).
+    long = {"model": MODEL, "messages": HELLO, "max_tokens": 960, "temperature": 0}
     env = {"DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32"}
     receiver = Receiver()
     threading.Thread(target=receiver.server.serve_forever, daemon=True).start()
@@ -309,7 +312,8 @@ def test_engine_death_fails_every_request_and_exits_1(cache_dir: Path, tmp_path:
         with server_process(TINY_CARD, cache_dir, tmp_path / "kill.log", env) as (url, proc):
             engine = _engine_core(proc)
             with httpx.Client(base_url=url, timeout=60) as c:
-                job = {"input": "Hello", "max_new_tokens": 900, "seed": 5, "webhook": receiver.url}
+                job = {"input": "Hello", "max_new_tokens": 900, "temperature": 0}
+                job["webhook"] = receiver.url
                 assert c.post(f"/v1/inference/{MODEL}", json=job).status_code == 200
                 waiting = threading.Thread(target=lambda: plain.append(c.post(CHAT, json=long)))
                 waiting.start()
@@ -351,7 +355,7 @@ def test_a_hung_engine_fails_the_probes_and_streams_then_exits(
 ) -> None:
     stall_s = 4.0
     env = {"DEEPINFRA_SERVE_ENGINE_STALL_TIMEOUT_S": str(stall_s)}
-    body = {"model": MODEL, "messages": HELLO, "max_tokens": 900, "seed": 5, "stream": True}
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": 900, "temperature": 0, "stream": True}
     with server_process(TINY_CARD, cache_dir, tmp_path / "hung.log", env) as (url, proc):
         engine = _engine_core(proc)
         try:
