@@ -1,10 +1,10 @@
-"""Where the API process spends its CPU per token: py-spy samples it under the streaming chat
-workload and the samples are attributed to this service's modules.
+"""Where the API process spends its CPU per token: py-spy samples it (only while it holds the
+GIL, so a loop waiting in epoll is not counted) under the streaming chat workload, and the
+process's own CPU time is read before and after.
 
-Each sample is charged to its innermost frame in `deepinfra_serve` (with what that frame
-called), or, when the stack has none below the command line's event loop, to the library it
-is in (uvicorn, starlette, asyncio, vLLM's client side, ...); the table lists the shares, so a
-change on the hot path shows where it moved CPU.
+Two tables: the functions the samples were in (self), and the functions on the stack
+(inclusive, which is how much a call costs with everything below it), so a change on the hot
+path shows where it moved CPU.
 
     python -m benchmarks.profile --card model_cards/dev/tiny-random.yaml --out benchmarks/out
 """
@@ -28,21 +28,32 @@ from deepinfra_serve.weights import prepare_weights
 from .servers import ours_command, server
 from .workload import run_level
 
-_LIBRARIES = ("uvicorn", "starlette", "fastapi", "asyncio", "vllm", "zmq", "msgspec", "orjson")
+
+def frame_name(frame: str) -> str:
+    """ "f (/x/site-packages/pkg/mod.py:12)" -> "f (pkg/mod.py)"."""
+    function, _, where = frame.partition(" (")
+    path = where.rsplit(":", 1)[0]
+    for marker in ("site-packages/", "/lib/python3", "src/"):
+        if marker in path:
+            path = path.split(marker, 1)[1]
+            break
+    return f"{function} ({path})"
 
 
-def attribute(stack: str) -> str:
-    """The module a collapsed py-spy stack ("f (path:line);g (path:line)") is charged to."""
-    frames = stack.split(";")
-    for frame in reversed(frames):
-        if "deepinfra_serve/" in frame and "deepinfra_serve/cli" not in frame:  # cli: the loop
-            path = frame[frame.index("deepinfra_serve/") :].split(":")[0]
-            return path.removesuffix(".py") + ":" + frame.split(" (")[0]
-    for frame in reversed(frames):
-        for lib in _LIBRARIES:
-            if f"/{lib}/" in frame or f"{lib}/" in frame.split("(")[-1]:
-                return lib
-    return "other"
+def shares(collapsed: str) -> tuple[int, Counter[str], Counter[str]]:
+    """Samples in all, and per function: self (innermost frame) and inclusive counts."""
+    own: Counter[str] = Counter()
+    under: Counter[str] = Counter()
+    total = 0
+    for line in collapsed.splitlines():
+        stack, _, count = line.rpartition(" ")
+        n = int(count)
+        total += n
+        names = [frame_name(f) for f in stack.split(";")]
+        own[names[-1]] += n
+        for name in set(names):
+            under[name] += n
+    return total, own, under
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -80,10 +91,12 @@ def main(argv: list[str] | None = None) -> int:
                 str(raw),
                 "-r",
                 "200",
+                "--gil",  # only samples holding the GIL: CPU, not a loop waiting in epoll
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
+        cpu = api.cpu_times()
         try:
             with tqdm(total=args.requests, unit="req", desc="profile") as bar:
                 samples, _ = asyncio.run(
@@ -94,19 +107,23 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             spy.send_signal(2)  # py-spy writes its file on SIGINT
             spy.wait(timeout=60)
+        used = api.cpu_times()
+        cpu_s = used.user + used.system - cpu.user - cpu.system
     tokens = sum(s.tokens for s in samples if s.ok)
-    shares: Counter[str] = Counter()
-    for line in raw.read_text().splitlines():
-        stack, _, count = line.rpartition(" ")
-        shares[attribute(stack)] += int(count)
-    total = sum(shares.values()) or 1
+    total, own, under = shares(raw.read_text())
+    total = total or 1
     lines = [
         f"{len(samples)} requests, {tokens} tokens, {total} samples of the API process "
-        f"at 200 Hz ({total / 200 * 1e6 / max(1, tokens):.0f} sampled ms / 1k tokens)",
+        f"at 200 Hz ({total / 200 * 1e6 / max(1, tokens):.0f} sampled ms / 1k tokens); "
+        f"the API process used {cpu_s * 1e6 / max(1, tokens):.0f} ms of CPU / 1k tokens",
         "",
-        "| where | share of samples |",
+        "| self | share of samples |",
         "|---|---:|",
-        *(f"| {k} | {v / total:.1%} |" for k, v in shares.most_common(args.top)),
+        *(f"| {k} | {v / total:.1%} |" for k, v in own.most_common(args.top)),
+        "",
+        "| inclusive | share of samples |",
+        "|---|---:|",
+        *(f"| {k} | {v / total:.1%} |" for k, v in under.most_common(2 * args.top)),
     ]
     report = "\n".join(lines) + "\n"
     (args.out / "profile.md").write_text(report)

@@ -20,6 +20,12 @@ from jinja2 import TemplateError
 from .cards import ModelCard
 from .errors import APIError
 
+# vLLM renders and tokenizes on a thread pool so that a long prompt does not hold the event
+# loop. For a short one the thread hops (template, then tokens) cost more than the work itself,
+# and the worker competes for the GIL with the loop: a prompt up to this many characters of
+# text is rendered inline (about 0.1 ms of work).
+INLINE_PROMPT_CHARS = 2048
+
 if TYPE_CHECKING:
     from .function_calling.calls import FunctionCalling
 
@@ -85,6 +91,12 @@ class ServedModel:
         # No local keeps the engine: something below may keep this frame (a stored traceback
         # or frame), and `shutdown` must be able to let go of the engine.
         model = cls(card, make_engine([progress.stat_logger]), None, progress)
+        # vLLM reads its settings from os.environ on every access, some for every token of
+        # every request (its per-token stats); its engine core caches them once started, and
+        # so does this process, whose environment is settled by now.
+        from vllm.envs import enable_envs_cache
+
+        enable_envs_cache()
         try:
             model.functions = FunctionCalling.of(card, model.engine)
             model._check_chat_template()
@@ -120,10 +132,12 @@ class ServedModel:
             if tools:
                 kwargs["tools"] = tools
             params = replace(params, chat_template_kwargs=kwargs)
+        renderer = self.engine.renderer
         try:
-            _, prompts = await self.engine.renderer.render_chat_async(
-                [messages], params, self._tok_params
-            )
+            if not tools and _text_size(messages) <= INLINE_PROMPT_CHARS:
+                _, prompts = renderer.render_chat([messages], params, self._tok_params)
+            else:
+                _, prompts = await renderer.render_chat_async([messages], params, self._tok_params)
         except (ValueError, TypeError, KeyError, TemplateError) as exc:
             # Template errors (e.g. "roles must alternate") are the conversation's fault.
             raise APIError(400, f"messages: {exc}", param="messages") from exc
@@ -144,7 +158,11 @@ class ServedModel:
                 )
             raw = {"prompt_token_ids": prompt}
             params = self._tok_params
-        [engine_prompt] = await self.engine.renderer.render_cmpl_async([raw], params)
+        renderer = self.engine.renderer
+        if len(prompt) <= INLINE_PROMPT_CHARS:  # characters, or token ids (nothing to encode)
+            [engine_prompt] = renderer.render_cmpl([raw], params)
+        else:
+            [engine_prompt] = await renderer.render_cmpl_async([raw], params)
         return engine_prompt
 
     @property
@@ -198,3 +216,15 @@ class ServedModel:
         modules and print a traceback; dropped here, it is collected while they are whole."""
         self.engine.shutdown()
         del self.engine
+
+
+def _text_size(messages: list[dict[str, Any]]) -> int:
+    """Characters of text in a conversation; content given as parts counts as long."""
+    size = 0
+    for message in messages:
+        content = message.get("content")
+        if isinstance(content, str):
+            size += len(content)
+        elif content is not None:
+            return INLINE_PROMPT_CHARS + 1
+    return size
