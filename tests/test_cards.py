@@ -118,6 +118,11 @@ BASE = (CARDS / "dev" / "tiny-random.yaml").read_text()
         (BASE.replace("apis: [openai, native]", "apis: [grpc]"), "apis.0"),
         (BASE.replace("name: deepinfra-serve/tiny-random-llama", "name: tiny"), "Owner/Name"),
         ("engine: [unclosed", "not valid YAML"),
+        # A key given twice is refused (YAML readers differ on which one wins), with its line.
+        (
+            BASE.replace("max_model_len: 1024", "max_model_len: 1024\n  max_model_len: 2048"),
+            "found the key 'max_model_len' twice",
+        ),
         ("- a list", "must be a YAML mapping"),
     ],
 )

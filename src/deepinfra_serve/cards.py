@@ -13,6 +13,8 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from . import strict_yaml
+
 Api = Literal["openai", "native"]
 
 # The most sequences one request may ask for on DeepInfra's APIs (`n`, `num_responses`): a card
@@ -179,7 +181,7 @@ class CardError(ValueError):
 def load_card(path: str | Path) -> ModelCard:
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = strict_yaml.load(path.read_text())
     except OSError as exc:
         raise CardError(f"{path}: cannot read model card: {exc.strerror}") from exc
     except yaml.YAMLError as exc:

@@ -53,6 +53,7 @@ def test_on_the_cpu_replicas_own_no_gpus() -> None:
         ("models: []", "models: List should have at least 1 item"),
         ("policy: random\nmodels: [{card: ../model_cards/mythomax-l2-13b-turbo.yaml}]", "policy"),
         ("models: [{card: ../model_cards/mythomax-l2-13b-turbo.yaml, replica: 2}]", "replica"),
+        ("gpus: 4\ngpus: 8\nmodels: []", "found the key 'gpus' twice"),
     ],
 )
 def test_a_broken_fleet_file_names_the_problem(text: str, message: str, tmp_path: Path) -> None:

@@ -10,6 +10,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from .. import strict_yaml
 from ..cards import CardError, ModelCard, load_card
 
 Policy = Literal["prefix", "leastconn", "roundrobin"]
@@ -72,7 +73,7 @@ def load_fleet(path: Path, *, device: str, first_port: int) -> Fleet:
 
     `device` auto: the file's, else what this machine has."""
     try:
-        spec = FleetSpec.model_validate(yaml.safe_load(path.read_text()))
+        spec = FleetSpec.model_validate(strict_yaml.load(path.read_text()))
     except (OSError, yaml.YAMLError) as exc:
         raise FleetError(f"{path}: cannot read fleet file: {exc}") from exc
     except ValidationError as exc:
