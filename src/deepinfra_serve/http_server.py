@@ -49,6 +49,7 @@ def run_server(
         port=settings.port,
         log_level=settings.log_level.lower(),
         access_log=False,  # the service writes its own JSON access lines
+        timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=5,
     )
     server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s)

@@ -61,6 +61,14 @@ class ServerSettings(BaseSettings):
     request_timeout_s: float = Field(
         600.0, gt=0, description="A request still running after this is aborted (504)."
     )
+    keep_alive_s: float = Field(
+        75.0,
+        gt=0,
+        description="How long an idle client connection is kept open. Longer than the idle "
+        "time of the clients and proxies in front (httpx and the openai client: 5 s; nginx "
+        "and cloud load balancers: 60 s), so that the server never closes a connection just "
+        "as one of them sends the next request on it.",
+    )
     shutdown_grace_s: float = Field(
         25.0, ge=0, description="On SIGTERM, how long in-flight requests may take to finish."
     )

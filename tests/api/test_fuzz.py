@@ -21,6 +21,7 @@ from schemathesis.specs.openapi.checks import (
 )
 
 from tests.api.test_webhooks import Receiver
+from tests.metrics import metric_sum
 
 MODEL = "deepinfra-serve/tiny-random-llama"
 EXAMPLES_PER_OPERATION = 40
@@ -52,12 +53,7 @@ def _pin(case: schemathesis.Case, webhook: str) -> None:
 
 def _engine_requests(base_url: str) -> float:
     """Requests the engine has finished, whatever the reason (vLLM's own counter)."""
-    metrics = httpx.get(f"{base_url}/metrics").text
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("vllm:request_success_total{")
-    )
+    return metric_sum(httpx.get(f"{base_url}/metrics").text, "vllm:request_success_total")
 
 
 def test_api_holds_up_to_fuzzing(base_url: str) -> None:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+import socket
 import time
 from typing import Any
 
 import httpx
+
+from tests.metrics import metric_sum
 
 MODEL = "deepinfra-serve/tiny-random-llama"
 LONG = {
@@ -21,10 +25,9 @@ LONG = {
 
 
 def running(client: httpx.Client) -> float:
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("vllm:num_requests_running{"):
-            return float(line.rsplit(" ", 1)[1])
-    raise AssertionError("vllm:num_requests_running not exported")
+    text = client.get("/metrics").text
+    assert "vllm:num_requests_running{" in text, "vllm:num_requests_running not exported"
+    return metric_sum(text, "vllm:num_requests_running")
 
 
 # An abort takes one engine step here (tens of ms); the bound leaves a loaded 2-core machine
@@ -142,3 +145,30 @@ def test_concurrent_seeded_requests_do_not_kill_the_cpu_engine(base_url: str) ->
 
     assert asyncio.run(go()) == [200] * 96
     assert httpx.get(f"{base_url}/health").status_code == 200
+
+
+def _exchange(sock: socket.socket, path: str) -> bytes:
+    """One keep-alive request on `sock`; its whole response (b"" if the server had closed)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: *(\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return data
+
+
+def test_an_idle_connection_outlives_the_clients_keep_alive(base_url: str) -> None:
+    # httpx (and so the openai client) reuses a connection idle for up to 5 s, uvicorn's own
+    # default keep-alive: the server, whose clock starts first, could close it just as the
+    # next request went out on it (a ReadError for that request). The server waits longer.
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        assert _exchange(sock, "/health/live").startswith(b"HTTP/1.1 200")
+        time.sleep(6)
+        assert _exchange(sock, "/health/live").startswith(b"HTTP/1.1 200")

@@ -8,6 +8,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.metrics import metric_sum
+
 MODEL = "deepinfra-serve/tiny-random-llama"
 HELLO = [{"role": "user", "content": "Hello!"}]
 
@@ -82,13 +84,9 @@ COMPLETIONS_ONLY = [
 
 def _engine_requests(client: httpx.Client) -> tuple[float, float]:
     """(requests the engine has finished, requests it holds now), from vLLM's own metrics."""
-    finished = held = 0.0
-    for line in client.get("/metrics").text.splitlines():
-        if line.startswith("vllm:request_success_total{"):
-            finished += float(line.rsplit(" ", 1)[1])
-        elif line.startswith(("vllm:num_requests_running{", "vllm:num_requests_waiting{")):
-            held += float(line.rsplit(" ", 1)[1])
-    return finished, held
+    text = client.get("/metrics").text
+    finished = metric_sum(text, "vllm:request_success_total")
+    return finished, metric_sum(text, "vllm:num_requests_running", "vllm:num_requests_waiting")
 
 
 @pytest.fixture(scope="module")

@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 from tests.api.test_resilience import ABORT_BOUND_S
+from tests.metrics import metric_sum
 from tests.server import TINY_CARD, server_process
 from tests.sse import asse_lines, sse_lines
 
@@ -79,14 +80,6 @@ def _gone(process: psutil.Process) -> bool:
         return True
 
 
-def _metric(text: str, name: str, **labels: str) -> float:
-    total = 0.0
-    for line in text.splitlines():
-        if line.startswith(name + "{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
-            total += float(line.rsplit(" ", 1)[1])
-    return total
-
-
 async def _post_all(url: str, n: int, body: dict[str, Any], headers: dict[str, str]) -> list[int]:
     async with httpx.AsyncClient(base_url=url, timeout=120, headers=headers) as ac:
         replies = await asyncio.gather(*(ac.post(CHAT, json=body) for _ in range(n)))
@@ -108,15 +101,15 @@ def test_both_processes_serve_and_metrics_add_up(two: tuple[str, Any, Path]) -> 
     served = _pids(log, r'"message": "access".*"status": 200')
     assert len(served) == 2 and served <= api_pids
     labels = {"api": "chat", "status": "200", "finish_reason": "length"}
-    sent = _metric(after, "deepinfra_requests_total", **labels) - _metric(
+    sent = metric_sum(after, "deepinfra_requests_total", **labels) - metric_sum(
         before, "deepinfra_requests_total", **labels
     )
     assert sent == 24  # counted once each, whichever process served it
-    tokens = _metric(after, "deepinfra_generation_tokens_total") - _metric(
+    tokens = metric_sum(after, "deepinfra_generation_tokens_total") - metric_sum(
         before, "deepinfra_generation_tokens_total"
     )
     assert tokens == 24 * 4
-    assert _metric(after, "deepinfra_engine_ready") == 1
+    assert metric_sum(after, "deepinfra_engine_ready") == 1
     assert "vllm:" in after  # the engine's own metrics come through too
 
 
@@ -138,7 +131,7 @@ def test_the_concurrency_limit_holds_across_processes(two: tuple[str, Any, Path]
             held = [ac.stream("POST", CHAT, json=long) for _ in range(LIMIT)]
             streams = [await h.__aenter__() for h in held]  # LIMIT streams, in either process
             assert [r.status_code for r in streams] == [200] * LIMIT
-            in_flight = _metric((await ac.get("/metrics")).text, "deepinfra_requests_in_flight")
+            in_flight = metric_sum((await ac.get("/metrics")).text, "deepinfra_requests_in_flight")
             refused: list[int] = []
             for _ in range(10):  # new connections, until both processes have said no
                 refused += await _post_all(url, 8, SHORT, AUTH)
@@ -190,7 +183,7 @@ def test_sigterm_drains_20_streams_in_both_processes(two: tuple[str, Any, Path])
         async with httpx.AsyncClient(base_url=url, timeout=120, headers=AUTH) as ac:
             streams = [asyncio.create_task(stream(ac)) for _ in range(LIMIT)]
             deadline = time.monotonic() + 30
-            while _metric((await ac.get("/metrics")).text, "deepinfra_requests_in_flight") < 20:
+            while metric_sum((await ac.get("/metrics")).text, "deepinfra_requests_in_flight") < 20:
                 assert time.monotonic() < deadline, "20 streams never ran together"
                 await asyncio.sleep(0.05)
             proc.send_signal(signal.SIGTERM)

@@ -18,6 +18,7 @@ import pytest
 
 from tests.api.test_resilience import ABORT_BOUND_S, settles_to_zero
 from tests.api.test_webhooks import Receiver
+from tests.metrics import metric_sum
 from tests.server import TINY_CARD, server_process
 from tests.sse import asse_lines, sse_lines
 
@@ -123,11 +124,7 @@ def test_the_concurrency_limit_is_forced_429_and_the_engine_never_holds_more(
 
 
 def _engine_requests(metrics: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith(("vllm:num_requests_running{", "vllm:num_requests_waiting{"))
-    )
+    return metric_sum(metrics, "vllm:num_requests_running", "vllm:num_requests_waiting")
 
 
 def test_open_server_warns_at_start(server_log: Path, client: httpx.Client) -> None:
@@ -190,11 +187,7 @@ def _polling(url: str, paths: tuple[str, ...]) -> Iterator[dict[str, set[int]]]:
 
 
 def _in_flight(metrics: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("deepinfra_requests_in_flight{")
-    )
+    return metric_sum(metrics, "deepinfra_requests_in_flight")
 
 
 async def _stream_all(url: str, n: int, body: dict[str, Any]) -> list[tuple[int, list[str]]]:

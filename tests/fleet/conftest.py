@@ -18,6 +18,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..metrics import metric_sum
 from ..server import ROOT, free_port
 
 SPEC = ROOT / "fleets" / "dev" / "tiny.yaml"
@@ -57,13 +58,9 @@ class RunningFleet:
 
     def metric(self, name: str, sample: str, **labels: str) -> float:
         """Sum of a replica's samples of one metric whose labels include `labels`."""
-        total = 0.0
-        for line in httpx.get(f"{self.replicas[name]}/metrics", timeout=10).text.splitlines():
-            if line.startswith(sample + "{") and all(
-                f'{k}="{v}"' in line for k, v in labels.items()
-            ):
-                total += float(line.rsplit(" ", 1)[1])
-        return total
+        return metric_sum(
+            httpx.get(f"{self.replicas[name]}/metrics", timeout=10).text, sample, **labels
+        )
 
     def ready(self, name: str) -> bool:
         try:

@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.metrics import metric_sum
 from tests.server import TINY_CARD, free_port
 from tests.sse import asse_lines
 
@@ -203,8 +204,4 @@ def _finish(line: str) -> str | None:
 
 
 def _in_flight(metrics: str) -> float:
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in metrics.splitlines()
-        if line.startswith("deepinfra_requests_in_flight{")
-    )
+    return metric_sum(metrics, "deepinfra_requests_in_flight")
