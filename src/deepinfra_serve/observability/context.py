@@ -83,7 +83,8 @@ class RequestRecord:
     def settle(self, usage: Usage, finish_reason: str | None) -> None:
         """The request's usage, once its generation has ended."""
         if self.accounted:
-            metrics.bill(self.model, self.api, usage)
+            if self.api is not None:
+                metrics.billing(self.model, self.api).bill(usage)
         else:
             self.usage = usage
             self.finish_reason = finish_reason

@@ -89,16 +89,34 @@ ENGINE_READY = Gauge(
 )
 
 
-def bill(model: str, api: str | None, usage: Usage) -> None:
-    """Tokens and cost of one request, counted once whichever way it ended."""
-    if api is None:
-        return
-    if usage.prompt_tokens:
-        PROMPT_TOKENS.labels(model, api).inc(usage.prompt_tokens)
-    if usage.completion_tokens:
-        GENERATION_TOKENS.labels(model, api).inc(usage.completion_tokens)
-    if usage.estimated_cost:
-        COST.labels(model, api).inc(usage.estimated_cost)
+class Billing:
+    """One API's token and cost counters, looked up once: the middleware bills each request
+    through it, and a webhook job whose usage settles after its HTTP request ended too."""
+
+    __slots__ = ("cost", "generation", "prompt")
+
+    def __init__(self, model: str, api: str) -> None:
+        self.prompt = PROMPT_TOKENS.labels(model, api)
+        self.generation = GENERATION_TOKENS.labels(model, api)
+        self.cost = COST.labels(model, api)
+
+    def bill(self, usage: Usage) -> None:
+        if usage.prompt_tokens:
+            self.prompt.inc(usage.prompt_tokens)
+        if usage.completion_tokens:
+            self.generation.inc(usage.completion_tokens)
+        if usage.estimated_cost:
+            self.cost.inc(usage.estimated_cost)
+
+
+_billing: dict[tuple[str, str], Billing] = {}
+
+
+def billing(model: str, api: str) -> Billing:
+    found = _billing.get((model, api))
+    if found is None:
+        found = _billing[(model, api)] = Billing(model, api)
+    return found
 
 
 WEBHOOK_DELIVERIES = Counter(

@@ -23,16 +23,14 @@ access_log = logging.getLogger("deepinfra_serve.access")
 class _Series:
     """One API's labelled metric children, looked up once rather than on every request."""
 
-    __slots__ = ("cost", "e2e", "generation", "in_flight", "itl", "prompt", "requests", "ttft")
+    __slots__ = ("billing", "e2e", "in_flight", "itl", "requests", "ttft")
 
     def __init__(self, model: str, api: str) -> None:
         self.in_flight = metrics.IN_FLIGHT.labels(model, api)
         self.e2e = metrics.E2E.labels(model, api)
         self.ttft = metrics.TTFT.labels(model, api)
         self.itl = metrics.ITL.labels(model, api)
-        self.prompt = metrics.PROMPT_TOKENS.labels(model, api)
-        self.generation = metrics.GENERATION_TOKENS.labels(model, api)
-        self.cost = metrics.COST.labels(model, api)
+        self.billing = metrics.billing(model, api)
         self.requests: dict[tuple[int, str], Any] = {}
 
 
@@ -99,12 +97,7 @@ class ObservabilityMiddleware:
             series.ttft.observe(record.first_token_at - record.started)
             if usage.completion_tokens > 1:
                 series.itl.observe((ended - record.first_token_at) / (usage.completion_tokens - 1))
-        if usage.prompt_tokens:
-            series.prompt.inc(usage.prompt_tokens)
-        if usage.completion_tokens:
-            series.generation.inc(usage.completion_tokens)
-        if usage.estimated_cost:
-            series.cost.inc(usage.estimated_cost)
+        series.billing.bill(usage)
         record.accounted = True
         line: dict[str, Any] = {
             "request_id": record.request_id,
