@@ -30,8 +30,11 @@ from .workload import PROMPT
 
 async def run_level(
     model: ServedModel, prompt: dict[str, Any], concurrency: int, requests: int, max_tokens: int
-) -> tuple[int, float]:
-    """(output tokens, seconds) for `requests` streams, `concurrency` at a time."""
+) -> tuple[int, float, float]:
+    """(output tokens, seconds, CPU seconds of this process) for `requests` streams,
+    `concurrency` at a time. The CPU time is vLLM's client side (receiving, detokenizing and
+    handing out each step's outputs, adding requests) plus this small driver: the floor of
+    what any API process over `AsyncLLM` spends per token."""
     from vllm import SamplingParams
     from vllm.sampling_params import RequestOutputKind
 
@@ -53,9 +56,9 @@ async def run_level(
             async for out in model.generate(prompt, params, f"limit-{concurrency}-{w}-{i}"):
                 tokens += len(out.outputs[0].token_ids)
 
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     await asyncio.gather(*(worker(w) for w in range(concurrency)))
-    return tokens, time.perf_counter() - started
+    return tokens, time.perf_counter() - started, time.process_time() - cpu
 
 
 async def measure(args: argparse.Namespace) -> dict[int, dict[str, float]]:
@@ -71,11 +74,12 @@ async def measure(args: argparse.Namespace) -> dict[int, dict[str, float]]:
             n = args.requests or max(64, 8 * c)
             rates = []
             for _ in range(args.rounds):
-                tokens, seconds = await run_level(model, prompt, c, n, args.max_tokens)
-                rates.append((tokens / seconds, n / seconds))
+                tokens, seconds, cpu = await run_level(model, prompt, c, n, args.max_tokens)
+                rates.append((tokens / seconds, n / seconds, cpu * 1e6 / tokens))
             results[c] = {
                 "output_tokens_per_s": statistics.median(r[0] for r in rates),
                 "requests_per_s": statistics.median(r[1] for r in rates),
+                "client_cpu_ms_per_1k_tokens": statistics.median(r[2] for r in rates),
             }
             print(f"limit at {c}: {results[c]['output_tokens_per_s']:.0f} tok/s", flush=True)
         return results

@@ -121,15 +121,16 @@ def limit_markdown(
     """Each server's throughput as a fraction of the engine driven in-process (no HTTP)."""
     names = servers(combined)
     lines = [
-        "| concurrency | limit: AsyncLLM in-process, tok/s | "
+        "| concurrency | limit: AsyncLLM in-process, tok/s | its client-side CPU ms / 1k tokens | "
         + " | ".join(f"{n} / limit" for n in names)
         + " |",
-        "|---:|---:|" + "---:|" * len(names),
+        "|---:|---:|---:|" + "---:|" * len(names),
     ]
     for c in levels:
         if c not in limit:
             continue
         cap = limit[c]["output_tokens_per_s"]
+        floor = limit[c].get("client_cpu_ms_per_1k_tokens")
         shares = " | ".join(f"{combined[(n, c)]['output_tokens_per_s'] / cap:.3f}" for n in names)
-        lines.append(f"| {c} | {cap:.0f} | {shares} |")
+        lines.append(f"| {c} | {cap:.0f} | {'-' if floor is None else f'{floor:.0f}'} | {shares} |")
     return "\n".join(lines) + "\n"
