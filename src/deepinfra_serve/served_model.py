@@ -134,7 +134,7 @@ class ServedModel:
             params = replace(params, chat_template_kwargs=kwargs)
         renderer = self.engine.renderer
         try:
-            if not tools and _text_size(messages) <= INLINE_PROMPT_CHARS:
+            if not tools and not template_kwargs and _text_size(messages) <= INLINE_PROMPT_CHARS:
                 _, prompts = renderer.render_chat([messages], params, self._tok_params)
             else:
                 _, prompts = await renderer.render_chat_async([messages], params, self._tok_params)
@@ -219,12 +219,13 @@ class ServedModel:
 
 
 def _text_size(messages: list[dict[str, Any]]) -> int:
-    """Characters of text in a conversation; content given as parts counts as long."""
+    """Characters of text in a conversation; content given as parts, and tool calls, count as
+    long (the inline path must stay short whatever the request holds)."""
     size = 0
     for message in messages:
         content = message.get("content")
         if isinstance(content, str):
             size += len(content)
-        elif content is not None:
+        elif content is not None or message.get("tool_calls"):
             return INLINE_PROMPT_CHARS + 1
     return size

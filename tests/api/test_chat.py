@@ -216,3 +216,25 @@ def test_same_api_without_the_openai_segment(client: httpx.Client) -> None:
     )
     assert r.status_code == 200
     assert r.json()["object"] == "chat.completion"
+
+
+@pytest.mark.parametrize("words", [5, 200])
+def test_inline_and_thread_pool_rendering_give_the_same_prompt(
+    client: httpx.Client, words: int
+) -> None:
+    # A short conversation is rendered on the event loop; one with template arguments, or
+    # longer than 2,048 characters (200 x " techniques", one token each in the test
+    # tokenizer), goes through vLLM's thread pool. Same tokens either way.
+    text = " techniques" * words
+    body = {
+        "model": MODEL,
+        "messages": [{"role": "user", "content": text}],
+        "max_tokens": 4,
+        "temperature": 0,
+    }
+    inline = client.post("/v1/openai/chat/completions", json=body).json()
+    pooled = client.post(
+        "/v1/openai/chat/completions", json={**body, "chat_template_kwargs": {"unused": 1}}
+    ).json()
+    assert inline["usage"]["prompt_tokens"] == pooled["usage"]["prompt_tokens"] > words
+    assert inline["choices"][0]["message"] == pooled["choices"][0]["message"]
