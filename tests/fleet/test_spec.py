@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import os
 import shutil
 import subprocess
 import sys
@@ -28,13 +29,27 @@ def test_each_replica_owns_its_cards_gpus() -> None:
     ]
 
 
-def test_on_the_cpu_replicas_own_no_gpus() -> None:
+def test_on_the_cpu_replicas_take_the_cores_in_turn(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # Each engine computes on a core of its own where there are enough; left to vLLM, all of
+    # them would bind to the first core.
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1})
     fleet = load_fleet(ROOT / "fleets" / "cpu-demo.yaml", device="cpu", first_port=8001)
-    assert [(r.name, r.gpus, r.port) for r in fleet.replicas] == [
-        ("huggingfacetb-smollm2-135m-instruct-0", (), 8001),
-        ("deepinfra-serve-tiny-random-llama-0", (), 8002),
-        ("deepinfra-serve-tiny-random-llama-1", (), 8003),
+    assert [(r.name, r.gpus, r.cpus, r.port) for r in fleet.replicas] == [
+        ("huggingfacetb-smollm2-135m-instruct-0", (), (0,), 8001),
+        ("deepinfra-serve-tiny-random-llama-0", (), (1,), 8002),
+        ("deepinfra-serve-tiny-random-llama-1", (), (0,), 8003),
     ]
+    code = main(
+        ["fleet", "--spec", str(ROOT / "fleets" / "cpu-demo.yaml"), "--device", "cpu",
+         "--run-dir", str(tmp_path), "--config-only"]
+    )  # fmt: skip
+    assert code == 0
+    conf = configparser.ConfigParser(interpolation=None)
+    conf.read(tmp_path / "supervisord.conf")
+    env = conf["program:deepinfra-serve-tiny-random-llama-0"]["environment"]
+    assert 'VLLM_CPU_OMP_THREADS_BIND="1"' in env and "CUDA_VISIBLE_DEVICES" not in env
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,6 +47,10 @@ class Replica:
     card_path: Path
     port: int
     gpus: tuple[int, ...]  # CUDA devices it owns; empty on the CPU
+    # On the CPU, the cores its engine computes on, one per tensor-parallel rank, taken in turn
+    # from the node's: left to vLLM, every replica's engine would bind to the first core (and a
+    # replica loading there would wait behind the others' work); empty on GPUs.
+    cpus: tuple[int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -99,16 +104,22 @@ def load_fleet(path: Path, *, device: str, first_port: int) -> Fleet:
         cards.append((card, card_path))
 
     replicas: list[Replica] = []
-    next_gpu = 0
+    next_gpu = next_cpu = 0
+    cores = sorted(os.sched_getaffinity(0))
     for (card, card_path), model in zip(cards, spec.models, strict=True):
+        tp = card.engine.tensor_parallel_size
         for index in range(model.replicas):
             gpus: tuple[int, ...] = ()
+            cpus: tuple[int, ...] = ()
             if device == "cuda":
-                tp = card.engine.tensor_parallel_size
                 gpus = tuple(range(next_gpu, next_gpu + tp))
                 next_gpu += tp
+            else:
+                cpus = tuple(cores[(next_cpu + rank) % len(cores)] for rank in range(tp))
+                next_cpu += tp
             port = first_port + len(replicas)
-            replicas.append(Replica(f"{slug(card.name)}-{index}", card, card_path, port, gpus))
+            name = f"{slug(card.name)}-{index}"
+            replicas.append(Replica(name, card, card_path, port, gpus, cpus))
     if device == "cuda" and next_gpu > spec.gpus:
         raise FleetError(
             f"{path}: the replicas need {next_gpu} GPUs (tensor_parallel_size each), "
