@@ -16,9 +16,9 @@ import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 
-import pytest
-
+from tests import prerequisites
 from tests.server import stop
 
 from .prepare import BASE_TARBALL, CACHE
@@ -26,12 +26,9 @@ from .prepare import BASE_TARBALL, CACHE
 BASE_IMAGE = "deepinfra-serve-test-base:bookworm"
 
 
-def unavailable(why: str) -> None:
-    """Skip where no container engine can be started; in CI that is a failure."""
-    message = f"no container engine: {why}"
-    if os.environ.get("CI"):
-        pytest.fail(message + " (CI installs one: .ci/run)")
-    pytest.skip(message + " (`make image-test` installs one as root)")
+def unavailable(why: str) -> NoReturn:
+    """No container engine can be started here."""
+    prerequisites.unavailable(f"no container engine: {why} (`make image-test` installs one)")
 
 
 class Docker:
