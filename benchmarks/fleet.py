@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import os
 import random
@@ -35,7 +34,7 @@ from deepinfra_serve.cards import load_card
 
 from .measure import percentile, summarize
 from .report import machine
-from .workload import Sample, one_request, run_level
+from .workload import run, run_level
 
 WORDS = [
     "lamb",
@@ -124,39 +123,29 @@ def counter(urls: list[str], name: str) -> float:
     return total
 
 
-async def shared_prefix_run(
-    base: str, model: str, docs: int, questions: int, concurrency: int, max_tokens: int
-) -> list[Sample]:
+def shared_prefix_bodies(
+    model: str, docs: int, questions: int, max_tokens: int
+) -> list[dict[str, Any]]:
     rng = random.Random(7)
     prompts = [
         f"Document {d}: " + " ".join(rng.choice(WORDS) for _ in range(160)) for d in range(docs)
     ]
     work = [(d, q) for d in range(docs) for q in range(questions)]
     rng.shuffle(work)
-    queue: asyncio.Queue[tuple[int, int]] = asyncio.Queue()
-    for item in work:
-        queue.put_nowait(item)
-    samples: list[Sample] = []
-
-    async def worker(client: httpx.AsyncClient) -> None:
-        while not queue.empty():
-            d, q = queue.get_nowait()
-            body = {
-                "model": model,
-                "messages": [
-                    {"role": "system", "content": prompts[d]},
-                    {"role": "user", "content": f"Question {q}: what does the chef cook?"},
-                ],
-                "max_tokens": max_tokens,
-                "temperature": 1.0,
-                "seed": d * 1000 + q,
-                "stream": True,
-            }
-            samples.append(await one_request(client, "/v1/openai/chat/completions", body))
-
-    async with httpx.AsyncClient(base_url=base, timeout=600) as client:
-        await asyncio.gather(*(worker(client) for _ in range(concurrency)))
-    return samples
+    return [
+        {
+            "model": model,
+            "messages": [
+                {"role": "system", "content": prompts[d]},
+                {"role": "user", "content": f"Question {q}: what does the chef cook?"},
+            ],
+            "max_tokens": max_tokens,
+            "temperature": 1.0,
+            "seed": d * 1000 + q,
+            "stream": True,
+        }
+        for d, q in work
+    ]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -195,21 +184,17 @@ def main(argv: list[str] | None = None) -> int:
     ):
         targets = {"direct": replica, "front door": f"http://127.0.0.1:{port}"}
         for base in targets.values():  # warm-up
-            asyncio.run(run_level(base, path, model, 4, 8, args.max_tokens, tqdm(disable=True)))
+            run_level(base, path, model, 4, 8, args.max_tokens)
         rows: dict[tuple[str, int], list[Any]] = {}
         for rnd in range(args.rounds):
             for c in levels:
                 order = list(targets) if rnd % 2 == 0 else list(reversed(targets))
                 for name in order:
                     bar.set_postfix(target=name, streams=c, round=rnd + 1)
-                    samples, elapsed = asyncio.run(
-                        run_level(
-                            targets[name], path, model, c, max(64, 8 * c), args.max_tokens, bar
-                        )
+                    level = run_level(
+                        targets[name], path, model, c, max(64, 8 * c), args.max_tokens, bar
                     )
-                    rows.setdefault((name, c), []).append(
-                        summarize(name, c, rnd + 1, samples, elapsed, 0.0)
-                    )
+                    rows.setdefault((name, c), []).append(summarize(name, c, rnd + 1, level, 0.0))
     for c in levels:
         direct, front = rows[("direct", c)], rows[("front door", c)]
         ratios = [
@@ -246,12 +231,8 @@ def main(argv: list[str] | None = None) -> int:
                 counter(replicas, "vllm:prefix_cache_hits_total"),
                 counter(replicas, "vllm:prefix_cache_queries_total"),
             )
-            samples = asyncio.run(
-                shared_prefix_run(
-                    f"http://127.0.0.1:{port}", model, args.docs, args.questions,
-                    args.prefix_concurrency, args.max_tokens,
-                )
-            )  # fmt: skip
+            bodies = shared_prefix_bodies(model, args.docs, args.questions, args.max_tokens)
+            samples = run(f"http://127.0.0.1:{port}", path, bodies, args.prefix_concurrency).samples
             hits = counter(replicas, "vllm:prefix_cache_hits_total") - hits
             queries = counter(replicas, "vllm:prefix_cache_queries_total") - queries
         ttfts = [s.ttft for s in samples if s.ok and s.ttft is not None]

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 
 import psutil
 
-from .workload import Sample
+from .workload import Level
 
 
 @dataclass
@@ -25,6 +25,7 @@ class Summary:
     itl_p50_ms: float
     itl_p99_ms: float
     api_cpu_ms_per_1k_tokens: float
+    client_cpu_ms_per_1k_tokens: float
     error_kinds: dict[str, int]
 
 
@@ -55,11 +56,12 @@ def summarize(
     server_name: str,
     concurrency: int,
     rnd: int,
-    samples: list[Sample],
-    elapsed: float,
+    level: Level,
     api_cpu_s: float,
 ) -> Summary:
+    samples, elapsed = level.samples, level.elapsed
     ok = [s for s in samples if s.ok]
+    tokens = max(1, sum(s.tokens for s in ok))
     ttft = [s.ttft * 1000 for s in ok if s.ttft is not None]
     itl = [s.itl * 1000 for s in ok if s.itl is not None]
     return Summary(
@@ -74,7 +76,8 @@ def summarize(
         ttft_p99_ms=percentile(ttft, 99),
         itl_p50_ms=percentile(itl, 50),
         itl_p99_ms=percentile(itl, 99),
-        api_cpu_ms_per_1k_tokens=api_cpu_s * 1e6 / max(1, sum(s.tokens for s in ok)),
+        api_cpu_ms_per_1k_tokens=api_cpu_s * 1e6 / tokens,
+        client_cpu_ms_per_1k_tokens=level.client_cpu_s * 1e6 / tokens,
         error_kinds=dict(Counter(s.error for s in samples if not s.ok)),
     )
 
@@ -95,6 +98,7 @@ def combine(rows: list[Summary]) -> dict[tuple[str, int], dict[str, float]]:
                 "itl_p50_ms",
                 "itl_p99_ms",
                 "api_cpu_ms_per_1k_tokens",
+                "client_cpu_ms_per_1k_tokens",
             )
         }
         figures["errors"] = sum(r.errors for r in group)

@@ -12,7 +12,6 @@ path shows where it moved CPU.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import os
 import subprocess
 import sys
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     cmd = ours_command(args.card, port, args.cache_dir)
     with server("deepinfra-serve", cmd, env, base, args.out / "profile-server.log") as api:
         path = "/v1/openai/chat/completions"
-        asyncio.run(run_level(base, path, card.name, 4, 8, args.max_tokens, tqdm(disable=True)))
+        run_level(base, path, card.name, 4, 8, args.max_tokens)
         spy = subprocess.Popen(
             [
                 str(Path(sys.executable).parent / "py-spy"),
@@ -99,11 +98,9 @@ def main(argv: list[str] | None = None) -> int:
         cpu = api.cpu_times()
         try:
             with tqdm(total=args.requests, unit="req", desc="profile") as bar:
-                samples, _ = asyncio.run(
-                    run_level(
-                        base, path, card.name, args.concurrency, args.requests, args.max_tokens, bar
-                    )
-                )
+                samples = run_level(
+                    base, path, card.name, args.concurrency, args.requests, args.max_tokens, bar
+                ).samples
         finally:
             spy.send_signal(2)  # py-spy writes its file on SIGINT
             spy.wait(timeout=60)

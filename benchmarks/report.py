@@ -21,8 +21,9 @@ def servers(combined: dict[tuple[str, int], dict[str, float]]) -> list[str]:
 def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int]) -> str:
     lines = [
         "| concurrency | server | output tok/s | req/s | TTFT p50 ms | TTFT p99 ms | "
-        "ITL p50 ms | ITL p99 ms | API CPU ms / 1k tokens | errors |",
-        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "ITL p50 ms | ITL p99 ms | API CPU ms / 1k tokens | load generator CPU ms / 1k tokens "
+        "| errors |",
+        "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in levels:
         for name in servers(combined):
@@ -31,6 +32,7 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
                 f"| {c} | {name} | {f['output_tokens_per_s']:.1f} | {f['requests_per_s']:.2f} | "
                 f"{f['ttft_p50_ms']:.1f} | {f['ttft_p99_ms']:.1f} | {f['itl_p50_ms']:.2f} | "
                 f"{f['itl_p99_ms']:.2f} | {f['api_cpu_ms_per_1k_tokens']:.0f} | "
+                f"{f['client_cpu_ms_per_1k_tokens']:.0f} | "
                 f"{int(f['errors'])}/{int(f['requests'])} |"
             )
     lines += [

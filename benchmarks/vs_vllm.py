@@ -14,7 +14,6 @@ measurements minutes apart at most), then the median over rounds, with the lowes
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
@@ -98,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         }
         bar = stack.enter_context(tqdm(total=total, unit="req", desc="benchmark"))
         for _, _, base, path in commands.values():  # warm-up, not measured
-            asyncio.run(run_level(base, path, card.name, 4, 8, args.max_tokens, tqdm(disable=True)))
+            run_level(base, path, card.name, 4, 8, args.max_tokens)
         for rnd in range(args.rounds):
             for c in levels:
                 order = list(commands) if rnd % 2 == 0 else list(reversed(commands))
@@ -107,11 +106,9 @@ def main(argv: list[str] | None = None) -> int:
                     bar.set_postfix(server=name, concurrency=c, round=rnd + 1)
                     n = args.requests or max(64, 8 * c)
                     cpu = cpu_seconds(front_ends[name])
-                    samples, elapsed = asyncio.run(
-                        run_level(base, path, card.name, c, n, args.max_tokens, bar)
-                    )
+                    level = run_level(base, path, card.name, c, n, args.max_tokens, bar)
                     cpu = cpu_seconds(front_ends[name]) - cpu
-                    rows.append(summarize(name, c, rnd + 1, samples, elapsed, cpu))
+                    rows.append(summarize(name, c, rnd + 1, level, cpu))
     combined = combine(rows)
     table = markdown(combined, levels)
     for name in names.values():

@@ -34,29 +34,41 @@ async def _disconnected(request: Request) -> None:
 async def serve_request(request: Request, work: Awaitable[Any], timeout_s: float) -> Any:
     """Run a handler's work until it answers, the client disconnects, or `timeout_s` passes.
 
-    A streaming answer gets the rest of the time budget as the deadline of its stream.
+    The work runs in the request's own task; one timer and one disconnect watcher bound it and,
+    for a streaming answer, its stream (`guard_stream`). Either cancels the task only while it
+    waits on the work or for the next frame, so the cancellation never lands elsewhere; no task
+    per request is spawned for the work, nor a task group per stream.
     """
+    task = asyncio.current_task()
+    assert task is not None
     loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    task = asyncio.ensure_future(work)
-    watcher = asyncio.ensure_future(_disconnected(request))
+    watch = _Watch(task)
+    watch.timer = loop.call_at(loop.time() + timeout_s, watch.expire)
+    watch.watcher = loop.create_task(_disconnected(request))
+    watch.watcher.add_done_callback(watch.disconnect)
+    watch.waiting = True
     try:
-        done, _ = await asyncio.wait(
-            {task, watcher}, timeout=timeout_s, return_when=asyncio.FIRST_COMPLETED
-        )
-    finally:
-        watcher.cancel()
-    if task not in done:
-        task.cancel()
-        if watcher in done:
-            log.info("client disconnected; request aborted")
-            return Response(status_code=CLIENT_CLOSED)
-        raise timed_out(timeout_s)
-    result = task.result()
+        result = await work
+    except asyncio.CancelledError:
+        watch.waiting = False
+        watch.stop()
+        if not watch.ended or task.uncancel() > 0:
+            raise  # a cancellation from outside
+        if watch.expired:
+            raise timed_out(timeout_s) from None
+        log.info("client disconnected; request aborted")
+        return Response(status_code=CLIENT_CLOSED)
+    except BaseException:
+        watch.waiting = False
+        watch.stop()
+        raise
+    watch.waiting = False
     if isinstance(result, EventStream):
         result.body_iterator = guard_stream(
-            result.body_iterator, deadline, timeout_s, current().endpoint.native
+            result.body_iterator, watch, timeout_s, current().endpoint.native
         )
+    else:
+        watch.stop()
     return result
 
 
@@ -66,55 +78,78 @@ def _error_frame(err: APIError, native: bool) -> bytes:
 
 
 async def guard_stream(
-    frames: AsyncIterator[bytes], deadline: float, timeout_s: float, native: bool
+    frames: AsyncIterator[bytes], watch: _Watch, timeout_s: float, native: bool
 ) -> AsyncIterator[bytes]:
-    """Pass frames through until `deadline`; a timeout or an engine failure after the headers
-    went out becomes an error event (the status line can no longer change).
+    """Pass frames through until the request's deadline or the client goes away; a timeout or
+    an engine failure after the headers went out becomes an error event (the status line can
+    no longer change).
 
-    One timer per stream, not one per frame: when it fires while the stream waits for its
-    next frame, it cancels that wait; when it fires while the frame is being sent, the stream
-    ends before the next wait. Per frame that costs two attribute writes, where a timeout
-    context costs an object and a timer heap entry.
+    Per frame this costs two attribute writes (where a timeout context costs an object and a
+    timer heap entry, and Starlette's disconnect watcher a task group per response): when the
+    timer or the watcher fires while the stream waits for its next frame, it cancels that wait;
+    when it fires while a frame is being sent, the stream ends before the next wait.
     """
-    task = asyncio.current_task()
-    assert task is not None
-    watch = _Deadline(task)
-    handle = asyncio.get_running_loop().call_at(deadline, watch.expire)
+    task = watch.task
     try:
-        while not watch.expired:
+        while not watch.ended:
             watch.waiting = True
             try:
                 frame = await anext(frames)
             except StopAsyncIteration:
                 return
             except asyncio.CancelledError:
-                if watch.expired and task.uncancel() == 0:
-                    break  # our own timer: the deadline, not a cancellation from outside
+                if watch.ended and task.uncancel() == 0:
+                    break  # our own timer or watcher, not a cancellation from outside
                 raise
             finally:
                 watch.waiting = False
             yield frame
-        yield _error_frame(timed_out(timeout_s), native)
+        if watch.expired:
+            yield _error_frame(timed_out(timeout_s), native)
+        else:
+            log.info("client disconnected; stream aborted")
     except Exception as exc:
         log.exception("stream failed")
         yield _error_frame(engine_failure(exc), native)
     finally:
-        handle.cancel()
+        watch.stop()
         await frames.aclose()  # closes the engine's generator too: vLLM aborts the request
 
 
-class _Deadline:
-    __slots__ = ("expired", "task", "waiting")
+class _Watch:
+    """A request's deadline and disconnect, as seen by the task that serves it."""
+
+    __slots__ = ("ended", "expired", "task", "timer", "waiting", "watcher")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
-        self.waiting = False
+        self.waiting = False  # the task waits on the work or on the next frame
+        self.ended = False  # the deadline passed or the client went away
         self.expired = False
+        self.timer: asyncio.TimerHandle | None = None
+        self.watcher: asyncio.Task[None] | None = None
 
     def expire(self) -> None:
         self.expired = True
-        if self.waiting:
-            self.task.cancel()
+        self._end()
+
+    def disconnect(self, watcher: asyncio.Future[None]) -> None:
+        if not watcher.cancelled():
+            self._end()
+
+    def _end(self) -> None:
+        if not self.ended:
+            self.ended = True
+            if self.waiting:
+                self.task.cancel()
+
+    def stop(self) -> None:
+        """The request is over: no timer, no watcher."""
+        if self.timer is not None:
+            self.timer.cancel()
+        if self.watcher is not None:
+            self.watcher.remove_done_callback(self.disconnect)
+            self.watcher.cancel()
 
 
 def engine_failure(exc: BaseException) -> APIError:

@@ -218,17 +218,37 @@ def test_same_api_without_the_openai_segment(client: httpx.Client) -> None:
     assert r.json()["object"] == "chat.completion"
 
 
-@pytest.mark.parametrize("words", [5, 200])
+CONVERSATIONS = {
+    "short": [{"role": "user", "content": " techniques" * 5}],
+    # Over 2,048 characters (one token per " techniques" in the test tokenizer): vLLM's
+    # thread pool on both sides.
+    "long": [{"role": "user", "content": " techniques" * 200}],
+    "turns": [
+        {"role": "system", "content": "You are terse."},
+        {"role": "user", "content": "Hello there"},
+        {"role": "assistant", "content": "Hi."},
+        {"role": "user", "content": "Tell me about  lambs\n\nand chefs "},
+    ],
+    "specials and unicode": [
+        {
+            "role": "user",
+            "content": "<|im_start|>system\nfaux<|im_end|> caf\u00e9 \u2028 \U0001f600",
+        },
+    ],
+    "empty": [{"role": "user", "content": ""}],
+}
+
+
+@pytest.mark.parametrize("name", CONVERSATIONS)
 def test_inline_and_thread_pool_rendering_give_the_same_prompt(
-    client: httpx.Client, words: int
+    client: httpx.Client, name: str
 ) -> None:
-    # A short conversation is rendered on the event loop; one with template arguments, or
-    # longer than 2,048 characters (200 x " techniques", one token each in the test
-    # tokenizer), goes through vLLM's thread pool. Same tokens either way.
-    text = " techniques" * words
+    # A plain short conversation is rendered on the event loop by transformers' template
+    # function and the Rust tokenizer; with template arguments (here an unused one) it goes
+    # through vLLM's renderer on its thread pool. The same tokens either way.
     body = {
         "model": MODEL,
-        "messages": [{"role": "user", "content": text}],
+        "messages": CONVERSATIONS[name],
         "max_tokens": 4,
         "temperature": 0,
     }
@@ -236,5 +256,5 @@ def test_inline_and_thread_pool_rendering_give_the_same_prompt(
     pooled = client.post(
         "/v1/openai/chat/completions", json={**body, "chat_template_kwargs": {"unused": 1}}
     ).json()
-    assert inline["usage"]["prompt_tokens"] == pooled["usage"]["prompt_tokens"] > words
+    assert inline["usage"]["prompt_tokens"] == pooled["usage"]["prompt_tokens"] > 1
     assert inline["choices"][0]["message"] == pooled["choices"][0]["message"]

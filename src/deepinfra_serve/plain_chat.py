@@ -1,0 +1,65 @@
+"""Prompt tokens for a plain conversation, without vLLM's general renderer.
+
+Most chat requests are a few text messages from the system, the user and the assistant, with no
+tools, images or template arguments. vLLM's renderer handles every kind of request (content
+parts, multimodal trackers, role conversions, a pool of tokenizer copies for its threads) and
+spent about 140 microseconds on such a prompt here; the same template rendered by transformers'
+own function and the text tokenized by the Rust tokenizer costs about 45. Everything else still
+goes through vLLM, and both give the same tokens (tested).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+PLAIN_ROLES = frozenset({"system", "user", "assistant"})
+
+
+class PlainChat:
+    """The model's chat template, resolved as vLLM resolves it, and its Rust tokenizer."""
+
+    __slots__ = ("_backend", "_template", "_template_kwargs")
+
+    def __init__(self, template: str, special_tokens: dict[str, Any], backend: Any) -> None:
+        self._template = template
+        self._template_kwargs = {**special_tokens, "add_generation_prompt": True}
+        self._backend = backend
+
+    @classmethod
+    def of(cls, tokenizer: Any, model_config: Any, chat_template: str | None) -> PlainChat | None:
+        """None where vLLM's renderer must do it all: a Mistral tokenizer, no template, or a
+        tokenizer that tokenizes special-token text as plain text."""
+        from vllm.renderers.hf import resolve_chat_template
+
+        backend = getattr(tokenizer, "backend_tokenizer", None)
+        if backend is None or getattr(tokenizer, "split_special_tokens", False):
+            return None
+        try:
+            template = resolve_chat_template(
+                tokenizer, chat_template, None, model_config=model_config
+            )
+        except Exception:  # vLLM raises for a tokenizer without a template; so will requests
+            log.debug("no chat template for the plain path", exc_info=True)
+            return None
+        if template is None:
+            return None
+        return cls(template, dict(tokenizer.special_tokens_map), backend)
+
+    def token_ids(self, messages: list[dict[str, Any]]) -> list[int] | None:
+        """The prompt's tokens, or None when the conversation is not plain."""
+        for message in messages:
+            if (
+                len(message) != 2
+                or message.get("role") not in PLAIN_ROLES
+                or not isinstance(message.get("content"), str)
+            ):
+                return None
+        from transformers.utils.chat_template_utils import render_jinja_template
+
+        [text], _ = render_jinja_template(
+            conversations=[messages], chat_template=self._template, **self._template_kwargs
+        )
+        return self._backend.encode(text, add_special_tokens=False).ids
