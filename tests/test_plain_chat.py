@@ -81,3 +81,16 @@ def test_other_conversations_are_left_to_vllm(
 ) -> None:
     plain, _, _ = renderers
     assert plain.token_ids(messages) is None
+
+
+def test_a_template_that_reads_content_parts_is_left_to_vllm(
+    renderers: tuple[PlainChat, Any, Any],
+) -> None:
+    # vLLM gives such a template content as a list of parts, not the string.
+    _, renderer, _ = renderers
+    parts = (
+        "{%- for message in messages -%}{%- for part in message['content'] -%}"
+        "{%- if part['type'] == 'text' -%}{{ part['text'] }}{%- endif -%}"
+        "{%- endfor -%}{%- endfor -%}"
+    )
+    assert PlainChat.of(renderer.tokenizer, renderer.model_config, parts) is None

@@ -30,9 +30,10 @@ class PlainChat:
 
     @classmethod
     def of(cls, tokenizer: Any, model_config: Any, chat_template: str | None) -> PlainChat | None:
-        """None where vLLM's renderer must do it all: a Mistral tokenizer, no template, or a
-        tokenizer that tokenizes special-token text as plain text."""
-        from vllm.renderers.hf import resolve_chat_template
+        """None where vLLM's renderer must do it all: a Mistral tokenizer, no template, a
+        template that reads content as a list of parts (vLLM turns text into parts for it), or
+        a tokenizer that tokenizes special-token text as plain text."""
+        from vllm.renderers.hf import resolve_chat_template, resolve_chat_template_content_format
 
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None or getattr(tokenizer, "split_special_tokens", False):
@@ -45,6 +46,11 @@ class PlainChat:
             log.debug("no chat template for the plain path", exc_info=True)
             return None
         if template is None:
+            return None
+        content_format = resolve_chat_template_content_format(
+            chat_template, None, "auto", tokenizer, model_config=model_config
+        )
+        if content_format != "string":
             return None
         return cls(template, dict(tokenizer.special_tokens_map), backend)
 
