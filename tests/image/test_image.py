@@ -36,6 +36,7 @@ ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "deepinfra-serve:test-cpu"
 MODEL = "deepinfra-serve/tiny-random-llama"
 CARD_PATH = "/etc/deepinfra-serve/card.yaml"  # where the chart mounts the release's card
+CONTEXT = 4096  # max_position_embeddings of the test weights
 CHAT = "/v1/openai/chat/completions"
 HELLO = [{"role": "user", "content": "Hello!"}]
 START_TIMEOUT_S = 300
@@ -95,13 +96,19 @@ def image(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Built]:
 
 
 @pytest.fixture(scope="module")
-def container(image: Built) -> Iterator[Running]:
+def container(image: Built, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Running]:
     docker, port = image.docker, free_port()
+    # The test card with the context its weights allow (4,096), so that a stream can outlast
+    # the time `docker stop` takes to signal on a loaded machine.
+    card = tmp_path_factory.mktemp("card") / "card.yaml"
+    text = TINY_CARD.read_text()
+    assert "max_model_len: 1024" in text
+    card.write_text(text.replace("max_model_len: 1024", f"max_model_len: {CONTEXT}"))
     cid = docker.run(
         "run", "--detach", "--network", "host", "--shm-size", "1g",
         "--env", "DEEPINFRA_SERVE_HOST=127.0.0.1",
         "--env", f"DEEPINFRA_SERVE_PORT={port}",
-        "--volume", f"{TINY_CARD}:{CARD_PATH}:ro",
+        "--volume", f"{card}:{CARD_PATH}:ro",
         IMAGE,
     )  # fmt: skip
     url = f"http://127.0.0.1:{port}"
@@ -165,8 +172,10 @@ def test_a_chat_and_a_native_request_succeed(container: Running) -> None:
 
 def test_docker_stop_drains_streams_in_flight_and_exits_0(container: Running) -> None:
     docker, n = container.docker, 8
-    # Long enough to still be running together on a loaded machine (greedy: no early EOS).
-    body = {"model": MODEL, "messages": HELLO, "max_tokens": 1000, "temperature": 0, "stream": True}
+    # Long enough to still be running when the signal lands on a loaded machine (greedy: no
+    # early EOS); 1,000 tokens were not always.
+    body = {"model": MODEL, "messages": HELLO, "max_tokens": CONTEXT - 100, "temperature": 0}
+    body["stream"] = True
 
     async def stream(ac: httpx.AsyncClient) -> list[str]:
         async with ac.stream("POST", CHAT, json=body) as r:
