@@ -41,13 +41,11 @@ class Connection(asyncio.Protocol):
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
         self.response: asyncio.Future[None] | None = None
-        self.closed = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]  # uvloop's is not a subclass
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.closed = True
         self._finish(ConnectionError("connection closed mid-response"))
 
     def data_received(self, data: bytes) -> None:
@@ -150,7 +148,7 @@ async def drive(
                 f"POST {path} HTTP/1.1\r\nHost: {url.netloc}\r\nAccept: text/event-stream\r\n"
                 f"Content-Type: application/json\r\nContent-Length: {len(payload)}\r\n\r\n"
             ).encode()
-            if conn is None or conn.closed or conn.transport is None or conn.transport.is_closing():
+            if conn is None or conn.transport is None or conn.transport.is_closing():
                 try:
                     _, conn = await loop.create_connection(Connection, host, port)
                 except OSError as exc:

@@ -30,9 +30,9 @@ class PlainChat:
 
     @classmethod
     def of(cls, tokenizer: Any, model_config: Any, chat_template: str | None) -> PlainChat | None:
-        """None where vLLM's renderer must do it all: a Mistral tokenizer, no template, a
-        template that reads content as a list of parts (vLLM turns text into parts for it), or
-        a tokenizer that tokenizes special-token text as plain text."""
+        """None where vLLM's renderer must do it all: a tokenizer without a Rust backend
+        (Mistral's), no template, a template that reads content as a list of parts (vLLM turns
+        text into parts for it), or a tokenizer that tokenizes special-token text as text."""
         from vllm.renderers.hf import resolve_chat_template, resolve_chat_template_content_format
 
         backend = getattr(tokenizer, "backend_tokenizer", None)

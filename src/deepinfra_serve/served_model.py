@@ -103,10 +103,9 @@ class ServedModel:
         try:
             model.functions = FunctionCalling.of(card, model.engine)
             model._check_chat_template()
-            if card.engine.tokenizer_mode != "mistral":
-                model.plain_chat = PlainChat.of(
-                    model.engine.get_tokenizer(), model.engine.model_config, card.chat_template
-                )
+            model.plain_chat = PlainChat.of(
+                model.engine.get_tokenizer(), model.engine.model_config, card.chat_template
+            )
         except Exception:
             model.shutdown()
             raise
