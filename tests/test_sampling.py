@@ -36,6 +36,13 @@ def test_deepinfra_defaults() -> None:
     assert p.output_kind == RequestOutputKind.FINAL_ONLY
 
 
+def test_params_are_per_request_so_vllm_copies_them_shallowly() -> None:
+    p = params(stop=["###"])
+    copy = p.clone()  # what vLLM's add_request does with them
+    assert p.skip_clone and copy is not p and copy.stop is p.stop
+    assert params().stop is not params().stop  # no list is shared between requests
+
+
 def test_card_defaults_apply_where_the_request_is_silent() -> None:
     p = params(PYGMALION)
     assert (p.temperature, p.top_p, p.max_tokens) == (0.7, 0.9, 512)

@@ -7,6 +7,7 @@ the probes tell an orchestrator "alive, not ready yet" (a 70B model takes minute
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -81,6 +82,12 @@ def create_app(
         app.state.model = model
         app.state.openai = OpenAIServices.over(model)
         app.state.native = InferenceService(model, webhooks)
+        # What start-up built (modules, the engine client, the tokenizer) lives as long as
+        # the process: frozen, the collector stops walking it on every oldest-generation pass,
+        # a pause that grows with the heap (vLLM's server does the same).
+        from vllm.utils.gc_utils import freeze_gc_heap
+
+        freeze_gc_heap()
         lifecycle.ready(model)
         app.state.watchdog = asyncio.create_task(
             watch_engine(model, lifecycle, settings.engine_stall_timeout_s, on_fatal)
@@ -110,6 +117,7 @@ def create_app(
             await webhooks.aclose()
             if app.state.model is not None:
                 app.state.model.shutdown()
+            gc.unfreeze()  # what start-up built may now be collected at exit
 
     app = FastAPI(
         title="deepinfra-serve",

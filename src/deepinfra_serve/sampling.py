@@ -163,6 +163,8 @@ def to_sampling_params(
             structured_outputs=req.structured_outputs,
             skip_special_tokens=req.skip_special_tokens,
             output_kind=RequestOutputKind.DELTA if req.stream else RequestOutputKind.FINAL_ONLY,
+            # Made for this one request: vLLM need not deep-copy it (its own server says so).
+            skip_clone=True,
         )
     except (ValueError, VLLMClientError) as exc:
         # What the API allows but this engine cannot do (the native API's temperature goes
