@@ -7,6 +7,7 @@ over a shared engine core (which then hand it the listening socket they share).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import signal
 import socket
@@ -74,7 +75,11 @@ class DrainingServer(uvicorn.Server):
             return
         self.draining = True
         loop = asyncio.get_event_loop()
-        loop.call_soon_threadsafe(lambda: loop.create_task(self._drain()))
+        # The signal lands in whatever task runs; a fresh context keeps that request's id
+        # off the drain's log lines.
+        loop.call_soon_threadsafe(
+            lambda: loop.create_task(self._drain()), context=contextvars.Context()
+        )
 
     async def _drain(self) -> None:
         lifecycle = self.lifecycle

@@ -223,8 +223,17 @@ def test_sigterm_drains_in_flight_streams_and_exits_0(cache_dir: Path, tmp_path:
     assert all(lines[-1] == "data: [DONE]" for _, lines in results)
     assert all('"finish_reason":"length"' in lines[-2] for _, lines in results)
     assert returncode == 0
+    log = (tmp_path / "sigterm.log").read_text(errors="replace")
+    # The drain is the server's: its line carries no request's id, whichever task the
+    # signal interrupted.
+    [drain] = [
+        json.loads(line)
+        for line in log.splitlines()
+        if line.startswith("{") and "SIGTERM: draining" in line
+    ]
+    assert drain["request_id"] is None
     # A clean stop leaves no traceback behind (the engine is let go of before exit).
-    assert "Traceback" not in (tmp_path / "sigterm.log").read_text(errors="replace")
+    assert "Traceback" not in log
 
 
 # 150 greedy streams of 1000 tokens (greedy: no early end at a drawn EOS): 150,000 tokens,
