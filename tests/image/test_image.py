@@ -179,8 +179,13 @@ def test_sigterm_drains_streams_in_flight_and_exits_0(container: Running) -> Non
     docker, n = container.docker, 8
     pid = int(docker.run("inspect", "-f", "{{.State.Pid}}", container.id))
     # Long enough to still be running when the signal lands (greedy: no early EOS).
-    body = {"model": MODEL, "messages": HELLO, "max_tokens": CONTEXT - 100, "temperature": 0}
-    body["stream"] = True
+    body = {
+        "model": MODEL,
+        "messages": HELLO,
+        "max_tokens": CONTEXT - 100,
+        "temperature": 0,
+        "stream": True,
+    }
 
     async def stream(ac: httpx.AsyncClient) -> list[str]:
         async with ac.stream("POST", CHAT, json=body) as r:
