@@ -41,6 +41,15 @@ def _pids(log: Path, pattern: str) -> set[int]:
     return pids
 
 
+def _drained(log: Path) -> dict[int, int]:
+    """Requests each process said it was draining on SIGTERM, by process id."""
+    drained = {}
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and (m := re.search(r"SIGTERM: draining (\d+) ", line)):
+            drained[json.loads(line)["pid"]] = int(m.group(1))
+    return drained
+
+
 def _wait_for(condition: Any, what: str, within_s: float = 60) -> None:
     deadline = time.monotonic() + within_s
     while not condition():
@@ -205,7 +214,12 @@ def test_sigterm_drains_20_streams_in_both_processes(two: tuple[str, Any, Path])
     assert proc.wait(timeout=60) == 0
     assert all(lines[-1] == "data: [DONE]" for lines in results)
     assert all('"finish_reason":"length"' in lines[-2] for lines in results)
-    assert len(_pids(log, "SIGTERM: draining [1-9]")) == 2  # both had streams to drain
+    # Each process drained what it held, and together the 20. (The kernel splits the 20
+    # connections between the two accept loops as it wakes them: 18 and 2 in one run.)
+    drained = _drained(log)
+    print(f"streams drained per API process: {drained}")
+    assert len(drained) == 2
+    assert sum(drained.values()) == LIMIT
     assert "Traceback" not in log.read_text(errors="replace")
 
 
