@@ -4,7 +4,8 @@ One Python process streams tokens on one CPU core, and a GPU engine at a large b
 more than one core can format (benchmarks/RESULTS.md). So the parent binds the port, starts
 the engine core with vLLM's launcher and N API processes with vLLM's process manager; each is
 an ordinary API process (`http_server.run_server`) whose `AsyncLLM` is one client of the shared
-core, and all accept on the one listening socket. What they must agree on is shared:
+core, and all accept on the one listening socket, each connection taken by the process with
+the fewest open (vLLM's accept loop). What they must agree on is shared:
 
 - the concurrency limit: one admission count in shared memory (`lifecycle.SharedState`);
 - /metrics: prometheus_client's multiprocess mode, every process writing to one directory;
@@ -166,7 +167,7 @@ def _api_process(
     settings = front.settings
     configure_logging(settings.log_level)
     client = dict(client_config)
-    client.pop("api_server_loads", None)  # vLLM's accept balancing; uvicorn accepts on its own
+    loads = client.pop("api_server_loads")  # each process's open connections, for accepting
     count = client.pop("client_count")
     index = client.pop("client_index")
 
@@ -188,6 +189,7 @@ def _api_process(
         lambda: ServedModel.start(front.card, make_engine),
         sock=sock,
         shared=front.shared,
+        peer_loads=(loads, index),
     )
     gc.collect()  # what the app left in reference cycles goes while every module is whole
     sys.exit(status)

@@ -99,8 +99,8 @@ def _rounds_until_both(
     url: str, log: Path, body: dict[str, Any], headers: dict[str, str], status: int
 ) -> list[int]:
     """Rounds of 4 concurrent requests (at least 6) until both processes have answered one
-    with `status`: both accept on the one socket, and an idle process that wakes first may
-    take a whole round, or several."""
+    with `status`: connections go to the least loaded process, but one that is slow to wake
+    (a loaded machine) leaves a round to the other after 5 ms."""
     statuses: list[int] = []
     for _ in range(40):
         statuses += asyncio.run(_post_all(url, 4, body, headers))
@@ -214,12 +214,14 @@ def test_sigterm_drains_20_streams_in_both_processes(two: tuple[str, Any, Path])
     assert proc.wait(timeout=60) == 0
     assert all(lines[-1] == "data: [DONE]" for lines in results)
     assert all('"finish_reason":"length"' in lines[-2] for lines in results)
-    # Each process drained what it held, and together the 20. (The kernel splits the 20
-    # connections between the two accept loops as it wakes them: 18 and 2 in one run.)
+    # Each process drained what it held, and together the 20.
     drained = _drained(log)
     print(f"streams drained per API process: {drained}")
     assert len(drained) == 2
     assert sum(drained.values()) == LIMIT
+    # The burst of 20 connections was spread by load (9/11 and 10/10 here); left to whichever
+    # process woke first, it went 18/2 and 19/1.
+    assert min(drained.values()) >= LIMIT // 5
     assert "Traceback" not in log.read_text(errors="replace")
 
 
