@@ -20,7 +20,6 @@ from collections.abc import Callable, MutableSequence
 from types import FrameType
 
 import uvicorn
-from vllm.entrypoints.launchers.launcher import NoSignalServer
 
 from .cards import ModelCard
 from .lifecycle import Lifecycle, SharedState
@@ -61,29 +60,22 @@ def run_server(
         timeout_keep_alive=settings.keep_alive_s,
         timeout_graceful_shutdown=5,
     )
-    server = DrainingServer(config, app.state.lifecycle, settings.shutdown_grace_s, peer_loads)
+    lifecycle, grace_s = app.state.lifecycle, settings.shutdown_grace_s
+    if peer_loads is None:
+        server = DrainingServer(config, lifecycle, grace_s)
+    else:
+        server = balanced_server(config, lifecycle, grace_s, peer_loads)
     server.run(sockets=None if sock is None else [sock])
     return 1 if failed else 0
 
 
-class DrainingServer(NoSignalServer):
+class DrainingServer(uvicorn.Server):
     """On SIGTERM, drain before stopping: readiness turns 503 and new API requests are refused
     while the listening socket stays open; once in-flight requests have finished (or the grace
-    period is over) the server stops and the process exits 0. A second signal stops at once.
+    period is over) the server stops and the process exits 0. A second signal stops at once."""
 
-    vLLM's server class for its accept balancing; uvicorn's own signal handling (which vLLM's
-    leaves out for handlers of its own) is what brings SIGTERM to `handle_exit`."""
-
-    capture_signals = uvicorn.Server.capture_signals
-
-    def __init__(
-        self,
-        config: uvicorn.Config,
-        lifecycle: Lifecycle,
-        grace_s: float,
-        peer_loads: tuple[MutableSequence[int], int] | None = None,
-    ) -> None:
-        super().__init__(config, peer_loads=peer_loads)
+    def __init__(self, config: uvicorn.Config, lifecycle: Lifecycle, grace_s: float) -> None:
+        super().__init__(config)
         self.lifecycle = lifecycle
         self.grace_s = grace_s
         self.draining = False
@@ -120,3 +112,25 @@ class DrainingServer(NoSignalServer):
         # Not handle_exit: uvicorn would re-raise SIGTERM after stopping and the exit code
         # would say "killed" instead of 0.
         self.should_exit = True
+
+
+def balanced_server(
+    config: uvicorn.Config,
+    lifecycle: Lifecycle,
+    grace_s: float,
+    peer_loads: tuple[MutableSequence[int], int],
+) -> DrainingServer:
+    """A draining server that accepts by load, with vLLM's server class and accept loop.
+
+    vLLM is imported here, not with the module: it brings torch (6.7 s measured), and a
+    server of one process binds its port and answers its probes before its engine loads."""
+    from vllm.entrypoints.launchers.launcher import NoSignalServer
+
+    class BalancedServer(DrainingServer, NoSignalServer):
+        # uvicorn's signal capture, which vLLM's class leaves out for handlers of its own:
+        # it is what brings SIGTERM to the drain.
+        capture_signals = uvicorn.Server.capture_signals
+
+    server = BalancedServer(config, lifecycle, grace_s)
+    server.peer_loads = peer_loads  # read by vLLM's startup, which then runs its accept loop
+    return server
