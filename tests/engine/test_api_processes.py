@@ -32,22 +32,21 @@ LONG = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "temperatu
 LIMIT = 20  # the SIGTERM test's streams fill it
 
 
+def _records(log: Path, pattern: str) -> Iterator[tuple[dict[str, Any], re.Match[str]]]:
+    """The JSON log lines whose text matches `pattern`, with the match."""
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith("{") and (m := re.search(pattern, line)):
+            yield json.loads(line), m
+
+
 def _pids(log: Path, pattern: str) -> set[int]:
     """Process ids of the JSON log lines whose message matches `pattern`."""
-    pids = set()
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and re.search(pattern, line):
-            pids.add(json.loads(line)["pid"])
-    return pids
+    return {record["pid"] for record, _ in _records(log, pattern)}
 
 
 def _drained(log: Path) -> dict[int, int]:
     """Requests each process said it was draining on SIGTERM, by process id."""
-    drained = {}
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and (m := re.search(r"SIGTERM: draining (\d+) ", line)):
-            drained[json.loads(line)["pid"]] = int(m.group(1))
-    return drained
+    return {r["pid"]: int(m.group(1)) for r, m in _records(log, r"SIGTERM: draining (\d+) ")}
 
 
 def _wait_for(condition: Any, what: str, within_s: float = 60) -> None:
