@@ -137,9 +137,10 @@ def to_sampling_params(
 ) -> Any:
     """The one mapping of a request onto vLLM, after `validate`; raises `APIError` for what
     cannot run."""
-    from vllm import SamplingParams
+    # From the module itself: `from vllm import ...` goes through vLLM's lazy package
+    # attribute, an import-machinery call on every request (3.8 against 0.6 us).
     from vllm.exceptions import VLLMClientError
-    from vllm.sampling_params import RequestOutputKind
+    from vllm.sampling_params import RequestOutputKind, SamplingParams
 
     checked = validate(req, card, profile, prompt_tokens)
     d, p = card.defaults, profile
