@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -11,6 +13,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -25,6 +28,15 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def json_log(path: Path, pattern: str) -> list[dict[str, Any]]:
+    """The server's JSON log lines (this service's own loggers) whose text matches `pattern`."""
+    return [
+        json.loads(line)
+        for line in path.read_text(errors="replace").splitlines()
+        if line.startswith("{") and re.search(pattern, line)
+    ]
 
 
 def serve_command(card: Path, port: int, *extra: str) -> list[str]:

@@ -13,6 +13,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from tests.server import json_log
 from tests.sse import sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"
@@ -166,13 +167,8 @@ def test_one_json_access_line_per_request_without_content(
     output = r.json()["choices"][0]["message"]["content"]
 
     def lines() -> list[dict[str, Any]]:
-        out = []
-        for line in server_log.read_text(errors="replace").splitlines():
-            if line.startswith("{") and '"access-line-1"' in line:
-                entry = json.loads(line)
-                if entry.get("logger") == "deepinfra_serve.access":
-                    out.append(entry)
-        return out
+        entries = json_log(server_log, '"access-line-1"')
+        return [e for e in entries if e.get("logger") == "deepinfra_serve.access"]
 
     eventually(lambda: len(lines()) == 1)
     [entry] = lines()

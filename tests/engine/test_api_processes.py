@@ -19,7 +19,7 @@ import pytest
 
 from tests.api.test_resilience import ABORT_BOUND_S
 from tests.metrics import metric_sum
-from tests.server import TINY_CARD, server_process
+from tests.server import TINY_CARD, json_log, server_process
 from tests.sse import asse_lines, sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"
@@ -32,21 +32,15 @@ LONG = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "temperatu
 LIMIT = 20  # the SIGTERM test's streams fill it
 
 
-def _records(log: Path, pattern: str) -> Iterator[tuple[dict[str, Any], re.Match[str]]]:
-    """The JSON log lines whose text matches `pattern`, with the match."""
-    for line in log.read_text(errors="replace").splitlines():
-        if line.startswith("{") and (m := re.search(pattern, line)):
-            yield json.loads(line), m
-
-
 def _pids(log: Path, pattern: str) -> set[int]:
     """Process ids of the JSON log lines whose message matches `pattern`."""
-    return {record["pid"] for record, _ in _records(log, pattern)}
+    return {record["pid"] for record in json_log(log, pattern)}
 
 
 def _drained(log: Path) -> dict[int, int]:
     """Requests each process said it was draining on SIGTERM, by process id."""
-    return {r["pid"]: int(m.group(1)) for r, m in _records(log, r"SIGTERM: draining (\d+) ")}
+    draining = re.compile(r"SIGTERM: draining (\d+) ")
+    return {r["pid"]: int(draining.match(r["message"])[1]) for r in json_log(log, draining.pattern)}
 
 
 def _wait_for(condition: Any, what: str, within_s: float = 60) -> None:

@@ -19,7 +19,7 @@ import pytest
 from tests.api.test_resilience import ABORT_BOUND_S, settles_to_zero
 from tests.api.test_webhooks import Receiver
 from tests.metrics import metric_sum
-from tests.server import TINY_CARD, server_process
+from tests.server import TINY_CARD, json_log, server_process
 from tests.sse import asse_lines, sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"
@@ -226,11 +226,7 @@ def test_sigterm_drains_in_flight_streams_and_exits_0(cache_dir: Path, tmp_path:
     log = (tmp_path / "sigterm.log").read_text(errors="replace")
     # The drain is the server's: its line carries no request's id, whichever task the
     # signal interrupted.
-    [drain] = [
-        json.loads(line)
-        for line in log.splitlines()
-        if line.startswith("{") and "SIGTERM: draining" in line
-    ]
+    [drain] = json_log(tmp_path / "sigterm.log", "SIGTERM: draining")
     assert drain["request_id"] is None
     # A clean stop leaves no traceback behind (the engine is let go of before exit).
     assert "Traceback" not in log

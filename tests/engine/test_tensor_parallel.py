@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -10,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.server import TINY_CARD, running_server
+from tests.server import TINY_CARD, json_log, running_server
 
 
 @pytest.fixture(scope="module")
@@ -47,11 +46,7 @@ def test_two_ranks_serve_a_chat_completion(tp2: tuple[str, Path]) -> None:
     rid = r.headers["x-request-id"]
 
     def access_lines() -> list[dict]:
-        return [
-            json.loads(line)
-            for line in log.read_text(errors="replace").splitlines()
-            if line.startswith("{") and f'"request_id": "{rid}"' in line and '"access"' in line
-        ]
+        return [r for r in json_log(log, f'"request_id": "{rid}"') if r["message"] == "access"]
 
     deadline = time.monotonic() + 5  # the line is written as the response's last byte goes
     while not access_lines() and time.monotonic() < deadline:
