@@ -25,6 +25,7 @@ from deepinfra_serve.engine_args import build_engine_args, plan_engine
 from deepinfra_serve.served_model import ServedModel
 from deepinfra_serve.weights import prepare_weights
 
+from .servers import bench_card
 from .workload import PROMPT
 
 
@@ -100,6 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.card = bench_card(args.card, args.out)
     results = asyncio.run(measure(args))
     (args.out / "limit.json").write_text(json.dumps(results, indent=2))
     return 0

@@ -24,7 +24,7 @@ from deepinfra_serve.cards import load_card
 from deepinfra_serve.engine_args import plan_engine
 from deepinfra_serve.weights import prepare_weights
 
-from .servers import ours_command, server
+from .servers import bench_card, ours_command, server
 from .workload import run_level
 
 
@@ -68,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
+    args.card = bench_card(args.card, args.out)
     card = load_card(args.card)
     plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
     env = {**os.environ, **plan.env}

@@ -7,6 +7,9 @@ completions with the same prompt, sampling and per-request seeds. Measurements a
 between the two servers, round after round, at each concurrency, so that drift in the machine
 hits both alike. The ratios are paired: ours over vLLM's within each round (the two
 measurements minutes apart at most), then the median over rounds, with the lowest and highest.
+With `--bare`, the HTTP floor (`benchmarks.bare_asgi`, a raw ASGI callable over the same engine)
+is measured beside them. Every arm runs the card as production cards run
+(`servers.bench_card`: without the request logs only the tests want).
 
     python -m benchmarks.vs_vllm --card model_cards/dev/tiny-random.yaml --out benchmarks/out
 """
@@ -31,7 +34,7 @@ from deepinfra_serve.weights import prepare_weights
 
 from .measure import Summary, combine, cpu_seconds, front_end, paired_ratios, summarize
 from .report import limit_markdown, machine, markdown, paired_markdown, plot
-from .servers import ours_command, server, vllm_command
+from .servers import bare_command, bench_card, ours_command, server, vllm_command
 from .workload import run_level
 
 
@@ -52,15 +55,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--api-processes", default="1,2", help="this service's arms: front-end processes each"
     )
+    parser.add_argument(
+        "--bare", action="store_true", help="also measure the HTTP floor (benchmarks.bare_asgi)"
+    )
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
-
-    card = load_card(args.card)
+    card_file = bench_card(args.card, args.out)
+    card = load_card(card_file)
     if not args.no_limit:
         # The ceiling first, in a process of its own, so that its engine is gone before the
         # servers start.
-        limit_cmd = [sys.executable, "-m", "benchmarks.limit", "--card", str(args.card)]
+        limit_cmd = [sys.executable, "-m", "benchmarks.limit", "--card", str(card_file)]
         limit_cmd += ["--concurrency", args.concurrency, "--max-tokens", str(args.max_tokens)]
         limit_cmd += ["--cache-dir", str(args.cache_dir), "--out", str(args.out)]
         limit_cmd += ["--requests", str(args.requests)]
@@ -73,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
     names = {n: "deepinfra-serve" if n == 1 else f"deepinfra-serve-{n}p" for n in arms}
     commands = {
         names[n]: (
-            ours_command(args.card, 18311 + k, args.cache_dir),
+            ours_command(card_file, 18311 + k, args.cache_dir),
             {**env, "DEEPINFRA_SERVE_API_PROCESSES": str(n)},
             f"http://127.0.0.1:{18311 + k}",
             "/v1/openai/chat/completions",
@@ -86,6 +92,14 @@ def main(argv: list[str] | None = None) -> int:
         f"http://127.0.0.1:{vllm_port}",
         "/v1/chat/completions",
     )
+    if args.bare:
+        bare_port = 18309
+        commands["bare-asgi"] = (
+            bare_command(card_file, bare_port, args.cache_dir),
+            env,
+            f"http://127.0.0.1:{bare_port}",
+            "/v1/chat/completions",
+        )
     total = sum(args.requests or max(64, 8 * c) for c in levels) * len(commands) * args.rounds
     rows: list[Summary] = []
     with contextlib.ExitStack() as stack:
@@ -111,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(summarize(name, c, rnd + 1, level, cpu))
     combined = combine(rows)
     table = markdown(combined, levels)
-    for name in names.values():
+    for name in [*names.values(), *(["bare-asgi"] if args.bare else [])]:
         table += "\n" + paired_markdown(paired_ratios(rows, levels, name), name)
     kinds = Counter()
     for r in rows:
@@ -124,7 +138,8 @@ def main(argv: list[str] | None = None) -> int:
         table += "\nErrors: " + "; ".join(f"{k} x {n}" for k, n in sorted(kinds.items())) + "\n"
     (args.out / "results.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
     (args.out / "results.md").write_text(
-        f"Machine: {machine()}\n\nCard: `{args.card}`, {args.rounds} rounds, "
+        f"Machine: {machine()}\n\nCard: `{args.card}` (as `{card_file}` runs it), "
+        f"{args.rounds} rounds, "
         f"{args.max_tokens} tokens per request, streaming chat completions.\n\n{table}"
     )
     plot(combined, levels, args.out / "results.png")
