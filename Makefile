@@ -37,12 +37,12 @@ fleet: install
 	$(BIN)/deepinfra-serve fleet --spec $(FLEET) --host $(HOST) --port $(PORT)
 
 # The engine driven in-process (the limit), then this service against vLLM's own OpenAI server
-# side by side; where the API process spends its CPU (py-spy); then the fleet's front door
+# side by side, with the HTTP floor (a bare ASGI server over the same engine); where the API process spends its CPU (py-spy); then the fleet's front door
 # against direct and prefix-affine against round-robin balancing (many minutes on a CPU).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
-	$(BIN)/python -m benchmarks.vs_vllm --out benchmarks/out
+	$(BIN)/python -m benchmarks.vs_vllm --bare --out benchmarks/out
 	$(BIN)/python -m benchmarks.profile --out benchmarks/out
 	$(MAKE) --no-print-directory debs DEBS=haproxy
 	$(BIN)/python -m benchmarks.fleet --out benchmarks/out
