@@ -37,8 +37,9 @@ fleet: install
 	$(BIN)/deepinfra-serve fleet --spec $(FLEET) --host $(HOST) --port $(PORT)
 
 # The engine driven in-process (the limit), then this service against vLLM's own OpenAI server
-# side by side, with the HTTP floor (a bare ASGI server over the same engine); where the API process spends its CPU (py-spy); then the fleet's front door
-# against direct and prefix-affine against round-robin balancing (many minutes on a CPU).
+# side by side, with the HTTP floor (a bare ASGI server over the same engine); where the API
+# process spends its CPU (py-spy); then the fleet's front door against direct and
+# prefix-affine against round-robin balancing (many minutes on a CPU).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec

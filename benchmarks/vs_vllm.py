@@ -125,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
                     rows.append(summarize(name, c, rnd + 1, level, cpu))
     combined = combine(rows)
     table = markdown(combined, levels)
-    for name in [*names.values(), *(["bare-asgi"] if args.bare else [])]:
+    for name in [n for n in commands if n != "vllm-server"]:
         table += "\n" + paired_markdown(paired_ratios(rows, levels, name), name)
     kinds = Counter()
     for r in rows:
