@@ -13,12 +13,12 @@ the bound by leaving out Content-Length.
 
 from __future__ import annotations
 
-import orjson
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .errors import APIError, engine_dead, model_busy, shutting_down
 from .lifecycle import Lifecycle
 from .observability.context import record_of
+from .request_lifetime import send_error
 
 
 class AdmissionMiddleware:
@@ -38,13 +38,13 @@ class AdmissionMiddleware:
         lifecycle = self.lifecycle
         native = record.endpoint.native
         if lifecycle.draining:
-            await _refuse(send, shutting_down(), native)
+            await send_error(send, shutting_down(), native)
             return
         if lifecycle.dead:
-            await _refuse(send, engine_dead(), native)
+            await send_error(send, engine_dead(), native)
             return
         if not lifecycle.admit(self.max_in_flight):
-            await _refuse(send, model_busy(), native)
+            await send_error(send, model_busy(), native)
             return
         try:
             body = await self._read_body(receive)
@@ -54,7 +54,7 @@ class AdmissionMiddleware:
                     f"Request body is larger than {self.max_body_bytes} bytes",
                     code="request_too_large",
                 )
-                await _refuse(send, err, native)
+                await send_error(send, err, native)
                 return
             await self.app(scope, _replay(body, receive), send)
         finally:
@@ -88,11 +88,3 @@ def _replay(body: bytes, receive: Receive) -> Receive:
         return await receive()  # later reads wait for the disconnect, as the app expects
 
     return replayed
-
-
-async def _refuse(send: Send, err: APIError, native: bool) -> None:
-    body = orjson.dumps(err.body(native))
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    headers += [(k.lower().encode(), v.encode()) for k, v in (err.headers or {}).items()]
-    await send({"type": "http.response.start", "status": err.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})

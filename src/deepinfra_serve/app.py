@@ -14,7 +14,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
 from . import __version__
@@ -22,16 +23,18 @@ from .admission import AdmissionMiddleware
 from .apis import OPENAI_ALIAS, OPENAI_MOUNT
 from .auth import ApiKeys
 from .cards import ModelCard, load_cards
+from .endpoints import GenerationRoutes
 from .engine_watchdog import watch_engine
 from .errors import install_error_handlers
 from .lifecycle import Lifecycle, Phase, SharedState
-from .native.routes import build_router as build_native_router
+from .native.routes import documented_routes as native_routes
 from .native.service import InferenceService
 from .native.webhook_targets import WebhookTargets, parse_networks
 from .native.webhooks import WebhookSender
 from .observability.metrics import exposition
 from .observability.middleware import ObservabilityMiddleware
 from .openai.routes import OpenAIServices, build_router
+from .openai.routes import documented_routes as openai_routes
 from .served_model import ServedModel
 from .settings import ServerSettings
 
@@ -136,18 +139,24 @@ def create_app(
     app.state.openai = None
     app.state.native = None
     install_error_handlers(app)
-    # The last added runs first: requests are counted and logged even when admission refuses.
-    app.add_middleware(
-        AdmissionMiddleware,
-        lifecycle=lifecycle,
-        max_in_flight=settings.max_concurrent_requests or card.limits.max_concurrent_requests,
-        max_body_bytes=settings.max_body_bytes,
-    )
-    app.add_middleware(ObservabilityMiddleware, model=card.name, log_content=settings.log_content)
-    router = build_router()
-    app.include_router(router, prefix=OPENAI_MOUNT, tags=["openai"])
-    app.include_router(router, prefix=OPENAI_ALIAS, include_in_schema=False)
-    app.include_router(build_native_router(), tags=["native"])
+    models = build_router()
+    app.include_router(models, prefix=OPENAI_MOUNT, tags=["openai"])
+    app.include_router(models, prefix=OPENAI_ALIAS, include_in_schema=False)
+    documented = APIRouter()
+    documented.include_router(openai_routes(), prefix=OPENAI_MOUNT, tags=["openai"])
+    documented.include_router(native_routes(), tags=["native"])
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = get_openapi(
+                title=app.title,
+                version=app.version,
+                summary=app.summary,
+                routes=[*documented.routes, *app.routes],
+            )
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
     @app.get("/health/live", tags=["operations"])
     async def live() -> Any:
@@ -176,4 +185,16 @@ def create_app(
         body, media_type = exposition()
         return Response(body, media_type=media_type)
 
+    # Outermost first: every request is counted and logged, even one admission refuses; the
+    # generation routes are answered ahead of FastAPI's own stack, which serves the rest.
+    app.middleware_stack = ObservabilityMiddleware(
+        AdmissionMiddleware(
+            GenerationRoutes(app.state, app.build_middleware_stack()),
+            lifecycle=lifecycle,
+            max_in_flight=settings.max_concurrent_requests or card.limits.max_concurrent_requests,
+            max_body_bytes=settings.max_body_bytes,
+        ),
+        model=card.name,
+        log_content=settings.log_content,
+    )
     return app

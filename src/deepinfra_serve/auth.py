@@ -11,8 +11,6 @@ import hmac
 import logging
 from pathlib import Path
 
-from fastapi import Request
-
 from .errors import APIError
 
 log = logging.getLogger(__name__)
@@ -47,20 +45,16 @@ class ApiKeys:
             matched |= hmac.compare_digest(key, given)
         return matched
 
-
-async def require_api_key(request: Request) -> None:
-    """Route dependency for the generation APIs (models and probes stay open)."""
-    keys: ApiKeys = request.app.state.api_keys
-    if not keys.required:
-        return
-    header = request.headers.get("authorization")
-    if not keys.accepts(header):
-        raise APIError(
-            401,
-            "Missing API key: send Authorization: Bearer <key>"
-            if header is None
-            else "Invalid API key",
-            type="authentication_error",
-            code="invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
+    def check(self, authorization: str | None) -> None:
+        """401 unless a key is given that matches, when keys are configured (the generation
+        routes only: models and probes stay open)."""
+        if self._keys and not self.accepts(authorization):
+            raise APIError(
+                401,
+                "Missing API key: send Authorization: Bearer <key>"
+                if authorization is None
+                else "Invalid API key",
+                type="authentication_error",
+                code="invalid_api_key",
+                headers={"WWW-Authenticate": "Bearer"},
+            )

@@ -1,14 +1,15 @@
 """One error type that carries its HTTP status, the errors of the server's own state (each
 built here and nowhere else), and the handlers that render them.
 
-Routes raise `APIError`; FastAPI's own request validation errors are turned into the same shape
-with the offending field named in `param`, so clients see one error format per API. Which
-format is the request's: the outermost middleware classified it (`apis`).
+Routes raise `APIError`; request validation errors are turned into the same shape with the
+offending field named in `param`, so clients see one error format per API. Which format is the
+request's: the outermost middleware classified it (`apis`); the generation routes know theirs.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -145,8 +146,8 @@ def _field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or str(loc[0])
 
 
-def validation_error(exc: RequestValidationError) -> APIError:
-    errors = exc.errors()
+def validation_error(errors: Sequence[Any]) -> APIError:
+    """pydantic's errors, their locations under "body", as one 422 naming the first field."""
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         return APIError(400, "Request body is not valid JSON", code="invalid_json")
@@ -173,7 +174,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _render(request, validation_error(exc))
+        return _render(request, validation_error(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:

@@ -1,129 +1,128 @@
-"""Bounding a request's life: it ends when the client goes away or its time is up, and the
-engine work behind it is aborted either way.
+"""A generation request's life, from its handler's work to the last byte: it ends when the
+answer is sent, the client goes away or its time is up, and the engine work behind it is
+aborted in the last two cases.
 
 vLLM aborts a request when the task awaiting its output is cancelled or its generator is
-closed; these helpers make sure that happens for non-streaming requests (Starlette does not
-cancel a handler whose client disconnected) and for streams that run past their deadline or
-whose engine dies mid-way.
+closed. Here one timer and one disconnect watcher cancel the request's own task, wherever it
+waits (on the prompt, the engine or the socket), and the answer is written from that task: no
+task per request for the work, no task group per stream, no response object or send wrapper
+per frame.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import Any
 
 import orjson
-from fastapi import Request, Response
+from pydantic import BaseModel
+from starlette.types import Receive, Send
 
 from .errors import APIError, engine_dead, internal_error, timed_out
-from .observability.context import current
-from .sse import EventStream
+from .sse import EventStream, json_response, stream_start
 
 log = logging.getLogger(__name__)
 
 CLIENT_CLOSED = 499  # nginx's "client closed request"; nobody reads it
 
-
-async def _disconnected(request: Request) -> None:
-    while (await request.receive())["type"] != "http.disconnect":
-        pass
+Answer = BaseModel | EventStream
 
 
-async def serve_request(request: Request, work: Awaitable[Any], timeout_s: float) -> Any:
-    """Run a handler's work until it answers, the client disconnects, or `timeout_s` passes.
+async def serve_request(
+    receive: Receive,
+    send: Send,
+    work: Awaitable[Answer],
+    *,
+    timeout_s: float,
+    native: bool,
+    exclude_none: bool = False,
+) -> None:
+    """Run a handler's work and send its answer: a JSON body, or a stream of SSE frames.
 
-    The work runs in the request's own task; one timer and one disconnect watcher bound it and,
-    for a streaming answer, its stream (`guard_stream`). Either cancels the task only while it
-    waits on the work or for the next frame, so the cancellation never lands elsewhere; no task
-    per request is spawned for the work, nor a task group per stream.
+    An `APIError` before the headers is the answer; after them (a stream that times out, an
+    engine that dies mid-way) it becomes an error event, as the status line can no longer
+    change. Whatever else fails answers 500 in the API's shape, never a dropped connection.
     """
     task = asyncio.current_task()
     assert task is not None
     loop = asyncio.get_running_loop()
     watch = _Watch(task)
     watch.timer = loop.call_at(loop.time() + timeout_s, watch.expire)
-    watch.watcher = loop.create_task(_disconnected(request))
+    watch.watcher = loop.create_task(_disconnected(receive))
     watch.watcher.add_done_callback(watch.disconnect)
-    watch.waiting = True
+    stream: EventStream | None = None
+    sent = False  # the headers went out
     try:
-        result = await work
+        answer = await work
+        if isinstance(answer, EventStream):
+            stream = answer
+            await send(stream_start())
+            sent = True
+            async for frame in stream.frames:
+                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            watch.stop()
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        else:
+            watch.stop()
+            body = answer.model_dump_json(exclude_none=exclude_none).encode()
+            await send(json_response(200, body))
+            await send({"type": "http.response.body", "body": body})
     except asyncio.CancelledError:
-        watch.waiting = False
         watch.stop()
         if not watch.ended or task.uncancel() > 0:
             raise  # a cancellation from outside
-        if watch.expired:
-            raise timed_out(timeout_s) from None
-        log.info("client disconnected; request aborted")
-        return Response(status_code=CLIENT_CLOSED)
-    except BaseException:
-        watch.waiting = False
-        watch.stop()
-        raise
-    watch.waiting = False
-    if isinstance(result, EventStream):
-        result.body_iterator = guard_stream(
-            result.body_iterator, watch, timeout_s, current().endpoint.native
-        )
-    else:
-        watch.stop()
-    return result
-
-
-def _error_frame(err: APIError, native: bool) -> bytes:
-    frame = b"data: " + orjson.dumps(err.body(native)) + b"\n\n"
-    return frame if native else frame + b"data: [DONE]\n\n"
-
-
-async def guard_stream(
-    frames: AsyncIterator[bytes], watch: _Watch, timeout_s: float, native: bool
-) -> AsyncIterator[bytes]:
-    """Pass frames through until the request's deadline or the client goes away; a timeout or
-    an engine failure after the headers went out becomes an error event (the status line can
-    no longer change).
-
-    Per frame this costs two attribute writes (where a timeout context costs an object and a
-    timer heap entry, and Starlette's disconnect watcher a task group per response): when the
-    timer or the watcher fires while the stream waits for its next frame, it cancels that wait;
-    when it fires while a frame is being sent, the stream ends before the next wait.
-    """
-    task = watch.task
-    try:
-        while not watch.ended:
-            watch.waiting = True
-            try:
-                frame = await anext(frames)
-            except StopAsyncIteration:
-                return
-            except asyncio.CancelledError:
-                if watch.ended and task.uncancel() == 0:
-                    break  # our own timer or watcher, not a cancellation from outside
-                raise
-            finally:
-                watch.waiting = False
-            yield frame
-        if watch.expired:
-            yield _error_frame(timed_out(timeout_s), native)
+        if not watch.expired:
+            log.info("client disconnected; request aborted")
+            if not sent:  # the access line and metrics read the status; the client is gone
+                await send({"type": "http.response.start", "status": CLIENT_CLOSED, "headers": []})
+                await send({"type": "http.response.body", "body": b""})
+        elif sent:
+            await _end_stream(send, timed_out(timeout_s), native)
         else:
-            log.info("client disconnected; stream aborted")
+            await send_error(send, timed_out(timeout_s), native)
     except Exception as exc:
-        log.exception("stream failed")
-        yield _error_frame(engine_failure(exc), native)
-    finally:
         watch.stop()
-        await frames.aclose()  # closes the engine's generator too: vLLM aborts the request
+        err = exc if isinstance(exc, APIError) else engine_failure(exc)
+        if not isinstance(exc, APIError) or sent:
+            log.exception("request failed" if not sent else "stream failed")
+        if sent:
+            await _end_stream(send, err, native)
+        else:
+            await send_error(send, err, native)
+    finally:
+        if stream is not None:
+            await stream.frames.aclose()  # closes the engine's generator: vLLM aborts the request
+
+
+async def send_error(send: Send, err: APIError, native: bool) -> None:
+    """An error answer in the API's shape: OpenAI's error object, or DeepInfra's native one."""
+    body = orjson.dumps(err.body(native))
+    await send(json_response(err.status, body, err.headers))
+    await send({"type": "http.response.body", "body": body})
+
+
+async def _end_stream(send: Send, err: APIError, native: bool) -> None:
+    frame = b"data: " + orjson.dumps(err.body(native)) + b"\n\n"
+    if not native:
+        frame += b"data: [DONE]\n\n"
+    await send({"type": "http.response.body", "body": frame, "more_body": False})
+
+
+async def _disconnected(receive: Receive) -> None:
+    while (await receive())["type"] != "http.disconnect":
+        pass
 
 
 class _Watch:
-    """A request's deadline and disconnect, as seen by the task that serves it."""
+    """A request's deadline and disconnect, as seen by the task that serves it: either cancels
+    that task once, at whatever it awaits then."""
 
-    __slots__ = ("ended", "expired", "task", "timer", "waiting", "watcher")
+    __slots__ = ("ended", "expired", "task", "timer", "watcher")
 
     def __init__(self, task: asyncio.Task[Any]) -> None:
         self.task = task
-        self.waiting = False  # the task waits on the work or on the next frame
         self.ended = False  # the deadline passed or the client went away
         self.expired = False
         self.timer: asyncio.TimerHandle | None = None
@@ -140,16 +139,18 @@ class _Watch:
     def _end(self) -> None:
         if not self.ended:
             self.ended = True
-            if self.waiting:
-                self.task.cancel()
+            self.task.cancel()
 
     def stop(self) -> None:
-        """The request is over: no timer, no watcher."""
+        """The answer is settled: no timer, no watcher (callbacks run only while the task
+        waits, so none can fire after this)."""
         if self.timer is not None:
             self.timer.cancel()
+            self.timer = None
         if self.watcher is not None:
             self.watcher.remove_done_callback(self.disconnect)
             self.watcher.cancel()
+            self.watcher = None
 
 
 def engine_failure(exc: BaseException) -> APIError:

@@ -5,15 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request, Response
+from fastapi import APIRouter, Request
+from starlette.datastructures import State
 
-from ..auth import require_api_key
 from ..cards import ModelCard
 from ..errors import OpenAIError, error_responses, model_loading
 from ..model_routing import check_served, not_found
-from ..request_lifetime import serve_request
+from ..request_lifetime import Answer
 from ..served_model import ServedModel
-from ..sse import EventStream
 from .chat import ChatService
 from .completions import CompletionService
 from .schema import (
@@ -57,12 +56,20 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
     )
 
 
-def _services(request: Request, model: str) -> OpenAIServices:
-    check_served(request.app.state.card, model, "openai")
-    services: OpenAIServices | None = request.app.state.openai
+def _services(state: State, model: str) -> OpenAIServices:
+    check_served(state.card, model, "openai")
+    services: OpenAIServices | None = state.openai
     if services is None:
         raise model_loading()
     return services
+
+
+async def chat_completions(state: State, body: ChatCompletionRequest, _: str) -> Answer:
+    return await _services(state, body.model).chat.create(body)
+
+
+async def completions(state: State, body: CompletionRequest, _: str) -> Answer:
+    return await _services(state, body.model).completions.create(body)
 
 
 _SSE: dict[int | str, dict[str, Any]] = {
@@ -71,26 +78,25 @@ _SSE: dict[int | str, dict[str, Any]] = {
 }
 
 
-def build_router() -> APIRouter:
+def documented_routes() -> APIRouter:
+    """The generation routes as the OpenAPI document shows them. `endpoints` serves them,
+    ahead of FastAPI; these declarations only give the document their bodies and answers."""
     router = APIRouter()
 
-    keyed = [Depends(require_api_key)]
+    @router.post("/chat/completions", response_model=ChatCompletion, responses=_SSE)
+    def chat_completions(body: ChatCompletionRequest) -> None:
+        """A chat completion; with `stream`, SSE chunks ending in `data: [DONE]`."""
 
-    @router.post(
-        "/chat/completions", response_model=ChatCompletion, responses=_SSE, dependencies=keyed
-    )
-    async def chat_completions(
-        body: ChatCompletionRequest, request: Request
-    ) -> ChatCompletion | EventStream | Response:
-        work = _services(request, body.model).chat.create(body)
-        return await serve_request(request, work, request.app.state.request_timeout_s)
+    @router.post("/completions", response_model=Completion, responses=_SSE)
+    def completions(body: CompletionRequest) -> None:
+        """A text completion; with `stream`, SSE chunks ending in `data: [DONE]`."""
 
-    @router.post("/completions", response_model=Completion, responses=_SSE, dependencies=keyed)
-    async def completions(
-        body: CompletionRequest, request: Request
-    ) -> Completion | EventStream | Response:
-        work = _services(request, body.model).completions.create(body)
-        return await serve_request(request, work, request.app.state.request_timeout_s)
+    return router
+
+
+def build_router() -> APIRouter:
+    """The routes FastAPI serves: the model list."""
+    router = APIRouter()
 
     @router.get("/models", response_model=ModelList)
     async def list_models(request: Request) -> ModelList:
