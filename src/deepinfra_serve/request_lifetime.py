@@ -60,10 +60,15 @@ async def serve_request(
             stream = answer
             await send(stream_start())
             sent = True
-            async for frame in stream.frames:
-                await send({"type": "http.response.body", "body": frame, "more_body": True})
+            if stream.head:
+                await send({"type": "http.response.body", "body": stream.head, "more_body": True})
+            frame = stream.frame
+            async for output in stream.outputs:
+                data = frame(output)
+                if data:
+                    await send({"type": "http.response.body", "body": data, "more_body": True})
             watch.stop()
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            await send({"type": "http.response.body", "body": stream.end(), "more_body": False})
         else:
             watch.stop()
             body = answer.model_dump_json(exclude_none=exclude_none).encode()
@@ -93,7 +98,7 @@ async def serve_request(
             await send_error(send, err, native)
     finally:
         if stream is not None:
-            await stream.frames.aclose()  # closes the engine's generator: vLLM aborts the request
+            await stream.outputs.aclose()  # closes the engine's generator: vLLM aborts the request
 
 
 async def send_error(send: Send, err: APIError, native: bool) -> None:

@@ -12,8 +12,9 @@ out, so a stream is never idle before it starts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 from starlette.types import Message
 
@@ -24,11 +25,24 @@ _HEADERS = [
 ]
 
 
+def _nothing() -> bytes:
+    return b""
+
+
 @dataclass(frozen=True, slots=True)
 class EventStream:
-    """A streamed answer: its frames, each one SSE event or several of one engine step."""
+    """A streamed answer: the generation's outputs and how to frame them.
 
-    frames: AsyncIterator[bytes]
+    `frame` turns one output into SSE bytes (b"" for none), synchronously: the request's task
+    iterates the outputs itself, one loop and one async generator between the engine and the
+    socket, where a generator of frames per layer cost a context switch per token each. `head`
+    goes before the first output, `end()` after the last.
+    """
+
+    outputs: AsyncGenerator[Any, None]
+    frame: Callable[[Any], bytes]
+    head: bytes = b""
+    end: Callable[[], bytes] = _nothing
 
 
 def stream_start() -> Message:

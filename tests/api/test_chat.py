@@ -182,6 +182,24 @@ def test_malformed_json_is_400(client: httpx.Client) -> None:
     assert "JSON" in r.json()["error"]["message"]
 
 
+def test_the_body_is_json_whatever_its_content_type(client: httpx.Client) -> None:
+    # `curl -d` labels a body form-encoded; a JSON body is read as JSON all the same.
+    body = b'{"model": "%s", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}'
+    for content_type in ("application/x-www-form-urlencoded", None):
+        headers = {"content-type": content_type} if content_type else {}
+        r = client.post(
+            "/v1/openai/chat/completions", content=body % MODEL.encode(), headers=headers
+        )
+        assert r.status_code == 200, content_type
+        assert r.json()["usage"]["completion_tokens"] == 2
+    r = client.post("/v1/openai/chat/completions", content=b"")
+    assert r.status_code == 400
+    assert r.json()["error"]["message"] == "Request body is required"
+    r = client.post(f"/v1/inference/{MODEL}", content=b"[1, 2]")
+    assert r.status_code == 422
+    assert r.json() == {"error": "body: Input should be an object"}
+
+
 def test_over_long_prompt_is_400_with_the_numbers(client: httpx.Client) -> None:
     long = [{"role": "user", "content": "lamb " * 1200}]
     r = chat(client, messages=long)

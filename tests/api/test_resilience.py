@@ -114,6 +114,9 @@ def test_unknown_paths_answer_in_the_apis_error_shape(client: httpx.Client) -> N
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = client.get("/v1/openai/chat/completions")
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+    assert r.headers["allow"] == "POST"
+    r = client.put("/v1/completions", json={"model": MODEL, "prompt": "Hi"})
+    assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     # Under the native mount, DeepInfra's own shape: {"error": "..."}.
     r = client.get(f"/v1/inference/{MODEL}")
     assert r.status_code == 405 and set(r.json()) == {"error"}

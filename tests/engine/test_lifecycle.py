@@ -69,8 +69,10 @@ def test_api_keys(guarded: tuple[str, Path]) -> None:
         for key in ("secret-inline-1", "secret-inline-2", "secret-from-file"):
             ok = c.post(CHAT, json=body, headers={"Authorization": f"Bearer {key}"})
             assert ok.status_code == 200, key
-        # Unauthenticated garbage is a 401, not a validation error that reveals the schema.
+        # Unauthenticated garbage is a 401, not a validation error that reveals the schema;
+        # the key is checked before the body is read at all.
         assert c.post(CHAT, json={"nonsense": 1}).status_code == 401
+        assert c.post(CHAT, content=b"{not json").status_code == 401
         for open_path in (
             "/v1/openai/models",
             "/health",

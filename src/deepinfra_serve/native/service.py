@@ -6,7 +6,6 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 import orjson
@@ -97,7 +96,7 @@ class InferenceService:
             )
         await gen.start()
         if req.stream:
-            return EventStream(self._stream(gen, seed))
+            return self._stream(gen, seed)
         out = await gen.final()
         return _response(request_id, out, gen.usage(), started)
 
@@ -106,13 +105,15 @@ class InferenceService:
         out = await gen.final()
         return _response(request_id, out, gen.usage(), started).model_dump_json().encode()
 
-    async def _stream(self, gen: Generation, seed: int) -> AsyncIterator[bytes]:
+    def _stream(self, gen: Generation, seed: int) -> EventStream:
         """One event per token with its real id and logprob; the last one also carries the
         whole text and the details, as TGI's generate_stream does. The events of one engine
         step go out in one write."""
         special = self.model.special_tokens
         generated = ""
-        async for o in gen.stream():
+
+        def frame(o: Any) -> bytes:
+            nonlocal generated
             generated += o.text
             ids = o.token_ids
             last = len(ids) - 1 if o.finish_reason is not None else -1
@@ -140,8 +141,9 @@ class InferenceService:
                         "seed": seed,
                     }
                 events.append(b"data: " + orjson.dumps(event) + b"\n\n")
-            if events:
-                yield events[0] if len(events) == 1 else b"".join(events)
+            return events[0] if len(events) == 1 else b"".join(events)
+
+        return EventStream(gen.stream(), frame)
 
 
 def _response(request_id: str, out: Any, usage: Usage, started: float) -> InferenceResponse:

@@ -112,7 +112,7 @@ class ChatService:
         await gen.start()
         if not req.stream:
             return await self._complete(request_id, gen, reply)
-        frames = sse_chunks(
+        return sse_chunks(
             gen=gen,
             model=self.card.name,
             request_id=request_id,
@@ -121,7 +121,6 @@ class ChatService:
             delta=delta,
             finish=finish,
         )
-        return EventStream(frames)
 
     async def _complete(
         self, request_id: str, gen: Generation, reply: Callable[[Any], Reply]

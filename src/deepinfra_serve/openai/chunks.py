@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -11,6 +11,7 @@ import orjson
 
 from ..errors import APIError
 from ..generation import Generation
+from ..sse import EventStream
 from .schema import StreamOptions
 
 DONE = b"data: [DONE]\n\n"
@@ -49,7 +50,7 @@ class UsagePolicy:
         return cls(on_finish=options.include_usage, continuous=options.continuous_usage_stats)
 
 
-async def sse_chunks(
+def sse_chunks(
     *,
     gen: Generation,
     model: str,
@@ -59,7 +60,7 @@ async def sse_chunks(
     delta: Callable[[Any], Choice | None],
     finish: Callable[[Any], Choice],
     preamble: list[Choice] = (),  # type: ignore[assignment]
-) -> AsyncIterator[bytes]:
+) -> EventStream:
     """Frame a generation as SSE chunks of one choice each, ending in `data: [DONE]`.
 
     The envelope is the same for every chunk of a response: it is serialised once and each
@@ -70,27 +71,31 @@ async def sse_chunks(
         {"id": request_id, "object": obj, "created": int(time.time()), "model": model}
     )
     prefix = b"data: " + head[:-1] + b',"choices":['
-    finished = 0
+    dumps = orjson.dumps
+    continuous, on_finish = policy.continuous, policy.on_finish
     n = gen.n
+    finished = 0
 
-    def frame(choice: Choice, with_usage: bool) -> bytes:
+    def chunk(choice: Choice, with_usage: bool) -> bytes:
         if not with_usage:
-            return prefix + orjson.dumps(choice) + b"]}\n\n"
-        return prefix + orjson.dumps(choice) + b'],"usage":' + orjson.dumps(gen.usage()) + b"}\n\n"
+            return prefix + dumps(choice) + b"]}\n\n"
+        return prefix + dumps(choice) + b'],"usage":' + dumps(gen.usage()) + b"}\n\n"
 
-    for choice in preamble:
-        yield frame(choice, policy.continuous)
-    async for o in gen.stream():
+    def frame(o: Any) -> bytes:
+        nonlocal finished
         choice = delta(o)
         if o.finish_reason is None:
-            if choice is not None:
-                yield frame(choice, policy.continuous)
-            continue
+            return b"" if choice is None else chunk(choice, continuous)
         # A choice's last frames, and after the last choice [DONE], go out in one write.
         finished += 1
         last = finished == n
-        tail = frame(choice, policy.continuous) if choice is not None else b""
-        tail += frame(finish(o), policy.continuous or (policy.on_finish and last))
-        yield tail + DONE if last else tail
-    if finished < n:
-        yield DONE
+        tail = chunk(choice, continuous) if choice is not None else b""
+        tail += chunk(finish(o), continuous or (on_finish and last))
+        return tail + DONE if last else tail
+
+    def end() -> bytes:
+        return DONE if finished < n else b""
+
+    return EventStream(
+        gen.stream(), frame, head=b"".join(chunk(c, continuous) for c in preamble), end=end
+    )

@@ -79,7 +79,7 @@ class CompletionService:
             for i in range(params.n)
             if echo
         ]
-        frames = sse_chunks(
+        return sse_chunks(
             gen=gen,
             model=self.card.name,
             request_id=request_id,
@@ -89,7 +89,6 @@ class CompletionService:
             finish=_finish,
             preamble=preamble,
         )
-        return EventStream(frames)
 
     async def _complete(
         self, request_id: str, gen: Generation, echo: str, as_ids: bool
