@@ -1,8 +1,9 @@
 """The generation core both APIs share: one engine request, from its first output to its usage
 in the request record.
 
-An API builds the prompt and the sampling parameters, starts a `Generation`, and maps what it
-yields to bytes. Everything else happens here, once: the first output is awaited before any
+An API builds the prompt and the sampling parameters, starts a `Generation`, and gives a
+function that maps one output to bytes (the request's task drives the stream). Everything else
+happens here, once: the first output is awaited before any
 response goes out (so a request the engine refuses gets a 4xx, not a 200 that fails), tokens
 are counted, usage and cost are worked out, the time to the first token and (when the server
 logs content) the generated text go into the request record, and the engine stream is closed
@@ -11,7 +12,7 @@ logs content) the generated text go into the request record, and the engine stre
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from typing import Any
 
 from .errors import APIError, engine_dead
@@ -32,12 +33,14 @@ class Generation:
     __slots__ = (
         "_first",
         "_label",
-        "_outputs",
         "_pricing",
+        "_reason",
         "_record",
         "_structured_param",
+        "_texts",
         "completion_tokens",
         "n",
+        "outputs",
         "prompt_tokens",
     )
 
@@ -60,7 +63,9 @@ class Generation:
         self._label = label
         self._structured_param = structured_param
         self._first: Any = None
-        self._outputs = model.generate(prompt, params, request_id)
+        self._reason: str | None = None
+        self._texts: list[list[str]] | None = None
+        self.outputs = model.generate(prompt, params, request_id)
 
     async def start(self) -> None:
         """Wait for the engine's first output; the engine's refusals become API errors."""
@@ -68,7 +73,7 @@ class Generation:
         from vllm.v1.engine.exceptions import EngineDeadError
 
         try:
-            self._first = await anext(self._outputs)
+            self._first = await anext(self.outputs)
         except EngineDeadError as exc:
             raise engine_dead() from exc
         except (ValueError, VLLMClientError) as exc:
@@ -86,36 +91,42 @@ class Generation:
         """The whole answer of a request that does not stream (the engine sends it once)."""
         out = self._first
         try:
-            await anext(self._outputs, None)  # lets the engine's generator end by itself
+            await anext(self.outputs, None)  # lets the engine's generator end by itself
         finally:
-            await self._outputs.aclose()
+            await self.outputs.aclose()
         choices = sorted(out.outputs, key=lambda o: o.index)
         self.completion_tokens = sum(len(o.token_ids) for o in choices)
         self._record.capture("output", [o.text for o in choices])
         self._record.settle(self.usage(), self._label(choices[0]))
         return out
 
-    async def stream(self) -> AsyncIterator[Any]:
-        """Each choice's new output (a vLLM `CompletionOutput` delta), counted as it comes."""
-        record = self._record
-        texts: list[list[str]] | None = (
-            [[] for _ in range(self.n)] if record.capture_content else None
-        )
-        reason: str | None = None
-        record.first_token()
-        out = self._first
-        try:
-            while out is not None:
-                for o in out.outputs:
-                    self.completion_tokens += len(o.token_ids)
-                    if texts is not None:
-                        texts[o.index].append(o.text)
-                    yield o
-                    if o.index == 0 and o.finish_reason is not None:
-                        reason = self._label(o)  # after the API has read the output
-                out = await anext(self._outputs, None)
-        finally:
-            await self._outputs.aclose()  # after an early close, vLLM aborts the request
-        if texts is not None:
-            record.capture("output", ["".join(t) for t in texts])
-        record.settle(self.usage(), reason)
+    def begin_stream(self) -> Any:
+        """The first output of a stream, its time to first token noted."""
+        self._record.first_token()
+        if self._record.capture_content:
+            self._texts = [[] for _ in range(self.n)]
+        return self._first
+
+    def frame(self, out: Any, frame: Callable[[Any], bytes]) -> bytes:
+        """One engine step of a stream: each choice's new output (a vLLM `CompletionOutput`
+        delta) counted and framed by the API. Synchronous, so that the request's task runs the
+        whole stream in one loop over the engine's outputs (`request_lifetime`)."""
+        data = b""
+        for o in out.outputs:
+            self.completion_tokens += len(o.token_ids)
+            if self._texts is not None:
+                self._texts[o.index].append(o.text)
+            data += frame(o)
+            if o.index == 0 and o.finish_reason is not None:
+                self._reason = self._label(o)  # after the API has read the output
+        return data
+
+    def end_stream(self) -> None:
+        """The stream ran to its end: its usage and finish reason go into the record."""
+        if self._texts is not None:
+            self._record.capture("output", ["".join(t) for t in self._texts])
+        self._record.settle(self.usage(), self._reason)
+
+    async def close(self) -> None:
+        """Close the engine's stream; closed before it ended, vLLM aborts the request."""
+        await self.outputs.aclose()

@@ -62,11 +62,15 @@ async def serve_request(
             sent = True
             if stream.head:
                 await send({"type": "http.response.body", "body": stream.head, "more_body": True})
-            frame = stream.frame
-            async for output in stream.outputs:
-                data = frame(output)
+            gen, frame = stream.gen, stream.frame
+            outputs = gen.outputs
+            out = gen.begin_stream()
+            while out is not None:
+                data = gen.frame(out, frame)
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
+                out = await anext(outputs, None)
+            gen.end_stream()
             watch.stop()
             await send({"type": "http.response.body", "body": stream.end(), "more_body": False})
         else:
@@ -98,7 +102,7 @@ async def serve_request(
             await send_error(send, err, native)
     finally:
         if stream is not None:
-            await stream.outputs.aclose()  # closes the engine's generator: vLLM aborts the request
+            await stream.gen.close()  # before the end, vLLM aborts the request
 
 
 async def send_error(send: Send, err: APIError, native: bool) -> None:

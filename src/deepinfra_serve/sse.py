@@ -12,11 +12,14 @@ out, so a stream is never idle before it starts.
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import Message
+
+if TYPE_CHECKING:
+    from .generation import Generation
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
@@ -31,15 +34,15 @@ def _nothing() -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class EventStream:
-    """A streamed answer: the generation's outputs and how to frame them.
+    """A streamed answer: the generation and how to frame its outputs.
 
-    `frame` turns one output into SSE bytes (b"" for none), synchronously: the request's task
-    iterates the outputs itself, one loop and one async generator between the engine and the
-    socket, where a generator of frames per layer cost a context switch per token each. `head`
-    goes before the first output, `end()` after the last.
+    `frame` turns one choice's output into SSE bytes (b"" for none), synchronously: the
+    request's task iterates the engine's outputs itself, one loop between the engine and the
+    socket, where a generator per layer cost a context switch per token each. `head` goes
+    before the first output, `end()` after the last.
     """
 
-    outputs: AsyncGenerator[Any, None]
+    gen: Generation
     frame: Callable[[Any], bytes]
     head: bytes = b""
     end: Callable[[], bytes] = _nothing

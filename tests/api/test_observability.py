@@ -141,7 +141,7 @@ def test_request_id_is_taken_from_the_client_and_reaches_logs_and_engine(
 
     def logged() -> bool:
         text = server_log.read_text(errors="replace")
-        return f"Added request chatcmpl-{rid}" in text and f'"request_id": "{rid}"' in text
+        return f"Added request chatcmpl-{rid}" in text and f'"request_id":"{rid}"' in text
 
     eventually(logged)
 

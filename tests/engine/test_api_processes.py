@@ -97,7 +97,7 @@ def _rounds_until_both(
     statuses: list[int] = []
     for _ in range(40):
         statuses += asyncio.run(_post_all(url, 4, body, headers))
-        answered = _pids(log, rf'"message": "access".*"status": {status}')
+        answered = _pids(log, rf'"message":"access".*"status":{status}')
         if len(statuses) >= 24 and len(answered) == 2:
             break
     return statuses
@@ -114,7 +114,7 @@ def test_both_processes_serve_and_metrics_add_up(two: tuple[str, Any, Path]) -> 
         after = c.get("/metrics").text
     sent = len(statuses)
     assert statuses == [200] * sent
-    served = _pids(log, r'"message": "access".*"status": 200')
+    served = _pids(log, r'"message":"access".*"status":200')
     assert len(served) == 2 and served <= api_pids
     labels = {"api": "chat", "status": "200", "finish_reason": "length"}
     counted = metric_sum(after, "deepinfra_requests_total", **labels) - metric_sum(
@@ -133,7 +133,7 @@ def test_api_keys_hold_in_both_processes(two: tuple[str, Any, Path]) -> None:
     url, _, log = two
     statuses = _rounds_until_both(url, log, SHORT, {}, 401)
     assert statuses == [401] * len(statuses)
-    assert len(_pids(log, r'"message": "access".*"status": 401')) == 2
+    assert len(_pids(log, r'"message":"access".*"status":401')) == 2
 
 
 def test_the_concurrency_limit_holds_across_processes(two: tuple[str, Any, Path]) -> None:
@@ -149,7 +149,7 @@ def test_the_concurrency_limit_holds_across_processes(two: tuple[str, Any, Path]
             refused: list[int] = []
             for _ in range(10):  # new connections, until both processes have said no
                 refused += await _post_all(url, 8, SHORT, AUTH)
-                if len(_pids(log, r'"message": "access".*"status": 429')) == 2:
+                if len(_pids(log, r'"message":"access".*"status":429')) == 2:
                     break
             for h in held:
                 await h.__aexit__(None, None, None)
@@ -159,7 +159,7 @@ def test_the_concurrency_limit_holds_across_processes(two: tuple[str, Any, Path]
     assert in_flight == LIMIT
     # Each process alone would have admitted up to LIMIT; together they admit LIMIT.
     assert set(refused) == {429}
-    assert len(_pids(log, r'"message": "access".*"status": 429')) == 2
+    assert len(_pids(log, r'"message":"access".*"status":429')) == 2
 
 
 def test_a_disconnect_aborts_the_engine_request(two: tuple[str, Any, Path]) -> None:

@@ -46,7 +46,7 @@ def test_two_ranks_serve_a_chat_completion(tp2: tuple[str, Path]) -> None:
     rid = r.headers["x-request-id"]
 
     def access_lines() -> list[dict]:
-        return [r for r in json_log(log, f'"request_id": "{rid}"') if r["message"] == "access"]
+        return [r for r in json_log(log, f'"request_id":"{rid}"') if r["message"] == "access"]
 
     deadline = time.monotonic() + 5  # the line is written as the response's last byte goes
     while not access_lines() and time.monotonic() < deadline:

@@ -143,7 +143,7 @@ class InferenceService:
                 events.append(b"data: " + orjson.dumps(event) + b"\n\n")
             return events[0] if len(events) == 1 else b"".join(events)
 
-        return EventStream(gen.stream(), frame)
+        return EventStream(gen, frame)
 
 
 def _response(request_id: str, out: Any, usage: Usage, started: float) -> InferenceResponse:

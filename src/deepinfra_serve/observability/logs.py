@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 
-from pythonjsonlogger.json import JsonFormatter
+from pythonjsonlogger.orjson import OrjsonFormatter
 
 from .context import current_request_id
 
@@ -18,10 +18,12 @@ class _RequestIdFilter(logging.Filter):
 
 
 def configure_logging(level: str) -> None:
-    """Our loggers write JSON to stdout; vLLM and uvicorn keep their own formats."""
+    """Our loggers write JSON to stdout; vLLM and uvicorn keep their own formats. orjson
+    writes the lines: the access line is one per request, and the stdlib encoder took half
+    of its cost."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
-        JsonFormatter(
+        OrjsonFormatter(
             "{asctime}{levelname}{name}{process}{message}",
             style="{",
             rename_fields={

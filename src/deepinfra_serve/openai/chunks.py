@@ -96,6 +96,4 @@ def sse_chunks(
     def end() -> bytes:
         return DONE if finished < n else b""
 
-    return EventStream(
-        gen.stream(), frame, head=b"".join(chunk(c, continuous) for c in preamble), end=end
-    )
+    return EventStream(gen, frame, head=b"".join(chunk(c, continuous) for c in preamble), end=end)
