@@ -1,7 +1,7 @@
-"""Which API a request belongs to, decided once per request from one table of path prefixes.
+"""Which API a request belongs to, decided once per request from its path.
 
 The outermost middleware classifies the path and keeps the answer on the request's record;
-admission, metrics, error rendering and stream guards read it from there.
+admission, metrics, error rendering and the generation routes read it from there.
 """
 
 from __future__ import annotations
@@ -32,19 +32,22 @@ COMPLETIONS = Endpoint("completions", "openai")
 INFERENCE = Endpoint("inference", "native")
 OTHER_OPENAI = Endpoint(None, "openai")
 
-_TABLE: tuple[tuple[str, Endpoint], ...] = (
-    (f"{OPENAI_MOUNT}/chat/completions", CHAT),
-    (f"{OPENAI_ALIAS}/chat/completions", CHAT),
-    (f"{OPENAI_MOUNT}/completions", COMPLETIONS),
-    (f"{OPENAI_ALIAS}/completions", COMPLETIONS),
-    (f"{NATIVE_MOUNT}/", INFERENCE),
-)
+_EXACT = {
+    f"{mount}{path}": endpoint
+    for mount in (OPENAI_MOUNT, OPENAI_ALIAS)
+    for path, endpoint in (("/chat/completions", CHAT), ("/completions", COMPLETIONS))
+}
+NATIVE_PREFIX = f"{NATIVE_MOUNT}/"
 
 
 def classify(path: str) -> Endpoint:
-    for prefix, endpoint in _TABLE:
-        if path.startswith(prefix):
-            return endpoint
+    """A generation endpoint: the OpenAI routes by exact path, the native one by its prefix and
+    a model name after it. The generation routes are served by this same answer."""
+    endpoint = _EXACT.get(path)
+    if endpoint is not None:
+        return endpoint
+    if path.startswith(NATIVE_PREFIX) and len(path) > len(NATIVE_PREFIX):
+        return INFERENCE
     return OTHER_OPENAI
 
 

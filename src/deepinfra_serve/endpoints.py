@@ -19,10 +19,11 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .apis import NATIVE_MOUNT, OPENAI_ALIAS, OPENAI_MOUNT
+from .apis import CHAT, COMPLETIONS, INFERENCE, NATIVE_PREFIX
 from .errors import APIError, validation_error
 from .native.routes import inference
 from .native.schema import InferenceRequest
+from .observability.context import record_of
 from .openai.routes import chat_completions, completions
 from .openai.schema import ChatCompletionRequest, CompletionRequest
 from .request_lifetime import Answer, send_error, serve_request
@@ -39,37 +40,32 @@ class Route(NamedTuple):
     native: bool = False
 
 
-_CHAT = Route(ChatCompletionRequest, chat_completions)
-_COMPLETIONS = Route(CompletionRequest, completions)
-_INFERENCE = Route(InferenceRequest, inference, native=True)
-_NATIVE_PREFIX = NATIVE_MOUNT + "/"
+_ROUTES = {
+    CHAT: Route(ChatCompletionRequest, chat_completions),
+    COMPLETIONS: Route(CompletionRequest, completions),
+    INFERENCE: Route(InferenceRequest, inference, native=True),
+}
 
 _METHOD = APIError(405, "Method Not Allowed", code="method_not_allowed", headers={"Allow": "POST"})
 
 
 class GenerationRoutes:
-    """Serves the generation routes and hands every other request to `fallback` (FastAPI)."""
+    """Serves the generation routes and hands every other request to `fallback` (FastAPI).
+
+    Which route a request is for, the outermost middleware has decided (`apis.classify`)."""
 
     def __init__(self, state: State, fallback: ASGIApp) -> None:
         self.state = state
         self.fallback = fallback
-        self.exact = {
-            f"{mount}{path}": route
-            for mount in (OPENAI_MOUNT, OPENAI_ALIAS)
-            for path, route in (("/chat/completions", _CHAT), ("/completions", _COMPLETIONS))
-        }
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path: str = scope["path"]
-            route = self.exact.get(path)
-            if route is not None:
-                await self._serve(route, "", scope, receive, send)
-                return
-            if path.startswith(_NATIVE_PREFIX) and len(path) > len(_NATIVE_PREFIX):
-                await self._serve(_INFERENCE, path[len(_NATIVE_PREFIX) :], scope, receive, send)
-                return
-        await self.fallback(scope, receive, send)
+        record = record_of(scope) if scope["type"] == "http" else None
+        route = None if record is None else _ROUTES.get(record.endpoint)
+        if route is None:
+            await self.fallback(scope, receive, send)
+            return
+        rest = scope["path"][len(NATIVE_PREFIX) :] if route.native else ""
+        await self._serve(route, rest, scope, receive, send)
 
     async def _serve(
         self, route: Route, rest: str, scope: Scope, receive: Receive, send: Send

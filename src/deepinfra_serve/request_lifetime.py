@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Send
 
 from .errors import APIError, engine_dead, internal_error, timed_out
-from .sse import EventStream, json_response, stream_start
+from .sse import EventStream, json_response, response_start, stream_start
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ async def serve_request(
         if not watch.expired:
             log.info("client disconnected; request aborted")
             if not sent:  # the access line and metrics read the status; the client is gone
-                await send({"type": "http.response.start", "status": CLIENT_CLOSED, "headers": []})
+                await send(response_start(CLIENT_CLOSED, []))
                 await send({"type": "http.response.body", "body": b""})
         elif sent:
             await _end_stream(send, timed_out(timeout_s), native)

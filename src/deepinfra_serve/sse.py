@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Message
 
+from .observability.context import current
+
 if TYPE_CHECKING:
     from .generation import Generation
 
@@ -48,9 +50,18 @@ class EventStream:
     end: Callable[[], bytes] = _nothing
 
 
+def response_start(status: int, headers: list[tuple[bytes, bytes]]) -> Message:
+    """The start of a generation route's answer. It carries the request id and notes the
+    status on the request's record, for the access line and metrics: the middleware that does
+    this for other routes wraps `send`, which would cost a call on every frame."""
+    record = current()
+    record.status = status
+    headers.append((b"x-request-id", record.request_id.encode()))
+    return {"type": "http.response.start", "status": status, "headers": headers}
+
+
 def stream_start() -> Message:
-    # A fresh message each time: the middleware adds the request id to its headers.
-    return {"type": "http.response.start", "status": 200, "headers": list(_HEADERS)}
+    return response_start(200, list(_HEADERS))
 
 
 def json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Message:
@@ -58,4 +69,4 @@ def json_response(status: int, body: bytes, headers: dict[str, str] | None = Non
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if headers:
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    return {"type": "http.response.start", "status": status, "headers": raw}
+    return response_start(status, raw)

@@ -138,6 +138,18 @@ def test_request_id_is_taken_from_the_client_and_reaches_logs_and_engine(
         headers={"X-Request-ID": "native-1"},
     )
     assert native.json()["request_id"] == "native-1"
+    # Streams, and errors of the generation routes, carry it too.
+    with client.stream(
+        "POST",
+        "/v1/openai/completions",
+        json={"model": MODEL, "prompt": "Hi", "max_tokens": 2, "stream": True},
+        headers={"X-Request-ID": "stream-1"},
+    ) as stream:
+        assert stream.headers["x-request-id"] == "stream-1"
+    bad = client.post(
+        f"/v1/inference/{MODEL}", json={"input": 1}, headers={"X-Request-ID": "bad-1"}
+    )
+    assert bad.status_code == 422 and bad.headers["x-request-id"] == "bad-1"
 
     def logged() -> bool:
         text = server_log.read_text(errors="replace")

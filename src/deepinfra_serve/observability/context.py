@@ -59,6 +59,7 @@ class RequestRecord:
     capture_content: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
+    status: int = 500  # the answer's, once its start is sent
     usage: Usage = NO_USAGE
     finish_reason: str | None = None
     user: str | None = None

@@ -2,7 +2,8 @@
 metrics and its access-log line.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware: it must see the end of a streamed
-response (not just its headers), and it adds nothing per streamed chunk but one comparison.
+response (not just its headers), and it adds nothing per streamed frame: the generation routes
+note their status and send the request id themselves, and only other routes' `send` is wrapped.
 """
 
 from __future__ import annotations
@@ -58,27 +59,23 @@ class ObservabilityMiddleware:
             endpoint=classify(scope["path"]),
             capture_content=self.log_content,
         )
-        rid_header = (b"x-request-id", record.request_id.encode())
-        status = 500
-
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                message["headers"] = [*message.get("headers", []), rid_header]
-            await send(message)
-
         token = bind(record, scope)
         series = self._of(record.api) if record.api else None
-        if series is not None:
-            series.in_flight.inc()
         try:
-            await self.app(scope, receive, send_with_id)
+            if series is None:
+                await self.app(scope, receive, _with_id(send, record))
+            else:
+                # A generation route, which notes its status and sends the request id itself
+                # (`sse.response_start`): its frames go to the server unwrapped.
+                series.in_flight.inc()
+                try:
+                    await self.app(scope, receive, send)
+                finally:
+                    series.in_flight.dec()
         finally:
             unbind(token)
             if series is not None:
-                series.in_flight.dec()
-                self._account(record, status, scope, series)
+                self._account(record, record.status, scope, series)
 
     def _account(self, record: RequestRecord, status: int, scope: Scope, series: _Series) -> None:
         ended = time.perf_counter()
@@ -121,3 +118,15 @@ class ObservabilityMiddleware:
         if record.content is not None:
             line["content"] = record.content
         access_log.info("access", extra=line)
+
+
+def _with_id(send: Send, record: RequestRecord) -> Send:
+    rid_header = (b"x-request-id", record.request_id.encode())
+
+    async def send_with_id(message: Message) -> None:
+        if message["type"] == "http.response.start":
+            record.status = message["status"]
+            message["headers"] = [*message.get("headers", []), rid_header]
+        await send(message)
+
+    return send_with_id
