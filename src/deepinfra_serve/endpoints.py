@@ -3,9 +3,10 @@
 Chat, completions and native inference carry nearly all of the traffic, and FastAPI's request
 handling (a `Request`, dependency resolution, a stdlib JSON parse before validation) and
 Starlette's routing and per-frame send wrappers cost about a tenth of the API process's CPU on
-them, measured. So these routes are matched here, by exact path, before FastAPI: the body is
-validated from its bytes in one pydantic call, the API key is checked first, and the answer is
-written by `request_lifetime.serve_request`. Every error keeps the shape FastAPI gave it: 422s
+them, measured. So these routes are answered here, ahead of FastAPI, as the outermost
+middleware classified the path (`apis.classify`): the API key is checked first, the body is
+validated from its bytes in one pydantic call, and the answer is written by
+`request_lifetime.serve_request`. Every error keeps the shape FastAPI gave it: 422s
 name the field, OpenAI's or DeepInfra's error body by route. Everything else (models, probes,
 metrics, the OpenAPI document, which declares these routes too) stays with FastAPI.
 """
