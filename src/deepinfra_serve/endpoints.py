@@ -38,16 +38,13 @@ class Route(NamedTuple):
 
     body: type[BaseModel]
     handle: Handler
-    native: bool = False
 
 
 _ROUTES = {
     CHAT: Route(ChatCompletionRequest, chat_completions),
     COMPLETIONS: Route(CompletionRequest, completions),
-    INFERENCE: Route(InferenceRequest, inference, native=True),
+    INFERENCE: Route(InferenceRequest, inference),
 }
-
-_METHOD = APIError(405, "Method Not Allowed", code="method_not_allowed", headers={"Allow": "POST"})
 
 
 class GenerationRoutes:
@@ -65,18 +62,22 @@ class GenerationRoutes:
         if route is None:
             await self.fallback(scope, receive, send)
             return
-        rest = scope["path"][len(NATIVE_PREFIX) :] if route.native else ""
-        await self._serve(route, rest, scope, receive, send)
+        native = record.endpoint.native
+        rest = scope["path"][len(NATIVE_PREFIX) :] if native else ""
+        await self._serve(route, native, rest, scope, receive, send)
 
     async def _serve(
-        self, route: Route, rest: str, scope: Scope, receive: Receive, send: Send
+        self, route: Route, native: bool, rest: str, scope: Scope, receive: Receive, send: Send
     ) -> None:
         state = self.state
         try:
             if scope["method"] != "POST":
-                raise _METHOD
+                raise APIError(
+                    405, "Method Not Allowed", code="method_not_allowed", headers={"Allow": "POST"}
+                )
             state.api_keys.check(_header(scope, b"authorization"))
-            body = await _read_body(receive)
+            # Admission has read the whole body (bounded) and replays it as one message.
+            body = (await receive()).get("body", b"")
             if not body:
                 raise APIError(400, "Request body is required", code="invalid_request")
             try:
@@ -87,15 +88,15 @@ class GenerationRoutes:
                     [{**e, "loc": ("body", *e["loc"])} for e in errors]
                 ) from None
         except APIError as err:
-            await send_error(send, err, route.native)
+            await send_error(send, err, native)
             return
         await serve_request(
             receive,
             send,
             route.handle(state, req, rest),
             timeout_s=state.request_timeout_s,
-            native=route.native,
-            exclude_none=route.native,
+            native=native,
+            exclude_none=native,
         )
 
 
@@ -104,16 +105,3 @@ def _header(scope: Scope, name: bytes) -> str | None:
         if key == name:
             return value.decode("latin-1")
     return None
-
-
-async def _read_body(receive: Receive) -> bytes:
-    """The whole body (admission has bounded its size); a client gone mid-way leaves it cut."""
-    chunks: list[bytes] = []
-    while True:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunks.append(message.get("body", b""))
-        if not message.get("more_body", False):
-            break
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)

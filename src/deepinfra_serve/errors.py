@@ -151,8 +151,6 @@ def validation_error(errors: Sequence[Any]) -> APIError:
     first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
     if first.get("type") == "json_invalid":
         return APIError(400, "Request body is not valid JSON", code="invalid_json")
-    if first.get("type") == "missing" and tuple(first["loc"]) == ("body",):
-        return APIError(400, "Request body is required", code="invalid_request")
     messages = [
         f"{_field(tuple(e['loc']))}: {e['msg'].removeprefix('Value error, ')}" for e in errors
     ]

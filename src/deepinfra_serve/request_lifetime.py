@@ -21,7 +21,7 @@ from pydantic import BaseModel
 from starlette.types import Receive, Send
 
 from .errors import APIError, engine_dead, internal_error, timed_out
-from .sse import EventStream, json_response, response_start, stream_start
+from .sse import EventStream, response_start, send_json, stream_start
 
 log = logging.getLogger(__name__)
 
@@ -75,9 +75,7 @@ async def serve_request(
             await send({"type": "http.response.body", "body": stream.end(), "more_body": False})
         else:
             watch.stop()
-            body = answer.model_dump_json(exclude_none=exclude_none).encode()
-            await send(json_response(200, body))
-            await send({"type": "http.response.body", "body": body})
+            await send_json(send, 200, answer.model_dump_json(exclude_none=exclude_none).encode())
     except asyncio.CancelledError:
         watch.stop()
         if not watch.ended or task.uncancel() > 0:
@@ -107,9 +105,7 @@ async def serve_request(
 
 async def send_error(send: Send, err: APIError, native: bool) -> None:
     """An error answer in the API's shape: OpenAI's error object, or DeepInfra's native one."""
-    body = orjson.dumps(err.body(native))
-    await send(json_response(err.status, body, err.headers))
-    await send({"type": "http.response.body", "body": body})
+    await send_json(send, err.status, orjson.dumps(err.body(native)), err.headers)
 
 
 async def _end_stream(send: Send, err: APIError, native: bool) -> None:

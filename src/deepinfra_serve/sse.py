@@ -16,7 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from starlette.types import Message
+from starlette.types import Message, Send
 
 from .observability.context import current
 
@@ -64,9 +64,12 @@ def stream_start() -> Message:
     return response_start(200, list(_HEADERS))
 
 
-def json_response(status: int, body: bytes, headers: dict[str, str] | None = None) -> Message:
-    """The start message of a JSON answer; its body goes in one message after it."""
+async def send_json(
+    send: Send, status: int, body: bytes, headers: dict[str, str] | None = None
+) -> None:
+    """A whole JSON answer: its start, then its body in one message."""
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if headers:
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers.items()]
-    return response_start(status, raw)
+    await send(response_start(status, raw))
+    await send({"type": "http.response.body", "body": body})

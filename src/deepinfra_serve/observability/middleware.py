@@ -75,12 +75,13 @@ class ObservabilityMiddleware:
         finally:
             unbind(token)
             if series is not None:
-                self._account(record, record.status, scope, series)
+                self._account(record, scope, series)
 
-    def _account(self, record: RequestRecord, status: int, scope: Scope, series: _Series) -> None:
+    def _account(self, record: RequestRecord, scope: Scope, series: _Series) -> None:
         ended = time.perf_counter()
         model, api = self.model, record.api
         latency = ended - record.started
+        status = record.status
         key = (status, record.finish_reason or "none")
         counter = series.requests.get(key)
         if counter is None:
