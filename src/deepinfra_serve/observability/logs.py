@@ -1,13 +1,20 @@
-"""Logging set-up: JSON lines for this service's loggers, each carrying the request id."""
+"""Logging set-up: JSON lines for this service's loggers, each carrying the request id; and the
+access line, written on a shorter path of its own."""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+import time
+from typing import Any
 
+import orjson
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from .context import current_request_id
+
+ACCESS_LOGGER = "deepinfra_serve.access"
 
 
 class _RequestIdFilter(logging.Filter):
@@ -17,10 +24,60 @@ class _RequestIdFilter(logging.Filter):
         return True
 
 
+class AccessLog:
+    """One JSON line per request, in the shape every other line has (`time`, `level`,
+    `logger`, `pid`, `message`, then the line's own fields).
+
+    The stdlib's path costs 23 us a line here (the caller's frame looked up, a `LogRecord`,
+    python-json-logger merging the record's attributes), about a fifth of this service's own
+    work per request; the fields are known in full, so orjson writes the line in 2 us. Logging
+    still decides: nothing is written unless the access logger is enabled for INFO, and the
+    line goes to the handler `configure_logging` set up, under its lock. Without that handler
+    (an app built in-process, without `configure_logging`), the line goes through logging as
+    any other."""
+
+    def __init__(self) -> None:
+        self.logger = logging.getLogger(ACCESS_LOGGER)
+        self.handler: logging.StreamHandler[Any] | None = None
+        self._second = -1
+        self._stamp = ""
+
+    def write(self, fields: dict[str, Any]) -> None:
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = self.handler
+        if handler is None:
+            logger.info("access", extra=fields)
+            return
+        head = {
+            "time": self._asctime(time.time()),
+            "level": "INFO",
+            "logger": ACCESS_LOGGER,
+            "pid": os.getpid(),
+            "message": "access",
+        }
+        line = orjson.dumps(head | fields, option=orjson.OPT_APPEND_NEWLINE).decode()
+        with handler.lock:  # type: ignore[union-attr]  # a StreamHandler always has one
+            handler.stream.write(line)
+            handler.stream.flush()
+
+    def _asctime(self, now: float) -> str:
+        """logging's default `asctime` ("2026-12-02 04:49:09,180"), the date part formatted
+        once a second."""
+        second = int(now)
+        if second != self._second:
+            self._second = second
+            self._stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(second))
+        return f"{self._stamp},{int((now - second) * 1000):03d}"
+
+
+access_log = AccessLog()
+
+
 def configure_logging(level: str) -> None:
     """Our loggers write JSON to stdout; vLLM and uvicorn keep their own formats. orjson
-    writes the lines: the access line is one per request, and the stdlib encoder took half
-    of its cost."""
+    writes the lines: the stdlib encoder took half of a line's cost."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(
         OrjsonFormatter(
@@ -39,3 +96,4 @@ def configure_logging(level: str) -> None:
     ours.handlers[:] = [handler]
     ours.setLevel(level.upper())
     ours.propagate = False
+    access_log.handler = handler

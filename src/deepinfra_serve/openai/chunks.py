@@ -16,7 +16,8 @@ from .schema import StreamOptions
 
 DONE = b"data: [DONE]\n\n"
 
-Choice = dict[str, Any]
+# A chunk's choice: a dict, or its JSON already written (a chat stream's content deltas).
+Choice = dict[str, Any] | bytes
 
 
 def finish_reason(reason: str | None, called: bool = False) -> str:
@@ -64,7 +65,8 @@ def sse_chunks(
     """Frame a generation as SSE chunks of one choice each, ending in `data: [DONE]`.
 
     The envelope is the same for every chunk of a response: it is serialised once and each
-    choice is spliced in, so the per-token work is one small orjson call. JSON has no
+    choice is spliced in, so the per-token work is one small orjson call (or none, for a
+    choice that comes as JSON). JSON has no
     newlines, so an SSE frame is "data: " + JSON + a blank line.
     """
     head = orjson.dumps(
@@ -77,15 +79,20 @@ def sse_chunks(
     finished = 0
 
     def chunk(choice: Choice, with_usage: bool) -> bytes:
+        body = choice if choice.__class__ is bytes else dumps(choice)
         if not with_usage:
-            return prefix + dumps(choice) + b"]}\n\n"
-        return prefix + dumps(choice) + b'],"usage":' + dumps(gen.usage()) + b"}\n\n"
+            return prefix + body + b"]}\n\n"
+        return prefix + body + b'],"usage":' + dumps(gen.usage()) + b"}\n\n"
 
     def frame(o: Any) -> bytes:
         nonlocal finished
         choice = delta(o)
         if o.finish_reason is None:
-            return b"" if choice is None else chunk(choice, continuous)
+            if choice is None:
+                return b""
+            if choice.__class__ is bytes and not continuous:  # most frames: no call more
+                return prefix + choice + b"]}\n\n"  # type: ignore[operator]
+            return chunk(choice, continuous)
         # A choice's last frames, and after the last choice [DONE], go out in one write.
         finished += 1
         last = finished == n
