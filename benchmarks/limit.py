@@ -26,7 +26,7 @@ from deepinfra_serve.served_model import ServedModel
 from deepinfra_serve.weights import prepare_weights
 
 from .servers import bench_card
-from .workload import PROMPT
+from .workload import PROMPT, requests_per_level
 
 
 async def run_level(
@@ -72,7 +72,7 @@ async def measure(args: argparse.Namespace) -> dict[int, dict[str, float]]:
         levels = [int(c) for c in args.concurrency.split(",")]
         results: dict[int, dict[str, float]] = {}
         for c in levels:
-            n = args.requests or max(64, 8 * c)
+            n = args.requests or requests_per_level(c)
             rates = []
             for _ in range(args.rounds):
                 tokens, seconds, cpu = await run_level(model, prompt, c, n, args.max_tokens)

@@ -35,7 +35,7 @@ from deepinfra_serve.weights import prepare_weights
 from .measure import Summary, combine, cpu_seconds, front_end, paired_ratios, summarize
 from .report import limit_markdown, machine, markdown, paired_markdown, plot
 from .servers import bare_command, bench_card, ours_command, server, vllm_command
-from .workload import run_level
+from .workload import requests_per_level, run_level
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument(
-        "--requests", type=int, default=0, help="per level; default 8 x concurrency, at least 64"
+        "--requests", type=int, default=0, help="per level; default 32 per stream, 64 to 2,048"
     )
     parser.add_argument(
         "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
@@ -100,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
             f"http://127.0.0.1:{bare_port}",
             "/v1/chat/completions",
         )
-    total = sum(args.requests or max(64, 8 * c) for c in levels) * len(commands) * args.rounds
+    per_round = sum(args.requests or requests_per_level(c) for c in levels)
+    total = per_round * len(commands) * args.rounds
     rows: list[Summary] = []
     with contextlib.ExitStack() as stack:
         front_ends = {
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     _, _, base, path = commands[name]
                     bar.set_postfix(server=name, concurrency=c, round=rnd + 1)
-                    n = args.requests or max(64, 8 * c)
+                    n = args.requests or requests_per_level(c)
                     cpu = cpu_seconds(front_ends[name])
                     level = run_level(base, path, card.name, c, n, args.max_tokens, bar)
                     cpu = cpu_seconds(front_ends[name]) - cpu

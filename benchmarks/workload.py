@@ -180,6 +180,13 @@ def chat_bodies(model: str, requests: int, max_tokens: int) -> list[dict[str, An
     ]
 
 
+def requests_per_level(concurrency: int) -> int:
+    """Requests in one measurement: 32 per stream, between 64 and 2,048. At 8 per stream a
+    round at 32 streams lasted about 3 s, and the API process's CPU time over so short a window
+    moved by a fifth from one round to the next on a shared machine."""
+    return max(64, min(32 * concurrency, 2048))
+
+
 @dataclass
 class Level:
     samples: list[Sample]
