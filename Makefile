@@ -60,7 +60,7 @@ format: install
 helm-test: install
 	$(BIN)/pytest tests/helm
 
-test: lint helm-test debs
+test: lint debs helm-test
 	$(BIN)/pytest --ignore=tests/helm --ignore=tests/image
 
 # The container image: the GPU build by default, `make image VARIANT=cpu` for the CPU build
