@@ -65,22 +65,20 @@ async def serve_request(
             gen, frame = stream.gen, stream.frame
             outputs = gen.outputs
             out = gen.begin_stream()
-            data = b""
+            last = b""  # the last frames go out with the end of the body, in one write
             while out is not None:
                 data = gen.frame(out, frame)
                 if out.finished:
-                    # The last frames go out with the end of the body: one write, where the
-                    # chunked body's terminator alone took a write (a system call) of its own.
+                    last = data
                     await anext(outputs, None)  # the engine's generator ends by itself
                     break
                 if data:
                     await send({"type": "http.response.body", "body": data, "more_body": True})
-                    data = b""
                 out = await anext(outputs, None)
             gen.end_stream()
             watch.stop()
             await send(
-                {"type": "http.response.body", "body": data + stream.end(), "more_body": False}
+                {"type": "http.response.body", "body": last + stream.end(), "more_body": False}
             )
         else:
             watch.stop()

@@ -66,8 +66,8 @@ def sse_chunks(
 
     The envelope is the same for every chunk of a response: it is serialised once and each
     choice is spliced in, so the per-token work is one small orjson call (or none, for a
-    choice that comes as JSON). JSON has no
-    newlines, so an SSE frame is "data: " + JSON + a blank line.
+    choice that comes as JSON). JSON has no newlines, so an SSE frame is "data: " + JSON + a
+    blank line.
     """
     head = orjson.dumps(
         {"id": request_id, "object": obj, "created": int(time.time()), "model": model}
@@ -88,11 +88,7 @@ def sse_chunks(
         nonlocal finished
         choice = delta(o)
         if o.finish_reason is None:
-            if choice is None:
-                return b""
-            if choice.__class__ is bytes and not continuous:  # most frames: no call more
-                return prefix + choice + b"]}\n\n"  # type: ignore[operator]
-            return chunk(choice, continuous)
+            return b"" if choice is None else chunk(choice, continuous)
         # A choice's last frames, and after the last choice [DONE], go out in one write.
         finished += 1
         last = finished == n
