@@ -72,6 +72,8 @@ class Connection(asyncio.Protocol):
             self.line(line)
 
     def on_message_complete(self) -> None:
+        # Asked here: once the parser has finished the message it answers False.
+        self.keep_alive = self.parser.should_keep_alive()
         if self.rest:
             self.line(self.rest)
             self.rest = b""
@@ -101,6 +103,7 @@ class Connection(asyncio.Protocol):
         self.last: float | None = None
         self.tokens = 0
         self.done = False
+        self.keep_alive = False
         self.error = ""
         self.response = asyncio.get_running_loop().create_future()
         started = time.perf_counter()
@@ -112,7 +115,7 @@ class Connection(asyncio.Protocol):
             self.transport.close()
             return Sample(ok=False, error=type(exc).__name__)
         end = time.perf_counter()
-        if not self.parser.should_keep_alive():
+        if not self.keep_alive:
             self.transport.close()
         if (status := self.parser.get_status_code()) != 200:
             return Sample(ok=False, error=f"HTTP {status}")
