@@ -23,10 +23,10 @@ from typing import Any
 import orjson
 import uvicorn
 
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.engine_args import build_engine_args, plan_engine
-from deepinfra_serve.served_model import ServedModel
-from deepinfra_serve.weights import prepare_weights
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.engine.engine_args import build_engine_args, plan_engine
+from deepinfra_serve.engine.served_model import ServedModel
+from deepinfra_serve.engine.weights import prepare_weights
 
 Scope = dict[str, Any]
 HEADERS = [(b"content-type", b"text/event-stream"), (b"cache-control", b"no-cache")]

@@ -30,7 +30,7 @@ import httpx
 import yaml
 from tqdm import tqdm
 
-from deepinfra_serve.cards import load_card
+from deepinfra_serve.config.cards import load_card
 
 from .measure import percentile, summarize
 from .report import machine

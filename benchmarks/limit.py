@@ -20,10 +20,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.engine_args import build_engine_args, plan_engine
-from deepinfra_serve.served_model import ServedModel
-from deepinfra_serve.weights import prepare_weights
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.engine.engine_args import build_engine_args, plan_engine
+from deepinfra_serve.engine.served_model import ServedModel
+from deepinfra_serve.engine.weights import prepare_weights
 
 from .servers import bench_card
 from .workload import PROMPT, requests_per_level

@@ -20,9 +20,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.engine_args import plan_engine
-from deepinfra_serve.weights import prepare_weights
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.engine.engine_args import plan_engine
+from deepinfra_serve.engine.weights import prepare_weights
 
 from .servers import bench_card, ours_command, server
 from .workload import run_level

@@ -15,7 +15,7 @@ import httpx
 import psutil
 import yaml
 
-from deepinfra_serve import strict_yaml
+from deepinfra_serve.config import strict_yaml
 
 # Engine arguments that only the tests want: vLLM then logs every request it is given, and its
 # own server each request's sampling parameters too. Measured here at 32 streams, that logging

@@ -28,9 +28,9 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.engine_args import plan_engine
-from deepinfra_serve.weights import prepare_weights
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.engine.engine_args import plan_engine
+from deepinfra_serve.engine.weights import prepare_weights
 
 from .measure import Summary, combine, cpu_seconds, front_end, paired_ratios, summarize
 from .report import limit_markdown, machine, markdown, paired_markdown, plot

@@ -6,7 +6,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from deepinfra_serve.cards import ModelCard, load_card
+from deepinfra_serve.config.cards import ModelCard, load_card
 
 from .server import TINY_CARD, running_server
 

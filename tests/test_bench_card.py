@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from benchmarks.servers import bench_card
-from deepinfra_serve.cards import load_card
+from deepinfra_serve.config.cards import load_card
 
 from .server import CARDS
 

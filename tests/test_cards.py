@@ -6,7 +6,13 @@ from pathlib import Path
 
 import pytest
 
-from deepinfra_serve.cards import CardError, GeneratedWeights, HubWeights, WheelWeights, load_card
+from deepinfra_serve.config.cards import (
+    CardError,
+    GeneratedWeights,
+    HubWeights,
+    WheelWeights,
+    load_card,
+)
 
 from .server import CARDS
 

@@ -7,14 +7,14 @@ from pathlib import Path
 
 import pytest
 
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.engine_args import (
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.engine.engine_args import (
     api_process_count,
     build_engine_args,
     gpu_engine_kwargs,
     plan_engine,
 )
-from deepinfra_serve.weights import model_path
+from deepinfra_serve.engine.weights import model_path
 
 from .server import CARDS
 

@@ -13,9 +13,9 @@ import signal
 
 import uvicorn
 
-from deepinfra_serve.http_server import DrainingServer
-from deepinfra_serve.lifecycle import Lifecycle
-from deepinfra_serve.observability.context import RequestRecord, bind, current_request_id, unbind
+from deepinfra_serve.engine.lifecycle import Lifecycle
+from deepinfra_serve.http.server import DrainingServer
+from deepinfra_serve.observability.record import RequestRecord, bind, current_request_id, unbind
 
 
 class RecordingServer(DrainingServer):

@@ -13,11 +13,11 @@ from unittest import mock
 
 import pytest
 
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.engine_args import build_engine_args, plan_engine
-from deepinfra_serve.plain_chat import PlainChat
-from deepinfra_serve.settings import ServerSettings
-from deepinfra_serve.weights import prepare_weights
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.config.settings import ServerSettings
+from deepinfra_serve.engine.engine_args import build_engine_args, plan_engine
+from deepinfra_serve.engine.plain_chat import PlainChat
+from deepinfra_serve.engine.weights import prepare_weights
 from tests.server import CARDS, TINY_CARD
 
 PLAIN = [

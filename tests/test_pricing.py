@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from deepinfra_serve.cards import Pricing
-from deepinfra_serve.pricing import estimated_cost
+from deepinfra_serve.config.cards import Pricing
+from deepinfra_serve.config.pricing import estimated_cost
 
 MYTHOMAX = Pricing(input_usd_per_mtok=0.08, output_usd_per_mtok=0.08)
 

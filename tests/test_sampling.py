@@ -7,11 +7,11 @@ from typing import Any
 import pytest
 from vllm.sampling_params import RequestOutputKind
 
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.errors import APIError
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.engine.errors import APIError
+from deepinfra_serve.engine.sampling import SamplingRequest, engine_seed, to_sampling_params
 from deepinfra_serve.native.schema import PROFILE as NATIVE
 from deepinfra_serve.openai.schema import CHAT_PROFILE, SamplingFields
-from deepinfra_serve.sampling import SamplingRequest, engine_seed, to_sampling_params
 
 from .server import CARDS
 

@@ -10,7 +10,7 @@ import orjson
 import pytest
 from vllm.outputs import CompletionOutput
 
-from deepinfra_serve.observability.context import new_request_id
+from deepinfra_serve.observability.record import new_request_id
 from deepinfra_serve.openai.chat import _delta
 
 TEXTS = [" Paris", 'say "hi"\\', "line\nbreak\ttab\x00\x1f", "\u2028\u0085é😀", "</script>"]

@@ -14,12 +14,12 @@ from typing import Any
 import orjson
 from vllm.outputs import CompletionOutput, RequestOutput
 
-from deepinfra_serve.cards import ModelCard
-from deepinfra_serve.generation import Generation
-from deepinfra_serve.observability.context import RequestRecord, bind, unbind
+from deepinfra_serve.config.cards import ModelCard
+from deepinfra_serve.engine.generation import Generation
+from deepinfra_serve.http.lifetime import serve_request
+from deepinfra_serve.observability.record import RequestRecord, bind, unbind
 from deepinfra_serve.openai.chat import _delta, _finish
 from deepinfra_serve.openai.chunks import UsagePolicy, plain_finish, sse_chunks
-from deepinfra_serve.request_lifetime import serve_request
 
 
 class StandInEngine:

@@ -10,9 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from .cards import CardError, ModelCard, load_card, load_cards
+from .config.cards import CardError, ModelCard, load_card, load_cards
+from .config.settings import ServerSettings
 from .observability.logs import configure_logging
-from .settings import ServerSettings
 
 log = logging.getLogger("deepinfra_serve")
 
@@ -70,12 +70,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"deepinfra-serve: {exc}", file=sys.stderr)
         return 2
 
-    from .engine_args import api_process_count, detect_device, plan_engine
-    from .weights import prepare_weights
+    from .engine.engine_args import api_process_count, detect_device, plan_engine
+    from .engine.weights import prepare_weights
 
     device = detect_device() if settings.device == "auto" else settings.device
     if args.command == "engine-args":
-        from .weights import model_path
+        from .engine.weights import model_path
 
         plan = plan_engine(
             card,
@@ -107,10 +107,10 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(card: ModelCard, settings: ServerSettings, device: str) -> int:
-    from .engine_args import api_process_count, build_engine_args, plan_engine
-    from .http_server import run_server
-    from .served_model import ServedModel
-    from .weights import prepare_weights
+    from .engine.engine_args import api_process_count, build_engine_args, plan_engine
+    from .engine.served_model import ServedModel
+    from .engine.weights import prepare_weights
+    from .http.server import run_server
 
     def plan() -> Any:
         model = prepare_weights(card, settings.cache_dir)
@@ -134,7 +134,7 @@ def _serve(card: ModelCard, settings: ServerSettings, device: str) -> int:
         "" if processes == 1 else "es",
     )
     if processes > 1:
-        from .api_processes import serve_processes
+        from .http.api_processes import serve_processes
 
         return serve_processes(card, settings, plan(), processes)
     # One process: the probes answer while the weights are prepared and the engine loads.

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deepinfra_serve.cards import ModelCard
+from deepinfra_serve.config.cards import ModelCard
 from deepinfra_serve.openai.schema import ChatCompletion, ChatCompletionChunk
 from tests.sse import sse_lines
 

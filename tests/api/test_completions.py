@@ -8,7 +8,7 @@ import httpx
 import openai
 import pytest
 
-from deepinfra_serve.cards import ModelCard
+from deepinfra_serve.config.cards import ModelCard
 from deepinfra_serve.openai.schema import Completion, CompletionChunk
 from tests.sse import sse_lines
 

@@ -10,7 +10,7 @@ from typing import Any
 import httpx
 import pytest
 
-from deepinfra_serve.cards import ModelCard
+from deepinfra_serve.config.cards import ModelCard
 from deepinfra_serve.native.schema import InferenceResponse, StreamEvent
 from tests.sse import sse_lines
 

@@ -17,7 +17,7 @@ import openai
 import pytest
 from jinja2 import Template
 
-from deepinfra_serve.cards import ModelCard
+from deepinfra_serve.config.cards import ModelCard
 from tests.sse import sse_lines
 
 MODEL = "deepinfra-serve/tiny-random-llama"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from deepinfra_serve.settings import ServerSettings
+from deepinfra_serve.config.settings import ServerSettings
 from tests.server import CARDS, running_server
 
 

@@ -135,8 +135,8 @@ def test_the_files_device_applies_unless_the_command_line_names_one() -> None:
 
 
 def test_every_replica_lists_the_fleet_in_one_order() -> None:
-    from deepinfra_serve.app import listed_cards
-    from deepinfra_serve.cards import load_card
+    from deepinfra_serve.config.cards import load_card
+    from deepinfra_serve.http.app import listed_cards
 
     cards = ROOT / "model_cards"
     fleet = f"{cards / 'mythomax-l2-13b-turbo.yaml'},{cards / 'pygmalion-13b-4bit-128g.yaml'},"

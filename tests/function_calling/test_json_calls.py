@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
-from deepinfra_serve.function_calling.json_calls import CallScanner, read_calls
-from deepinfra_serve.function_calling.json_parser import JsonToolParser
+from deepinfra_serve.engine.function_calling.json_calls import CallScanner, read_calls
+from deepinfra_serve.engine.function_calling.json_parser import JsonToolParser
 
 NAMES = {"get_weather", "get_time"}
 WEATHER = '{"name": "get_weather", "parameters": {"city": "Paris"}}'

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import json
 
-from deepinfra_serve.cards import DEFAULT_TOOL_PROMPT, ToolCalling
-from deepinfra_serve.function_calling.choice import AUTO, NONE, ToolChoice
-from deepinfra_serve.function_calling.prompt import as_text, conversation, for_mistral
+from deepinfra_serve.config.cards import DEFAULT_TOOL_PROMPT, ToolCalling
+from deepinfra_serve.engine.function_calling.choice import AUTO, NONE, ToolChoice
+from deepinfra_serve.engine.function_calling.prompt import as_text, conversation, for_mistral
 
 PROMPT = ToolCalling(format="prompt")
 TEMPLATE = ToolCalling(format="template", parser="mistral")

@@ -11,7 +11,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deepinfra_serve.cards import load_card
+from deepinfra_serve.config.cards import load_card
 
 ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "helm" / "deepinfra-serve"

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 import yaml
 
-from deepinfra_serve.cards import load_card
+from deepinfra_serve.config.cards import load_card
 
 from .test_chart import KUBE_VERSION, ROOT, render
 

@@ -6,9 +6,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from deepinfra_serve.app import create_app
-from deepinfra_serve.cards import load_card
-from deepinfra_serve.served_model import ServedModel
+from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.engine.served_model import ServedModel
+from deepinfra_serve.http.app import create_app
 
 from ..server import CARDS
 

@@ -9,7 +9,7 @@ import httpx
 import pytest
 import respx
 
-from deepinfra_serve.lifecycle import Lifecycle
+from deepinfra_serve.engine.lifecycle import Lifecycle
 from deepinfra_serve.native.webhook_targets import WebhookTargets
 from deepinfra_serve.native.webhooks import WebhookSender
 

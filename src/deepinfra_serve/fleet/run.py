@@ -9,7 +9,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from ..settings import ServerSettings
+from ..config.settings import ServerSettings
 from .config import write_config
 from .spec import FleetError, load_fleet
 
@@ -27,7 +27,7 @@ def run_fleet(
     max_body_bytes: int,
     config_only: bool,
 ) -> int:
-    from ..weights import prepare_weights
+    from ..engine.weights import prepare_weights
 
     haproxy = shutil.which("haproxy")
     if haproxy is None and not config_only:

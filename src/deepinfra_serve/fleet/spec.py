@@ -11,8 +11,8 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from .. import strict_yaml
-from ..cards import CardError, ModelCard, load_card
+from ..config import strict_yaml
+from ..config.cards import CardError, ModelCard, load_card
 
 Policy = Literal["prefix", "leastconn", "roundrobin"]
 
@@ -89,7 +89,7 @@ def load_fleet(path: Path, *, device: str, first_port: int) -> Fleet:
     if device == "auto":
         device = spec.device
     if device == "auto":
-        from ..engine_args import detect_device
+        from ..engine.engine_args import detect_device
 
         device = detect_device()
     cards: list[tuple[ModelCard, Path]] = []

@@ -5,10 +5,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from starlette.datastructures import State
 
-from ..apis import NATIVE_MOUNT
-from ..errors import NativeError, error_responses, model_loading
-from ..model_routing import check_served
-from ..request_lifetime import Answer
+from ..engine.errors import NativeError, error_responses, model_loading
+from ..http.lifetime import Answer
+from ..http.model_routing import check_served
+from ..http.routes import NATIVE_MOUNT
 from .schema import InferenceRequest, InferenceResponse
 from .service import InferenceService
 

@@ -6,9 +6,9 @@ from typing import Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from ..cards import API_MAX_N
-from ..response_format import ResponseFormat, structured_outputs
-from ..sampling import ApiProfile, SamplingRequest, sent_null
+from ..config.cards import API_MAX_N
+from ..engine.response_format import ResponseFormat, structured_outputs
+from ..engine.sampling import ApiProfile, SamplingRequest, sent_null
 
 # DeepInfra's text-generation page: max_new_tokens 512, temperature 0.7, top_p 0.9.
 PROFILE = ApiProfile(

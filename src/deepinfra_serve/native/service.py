@@ -10,13 +10,13 @@ from typing import Any
 
 import orjson
 
-from ..errors import APIError
-from ..generation import LOGPROB_FLOOR, Generation
-from ..observability.context import current
-from ..pricing import Usage
-from ..sampling import to_sampling_params
-from ..served_model import ServedModel
-from ..sse import EventStream
+from ..config.pricing import Usage
+from ..engine.errors import APIError
+from ..engine.generation import LOGPROB_FLOOR, Generation
+from ..engine.sampling import to_sampling_params
+from ..engine.served_model import ServedModel
+from ..http.responses import EventStream
+from ..observability.record import current
 from .schema import PROFILE, GeneratedText, InferenceRequest, InferenceResponse, InferenceStatus
 from .webhooks import WebhookSender
 

@@ -17,8 +17,8 @@ from typing import Any
 
 import httpx
 
-from ..errors import APIError
-from ..lifecycle import Lifecycle
+from ..engine.errors import APIError
+from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
 from .webhook_targets import PinnedTransport, TargetRefused, WebhookTargets
 

@@ -12,7 +12,7 @@ from typing import Any
 import orjson
 from pythonjsonlogger.orjson import OrjsonFormatter
 
-from .context import current_request_id
+from .record import current_request_id
 
 ACCESS_LOGGER = "deepinfra_serve.access"
 

@@ -20,7 +20,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from ..pricing import Usage
+from ..config.pricing import Usage
 
 _LATENCY_BUCKETS = (
     0.005,

@@ -13,14 +13,14 @@ from typing import Any
 
 import orjson
 
-from ..errors import APIError
-from ..function_calling.calls import ChoiceReader, ToolRequest
-from ..function_calling.prompt import conversation
-from ..generation import Generation
-from ..observability.context import current
-from ..sampling import to_sampling_params
-from ..served_model import ServedModel
-from ..sse import EventStream
+from ..engine.errors import APIError
+from ..engine.function_calling.calls import ChoiceReader, ToolRequest
+from ..engine.function_calling.prompt import conversation
+from ..engine.generation import Generation
+from ..engine.sampling import to_sampling_params
+from ..engine.served_model import ServedModel
+from ..http.responses import EventStream
+from ..observability.record import current
 from .chunks import (
     Choice,
     UsagePolicy,

@@ -9,9 +9,9 @@ from typing import Any
 
 import orjson
 
-from ..errors import APIError
-from ..generation import Generation
-from ..sse import EventStream
+from ..engine.errors import APIError
+from ..engine.generation import Generation
+from ..http.responses import EventStream
 from .schema import StreamOptions
 
 DONE = b"data: [DONE]\n\n"

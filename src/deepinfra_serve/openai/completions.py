@@ -5,12 +5,12 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from ..errors import APIError
-from ..generation import Generation
-from ..observability.context import current
-from ..sampling import to_sampling_params
-from ..served_model import ServedModel
-from ..sse import EventStream
+from ..engine.errors import APIError
+from ..engine.generation import Generation
+from ..engine.sampling import to_sampling_params
+from ..engine.served_model import ServedModel
+from ..http.responses import EventStream
+from ..observability.record import current
 from .chunks import UsagePolicy, check_stream_options, finish_reason, plain_finish, sse_chunks
 from .logprobs import completion_logprobs
 from .schema import COMPLETIONS_PROFILE, Completion, CompletionChoice, CompletionRequest, Usage

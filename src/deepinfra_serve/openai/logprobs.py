@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..generation import LOGPROB_FLOOR as _FLOOR
+from ..engine.generation import LOGPROB_FLOOR as _FLOOR
 
 
 def _token(token_id: int, decoded: str | None, as_ids: bool) -> str:

@@ -8,11 +8,11 @@ from typing import Any
 from fastapi import APIRouter, Request
 from starlette.datastructures import State
 
-from ..cards import ModelCard
-from ..errors import OpenAIError, error_responses, model_loading
-from ..model_routing import check_served, not_found
-from ..request_lifetime import Answer
-from ..served_model import ServedModel
+from ..config.cards import ModelCard
+from ..engine.errors import OpenAIError, error_responses, model_loading
+from ..engine.served_model import ServedModel
+from ..http.lifetime import Answer
+from ..http.model_routing import check_served, not_found
 from .chat import ChatService
 from .completions import CompletionService
 from .schema import (

@@ -7,9 +7,9 @@ from typing import Annotated, Any, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..cards import API_MAX_N
-from ..response_format import ResponseFormat, structured_outputs
-from ..sampling import ApiProfile, SamplingRequest, sent_null
+from ..config.cards import API_MAX_N
+from ..engine.response_format import ResponseFormat, structured_outputs
+from ..engine.sampling import ApiProfile, SamplingRequest, sent_null
 
 # DeepInfra's documented defaults for what both the request and the card leave out; a
 # max_tokens left out means the context left (up to the card's cap).

@@ -3,9 +3,9 @@ is a 422 that names the field."""
 
 from __future__ import annotations
 
-from ..cards import ModelCard
-from ..errors import APIError
-from ..function_calling.choice import AUTO, NONE, ToolChoice
+from ..config.cards import ModelCard
+from ..engine.errors import APIError
+from ..engine.function_calling.choice import AUTO, NONE, ToolChoice
 from .schema import ChatCompletionRequest
 
 

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from jinja2 import TemplateError
 
-from .cards import ModelCard
+from ..config.cards import ModelCard
 from .errors import APIError
 from .plain_chat import PlainChat
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..cards import ModelCard
+from ...config.cards import ModelCard
 from ..errors import APIError
 from .choice import ToolChoice
 

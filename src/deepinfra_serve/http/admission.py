@@ -15,10 +15,10 @@ from __future__ import annotations
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .errors import APIError, engine_dead, model_busy, shutting_down
-from .lifecycle import Lifecycle
-from .observability.context import record_of
-from .request_lifetime import send_error
+from ..engine.errors import APIError, engine_dead, model_busy, shutting_down
+from ..engine.lifecycle import Lifecycle
+from ..observability.record import record_of
+from .lifetime import send_error
 
 
 class AdmissionMiddleware:

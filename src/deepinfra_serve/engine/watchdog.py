@@ -14,8 +14,8 @@ import logging
 import time
 from collections.abc import Callable
 
+from ..observability import metrics
 from .lifecycle import Lifecycle
-from .observability import metrics
 from .served_model import ServedModel
 
 log = logging.getLogger(__name__)

@@ -20,8 +20,8 @@ import orjson
 from pydantic import BaseModel
 from starlette.types import Receive, Send
 
-from .errors import APIError, engine_dead, internal_error, timed_out
-from .sse import EventStream, response_start, send_json, stream_start
+from ..engine.errors import APIError, engine_dead, internal_error, timed_out
+from .responses import EventStream, response_start, send_json, stream_start
 
 log = logging.getLogger(__name__)
 

@@ -17,8 +17,8 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from ..apis import OTHER_OPENAI, Endpoint
-from ..pricing import NO_USAGE, Usage
+from ..config.pricing import NO_USAGE, Usage
+from ..http.routes import OTHER_OPENAI, Endpoint
 from . import metrics
 
 if TYPE_CHECKING:

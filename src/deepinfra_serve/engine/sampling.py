@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from .cards import ModelCard
+from ..config.cards import ModelCard
 from .errors import APIError
 
 _SEED_SPACE = 2**63

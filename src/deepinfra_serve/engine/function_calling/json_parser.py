@@ -23,7 +23,7 @@ from vllm.entrypoints.generate.base.protocol import (
 )
 from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager
 
-from ..cards import JSON_TOOL_PARSER
+from ...config.cards import JSON_TOOL_PARSER
 from .json_calls import CallScanner, read_call, read_calls, starts_calls, tool_names
 
 

@@ -20,14 +20,14 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import State
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from .apis import CHAT, COMPLETIONS, INFERENCE, NATIVE_PREFIX
-from .errors import APIError, validation_error
-from .native.routes import inference
-from .native.schema import InferenceRequest
-from .observability.context import record_of
-from .openai.routes import chat_completions, completions
-from .openai.schema import ChatCompletionRequest, CompletionRequest
-from .request_lifetime import Answer, send_error, serve_request
+from ..engine.errors import APIError, validation_error
+from ..native.routes import inference
+from ..native.schema import InferenceRequest
+from ..observability.record import record_of
+from ..openai.routes import chat_completions, completions
+from ..openai.schema import ChatCompletionRequest, CompletionRequest
+from .lifetime import Answer, send_error, serve_request
+from .routes import CHAT, COMPLETIONS, INFERENCE, NATIVE_PREFIX
 
 Handler = Callable[[State, Any, str], Awaitable[Answer]]
 

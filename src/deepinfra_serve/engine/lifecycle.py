@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from .observability import metrics
+from ..observability import metrics
 
 
 @dataclass(frozen=True)

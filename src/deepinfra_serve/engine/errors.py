@@ -18,7 +18,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from .observability.context import record_of
+from ..observability.record import record_of
 
 log = logging.getLogger(__name__)
 

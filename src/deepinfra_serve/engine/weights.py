@@ -19,7 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from .cards import GeneratedWeights, HubWeights, ModelCard, WheelWeights
+from ..config.cards import GeneratedWeights, HubWeights, ModelCard, WheelWeights
 
 log = logging.getLogger(__name__)
 

@@ -18,25 +18,25 @@ from fastapi import APIRouter, FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 
-from . import __version__
+from .. import __version__
+from ..config.cards import ModelCard, load_cards
+from ..config.settings import ServerSettings
+from ..engine.errors import install_error_handlers
+from ..engine.lifecycle import Lifecycle, Phase, SharedState
+from ..engine.served_model import ServedModel
+from ..engine.watchdog import watch_engine
+from ..native.routes import documented_routes as native_routes
+from ..native.service import InferenceService
+from ..native.webhook_targets import WebhookTargets, parse_networks
+from ..native.webhooks import WebhookSender
+from ..observability.metrics import exposition
+from ..openai.routes import OpenAIServices, build_router
+from ..openai.routes import documented_routes as openai_routes
 from .admission import AdmissionMiddleware
-from .apis import OPENAI_ALIAS, OPENAI_MOUNT
 from .auth import ApiKeys
-from .cards import ModelCard, load_cards
-from .endpoints import GenerationRoutes
-from .engine_watchdog import watch_engine
-from .errors import install_error_handlers
-from .lifecycle import Lifecycle, Phase, SharedState
-from .native.routes import documented_routes as native_routes
-from .native.service import InferenceService
-from .native.webhook_targets import WebhookTargets, parse_networks
-from .native.webhooks import WebhookSender
-from .observability.metrics import exposition
-from .observability.middleware import ObservabilityMiddleware
-from .openai.routes import OpenAIServices, build_router
-from .openai.routes import documented_routes as openai_routes
-from .served_model import ServedModel
-from .settings import ServerSettings
+from .dispatch import GenerationRoutes
+from .middleware import ObservabilityMiddleware
+from .routes import OPENAI_ALIAS, OPENAI_MOUNT
 
 log = logging.getLogger(__name__)
 

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from .apis import served_through
-from .cards import Api, ModelCard
-from .errors import APIError
+from ..config.cards import Api, ModelCard
+from ..engine.errors import APIError
+from .routes import served_through
 
 
 def not_found(model: str) -> APIError:

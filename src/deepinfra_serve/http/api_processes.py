@@ -35,9 +35,9 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from .cards import ModelCard
-from .lifecycle import SharedState
-from .settings import ServerSettings
+from ..config.cards import ModelCard
+from ..config.settings import ServerSettings
+from ..engine.lifecycle import SharedState
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +160,9 @@ def _api_process(
     listen_address: str, sock: socket.socket, front: FrontEnd, client_config: dict[str, Any]
 ) -> None:
     """The body of one API process (spawned by vLLM's process manager)."""
-    from .http_server import run_server
-    from .observability.logs import configure_logging
-    from .served_model import ServedModel
+    from ..engine.served_model import ServedModel
+    from ..observability.logs import configure_logging
+    from .server import run_server
 
     settings = front.settings
     configure_logging(settings.log_level)

@@ -93,7 +93,7 @@ class ServerSettings(BaseSettings):
     @field_validator("webhook_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from .native.webhook_targets import parse_networks
+        from ..native.webhook_targets import parse_networks
 
         parse_networks(value)  # a typo fails the start, naming the entry
         return value

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from ..cards import ToolCalling
+from ...config.cards import ToolCalling
 from .choice import ToolChoice
 
 Message = dict[str, Any]

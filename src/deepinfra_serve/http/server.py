@@ -21,10 +21,10 @@ from types import FrameType
 
 import uvicorn
 
-from .cards import ModelCard
-from .lifecycle import Lifecycle, SharedState
-from .served_model import ServedModel
-from .settings import ServerSettings
+from ..config.cards import ModelCard
+from ..config.settings import ServerSettings
+from ..engine.lifecycle import Lifecycle, SharedState
+from ..engine.served_model import ServedModel
 
 log = logging.getLogger(__name__)
 

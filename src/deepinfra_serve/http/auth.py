@@ -11,7 +11,7 @@ import hmac
 import logging
 from pathlib import Path
 
-from .errors import APIError
+from ..engine.errors import APIError
 
 log = logging.getLogger(__name__)
 

@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.types import Message, Send
 
-from .observability.context import current
+from ..observability.record import current
 
 if TYPE_CHECKING:
-    from .generation import Generation
+    from ..engine.generation import Generation
 
 _HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),

@@ -13,7 +13,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from .cards import HubWeights, ModelCard
+from ..config.cards import HubWeights, ModelCard
 
 log = logging.getLogger(__name__)
 

@@ -13,10 +13,10 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..apis import classify
-from . import metrics
-from .context import RequestRecord, bind, request_id_from, unbind
-from .logs import access_log
+from ..observability import metrics
+from ..observability.logs import access_log
+from ..observability.record import RequestRecord, bind, request_id_from, unbind
+from .routes import classify
 
 
 class _Series:

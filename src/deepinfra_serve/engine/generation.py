@@ -15,9 +15,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from ..config.pricing import Usage
+from ..observability.record import RequestRecord
 from .errors import APIError, engine_dead
-from .observability.context import RequestRecord
-from .pricing import Usage
 from .served_model import ServedModel
 
 # The log-probability reported for a token too unlikely to show (-inf is not valid JSON).
