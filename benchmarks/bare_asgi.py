@@ -72,7 +72,7 @@ class BareServer:
             if not message.get("more_body"):
                 break
         req = orjson.loads(body)
-        prompt = await self.model.chat_prompt(req["messages"])
+        prompt = await self.model.prompts.chat(req["messages"])
         params = SamplingParams(
             max_tokens=req["max_tokens"],
             temperature=req["temperature"],

@@ -67,7 +67,7 @@ async def measure(args: argparse.Namespace) -> dict[int, dict[str, float]]:
     plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
     model = ServedModel.start(card, ServedModel.own_engine(build_engine_args(plan)))
     try:
-        prompt = await model.chat_prompt(PROMPT)
+        prompt = await model.prompts.chat(PROMPT)
         await run_level(model, prompt, 4, 8, args.max_tokens)  # warm-up
         levels = [int(c) for c in args.concurrency.split(",")]
         results: dict[int, dict[str, float]] = {}

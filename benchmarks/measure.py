@@ -115,16 +115,20 @@ PAIRED = {  # figure -> column title of the paired table
 
 
 def paired_ratios(
-    rows: list[Summary], levels: list[int], ours_name: str = "deepinfra-serve"
+    rows: list[Summary],
+    levels: list[int],
+    ours_name: str = "deepinfra-serve",
+    baseline: str = "vllm-server",
 ) -> dict[int, dict[str, list[float]]]:
-    """Ours / vLLM's per round, figure by figure: pairs measured back to back."""
+    """Ours / the baseline's (vLLM's) per round, figure by figure: pairs measured back to
+    back."""
     out: dict[int, dict[str, list[float]]] = {}
     by_key = {(r.server, r.concurrency, r.round): r for r in rows}
     for c in levels:
         ratios: dict[str, list[float]] = {f: [] for f in PAIRED}
         for rnd in sorted({r.round for r in rows}):
             ours = by_key.get((ours_name, c, rnd))
-            theirs = by_key.get(("vllm-server", c, rnd))
+            theirs = by_key.get((baseline, c, rnd))
             if ours is None or theirs is None:
                 continue
             for f in PAIRED:

@@ -56,7 +56,9 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
     return "\n".join(lines) + "\n"
 
 
-def paired_markdown(ratios: dict[int, dict[str, list[float]]], name: str) -> str:
+def paired_markdown(
+    ratios: dict[int, dict[str, list[float]]], name: str, baseline: str = "vLLM"
+) -> str:
     def cell(values: list[float]) -> str:
         if not values:
             return "n/a"
@@ -66,7 +68,12 @@ def paired_markdown(ratios: dict[int, dict[str, list[float]]], name: str) -> str
         )
 
     titles = " | ".join(f"{t} ratio, paired median (range)" for t in PAIRED.values())
-    lines = [f"{name} / vLLM:", "", f"| concurrency | {titles} |", "|---:|" + "---:|" * len(PAIRED)]
+    lines = [
+        f"{name} / {baseline}:",
+        "",
+        f"| concurrency | {titles} |",
+        "|---:|" + "---:|" * len(PAIRED),
+    ]
     for c, r in ratios.items():
         lines.append(f"| {c} | " + " | ".join(cell(r[f]) for f in PAIRED) + " |")
     return "\n".join(lines) + "\n"

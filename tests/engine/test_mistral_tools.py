@@ -16,11 +16,23 @@ import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-from tests.api.test_tools import ASK, SCHEMAS, TOOLS, WEATHER, assemble
-from tests.server import CARDS, running_server
-from tests.sse import sse_lines
+from deepinfra_serve.openai.schema import ChatCompletionChunk
 
-MODEL = "deepinfra-serve/tiny-mistral"
+from .. import helpers
+from ..helpers import (
+    ASK,
+    CARDS,
+    CHAT,
+    MISTRAL,
+    SCHEMAS,
+    TOOLS,
+    WEATHER,
+    assemble,
+    events,
+    running_server,
+)
+
+ASKED = {"model": MISTRAL, "messages": ASK, "tools": TOOLS, "max_tokens": 200}
 TEKKEN = Path(mistral_common.__file__).parent / "data" / "tekken_240718.json"
 
 
@@ -35,10 +47,7 @@ def mistral(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
 
 
 def chat(client: httpx.Client, **body: Any) -> dict[str, Any]:
-    body = {"model": MODEL, "messages": ASK, "tools": TOOLS, "max_tokens": 200, **body}
-    r = client.post("/v1/openai/chat/completions", json=body)
-    assert r.status_code == 200, r.text
-    return r.json()
+    return helpers.chat(client, **(ASKED | body))
 
 
 def mistral_tokens(messages: list[dict[str, Any]], tools: list[dict[str, Any]] | None) -> int:
@@ -101,22 +110,9 @@ def test_forced_calls_come_back_as_mistral_tool_calls(
         assert name == "get_time"
     jsonschema.validate(json.loads(call["function"]["arguments"]), SCHEMAS[name])
 
-    with mistral.stream(
-        "POST",
-        "/v1/openai/chat/completions",
-        json={
-            "model": MODEL,
-            "messages": ASK,
-            "tools": TOOLS,
-            "max_tokens": 200,
-            **forced,
-            "temperature": 0,
-            "stream": True,
-        },
-    ) as r:
-        lines = [line for line in sse_lines(r) if line]
-    assert lines[-1] == "data: [DONE]"
-    content, calls, reason = assemble([json.loads(line[6:]) for line in lines[:-1]])
+    data = helpers.stream(mistral, CHAT, ChatCompletionChunk, **(ASKED | forced), temperature=0)
+    assert data[-1] == "[DONE]"
+    content, calls, reason = assemble(events(data))
     assert reason == "tool_calls" and not content.strip()
     assert [c["name"] for c in calls] == [name]
     assert json.loads(calls[0]["arguments"]) == json.loads(call["function"]["arguments"])

@@ -6,7 +6,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from tests.server import TINY_CARD, free_port, serve_command
+from ..helpers import TINY_CARD, free_port, serve_command
 
 
 def test_engine_start_failure_is_logged_and_exits_1(tmp_path: Path, cache_dir: Path) -> None:

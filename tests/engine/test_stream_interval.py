@@ -4,39 +4,23 @@ text, the native stream still has one event per token, and usage counts every to
 
 from __future__ import annotations
 
-import json
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.server import TINY_CARD, running_server
-from tests.sse import sse_lines
+from deepinfra_serve.native.schema import StreamEvent
+from deepinfra_serve.openai.schema import ChatCompletionChunk, CompletionChunk
 
-MODEL = "deepinfra-serve/tiny-random-llama"
-INTERVAL = 8
+from ..helpers import HELLO, MODEL, STREAM_INTERVAL, sse_events
+
+INTERVAL = STREAM_INTERVAL
 TOKENS = 40
-HELLO = [{"role": "user", "content": "Hello!"}]
 
 
 @pytest.fixture(scope="module")
-def batched(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("interval")
-    text = TINY_CARD.read_text()
-    assert "  extra_args:\n" in text
-    card = tmp / "card.yaml"
-    card.write_text(
-        text.replace("  extra_args:\n", f"  extra_args:\n    stream_interval: {INTERVAL}\n", 1)
-    )
-    with running_server(card, cache_dir, tmp / "server.log") as url:
-        yield url
-
-
-def _events(r: httpx.Response) -> list[dict[str, Any]]:
-    lines = [line[6:] for line in sse_lines(r) if line.startswith("data: ")]
-    return [json.loads(line) for line in lines if line != "[DONE]"]
+def batched(variant: tuple[str, Path]) -> str:
+    return variant[0]
 
 
 def test_openai_chunks_carry_several_tokens_and_the_same_text(batched: str) -> None:
@@ -44,8 +28,7 @@ def test_openai_chunks_carry_several_tokens_and_the_same_text(batched: str) -> N
     with httpx.Client(base_url=batched, timeout=60) as c:
         whole = c.post("/v1/openai/chat/completions", json=body).json()
         with c.stream("POST", "/v1/openai/chat/completions", json={**body, "stream": True}) as r:
-            assert r.status_code == 200
-            events = _events(r)
+            events = sse_events(r, ChatCompletionChunk)
     contents = [e["choices"][0]["delta"].get("content") for e in events if e["choices"]]
     texts = [t for t in contents if t]
     assert "".join(texts) == whole["choices"][0]["message"]["content"]
@@ -65,7 +48,7 @@ def test_completion_logprobs_still_cover_every_token(batched: str) -> None:
         "stream": True,
     }
     with httpx.stream("POST", f"{batched}/v1/openai/completions", json=body, timeout=60) as r:
-        events = _events(r)
+        events = sse_events(r, CompletionChunk)
     tokens = [
         t
         for e in events
@@ -81,8 +64,7 @@ def test_the_native_stream_keeps_one_event_per_token(batched: str) -> None:
     with httpx.Client(base_url=batched, timeout=60) as c:
         whole = c.post(f"/v1/inference/{MODEL}", json={**body, "stream": False}).json()
         with c.stream("POST", f"/v1/inference/{MODEL}", json=body) as r:
-            assert r.status_code == 200
-            events = _events(r)
+            events = sse_events(r, StreamEvent)
     assert len(events) == TOKENS
     assert all(e["token"]["text"] is not None and e["token"]["logprob"] <= 0 for e in events)
     last = events[-1]

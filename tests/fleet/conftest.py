@@ -12,67 +12,14 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import pytest
 
-from ..metrics import metric_sum
-from ..server import ROOT, free_port
+from ..helpers import FLEET_KEY, ROOT, START_TIMEOUT_S, RunningFleet, free_port
 
 SPEC = ROOT / "fleets" / "dev" / "tiny.yaml"
-KEY = "fleet-test-key"
-LLAMA = "deepinfra-serve/tiny-random-llama"
-MISTRAL = "deepinfra-serve/tiny-mistral"
-START_TIMEOUT_S = 300
-
-
-@dataclass
-class RunningFleet:
-    url: str
-    run_dir: Path
-    replicas: dict[str, str]  # process name -> base URL
-    log: Path
-
-    def pid(self, name: str) -> int:
-        """The program's pid; 0 while it is not running (between an exit and its restart,
-        where supervisorctl answers with status 7)."""
-        done = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "supervisor.supervisorctl",
-                "-c",
-                str(self.run_dir / "supervisord.conf"),
-                "pid",
-                name,
-            ],
-            capture_output=True,
-            text=True,
-        )
-        if done.returncode not in (0, 7):
-            raise RuntimeError(f"supervisorctl pid {name}: {done.returncode} {done.stderr}")
-        out = done.stdout.strip()
-        return int(out) if out.isdigit() else 0
-
-    def metric(self, name: str, sample: str, **labels: str) -> float:
-        """Sum of a replica's samples of one metric whose labels include `labels`."""
-        return metric_sum(
-            httpx.get(f"{self.replicas[name]}/metrics", timeout=10).text, sample, **labels
-        )
-
-    def ready(self, name: str) -> bool:
-        try:
-            return httpx.get(f"{self.replicas[name]}/health/ready", timeout=2).status_code == 200
-        except httpx.HTTPError:
-            return False
-
-    def wait_ready(self, name: str, within_s: float = START_TIMEOUT_S) -> None:
-        deadline = time.monotonic() + within_s
-        while not self.ready(name):
-            assert time.monotonic() < deadline, f"{name} not ready in {within_s} s"
-            time.sleep(0.5)
 
 
 def _free_ports(count: int) -> int:
@@ -99,7 +46,7 @@ def fleet(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     port, first = free_port(), _free_ports(3)
     env = {
         **os.environ,
-        "DEEPINFRA_SERVE_API_KEYS": KEY,
+        "DEEPINFRA_SERVE_API_KEYS": FLEET_KEY,
         "DEEPINFRA_SERVE_SHUTDOWN_GRACE_S": "60",
         "PYTHONUNBUFFERED": "1",
     }

@@ -9,8 +9,9 @@ import httpx
 import pytest
 from openai import OpenAI
 
-from ..sse import sse_lines
-from .conftest import KEY, LLAMA, MISTRAL, RunningFleet
+from ..helpers import FLEET_KEY as KEY
+from ..helpers import MISTRAL, RunningFleet, sse_lines
+from ..helpers import MODEL as LLAMA
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 

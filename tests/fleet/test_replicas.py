@@ -9,8 +9,9 @@ from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 
-from ..sse import sse_lines
-from .conftest import KEY, LLAMA, RunningFleet
+from ..helpers import FLEET_KEY as KEY
+from ..helpers import MODEL as LLAMA
+from ..helpers import RunningFleet, sse_lines
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
 LLAMA_0, LLAMA_1 = "deepinfra-serve-tiny-random-llama-0", "deepinfra-serve-tiny-random-llama-1"

@@ -14,7 +14,7 @@ import pytest
 from deepinfra_serve.cli import main
 from deepinfra_serve.fleet.spec import FleetError, load_fleet
 
-from ..server import ROOT
+from ..helpers import ROOT
 
 H100X8 = ROOT / "fleets" / "h100x8.yaml"
 

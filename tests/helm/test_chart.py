@@ -13,24 +13,10 @@ import yaml
 
 from deepinfra_serve.config.cards import load_card
 
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "helm" / "deepinfra-serve"
-KUBE_VERSION = "1.37.0"
+from ..helpers import CHART, KUBE_VERSION, ROOT, render
+
 CARD_VALUES = sorted((ROOT / "helm").glob("values-*.yaml"))
 GPU_CARDS = sorted((ROOT / "model_cards").glob("*.yaml"))  # dev/ holds the CPU cards
-
-
-def render(values: dict[str, Any], name: str = "llm") -> list[dict[str, Any]]:
-    chart = helm_python.Chart.load(CHART)
-    try:
-        out = chart.render(values, name=name, namespace="inference")
-    finally:
-        chart.close()
-    docs = []
-    for path, text in out.items():
-        if path.endswith(".yaml"):
-            docs += [d for d in yaml.safe_load_all(text) if d]
-    return docs
 
 
 def kind(docs: list[dict[str, Any]], k: str) -> dict[str, Any]:

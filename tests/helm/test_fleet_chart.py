@@ -14,7 +14,7 @@ import yaml
 
 from deepinfra_serve.config.cards import load_card
 
-from .test_chart import KUBE_VERSION, ROOT, render
+from ..helpers import KUBE_VERSION, ROOT, render
 
 CARD_FILES = [
     "mythomax-l2-13b-turbo.yaml",

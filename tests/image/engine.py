@@ -18,9 +18,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
-from tests import prerequisites
-from tests.server import stop
-
+from ..helpers import stop
+from ..helpers import unavailable as _unavailable
 from .prepare import BASE_TARBALL, CACHE
 
 BASE_IMAGE = "deepinfra-serve-test-base:bookworm"
@@ -28,7 +27,7 @@ BASE_IMAGE = "deepinfra-serve-test-base:bookworm"
 
 def unavailable(why: str) -> NoReturn:
     """No container engine can be started here."""
-    prerequisites.unavailable(f"no container engine: {why} (`make image-test` installs one)")
+    _unavailable(f"no container engine: {why} (`make image-test` installs one)")
 
 
 class Docker:

@@ -24,10 +24,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.metrics import metric_sum
-from tests.server import TINY_CARD, free_port
-from tests.sse import asse_lines
-
+from ..helpers import CHAT, HELLO, MODEL, TINY_CARD, asse_lines, free_port, metric_sum
 from .engine import Docker, base_image, daemon, unavailable
 from .prepare import wheelhouse
 
@@ -36,11 +33,8 @@ pytestmark = pytest.mark.timeout(1800)
 
 ROOT = Path(__file__).resolve().parents[2]
 IMAGE = "deepinfra-serve:test-cpu"
-MODEL = "deepinfra-serve/tiny-random-llama"
 CARD_PATH = "/etc/deepinfra-serve/card.yaml"  # where the chart mounts the release's card
 CONTEXT = 4096  # max_position_embeddings of the test weights
-CHAT = "/v1/openai/chat/completions"
-HELLO = [{"role": "user", "content": "Hello!"}]
 START_TIMEOUT_S = 300
 
 

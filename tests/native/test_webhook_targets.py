@@ -11,12 +11,8 @@ from urllib.parse import urlsplit
 import httpcore
 import pytest
 
-from deepinfra_serve.native.webhook_targets import (
-    PinnedBackend,
-    TargetRefused,
-    WebhookTargets,
-    parse_networks,
-)
+from deepinfra_serve.config.settings import parse_networks
+from deepinfra_serve.native.webhook_targets import PinnedBackend, TargetRefused, WebhookTargets
 
 REFUSED = [
     "http://127.0.0.1:8000/hook",  # loopback

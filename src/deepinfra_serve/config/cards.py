@@ -14,6 +14,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from . import strict_yaml
+from .pricing import Pricing
 
 Api = Literal["openai", "native"]
 
@@ -100,13 +101,6 @@ class Defaults(_Strict):
     top_k: int | None = Field(None, ge=0)
     min_p: float | None = Field(None, ge=0, le=1)
     repetition_penalty: float | None = Field(None, gt=0)
-
-
-class Pricing(_Strict):
-    """USD per million tokens, billed separately for prompt and completion."""
-
-    input_usd_per_mtok: float = Field(ge=0)
-    output_usd_per_mtok: float = Field(ge=0)
 
 
 DEFAULT_TOOL_PROMPT = """\

@@ -1,14 +1,25 @@
-"""What a request used and what it costs, from the card's per-million-token prices.
+"""What a token costs and what a request cost: the one place where cost is counted.
 
-`Usage` is API-neutral: the OpenAI formatter writes it as `usage`, the native one as
-`inference_status`; both get it from the generation core, which counts the tokens.
+The card's `pricing` section is `Pricing`; the generation core counts the tokens and `Usage.of`
+prices them. `Usage` is the one usage type: the OpenAI responses carry it as `usage` as it is,
+the native API writes it as `inference_status`, the metrics bill it.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Annotated
 
-from .cards import Pricing
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class Pricing(BaseModel):
+    """USD per million tokens, billed separately for prompt and completion."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    input_usd_per_mtok: float = Field(ge=0)
+    output_usd_per_mtok: float = Field(ge=0)
 
 
 def estimated_cost(pricing: Pricing, prompt_tokens: int, completion_tokens: int) -> float:
@@ -23,12 +34,17 @@ def estimated_cost(pricing: Pricing, prompt_tokens: int, completion_tokens: int)
 
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """Field names and order are OpenAI's `usage`, so orjson writes it as it is."""
+    """Tokens a request used and what they cost (OpenAI's `usage`)."""
+
+    # A plain dataclass, so that orjson writes it as it is on a stream's last chunk (fields in
+    # OpenAI's order); pydantic validates it as a field of the response models, where it
+    # refuses any key it does not declare.
+    __pydantic_config__ = ConfigDict(extra="forbid")
 
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
-    estimated_cost: float
+    estimated_cost: Annotated[float, Field(description="USD, from the model's per-token prices.")]
 
     @classmethod
     def of(cls, pricing: Pricing, prompt_tokens: int, completion_tokens: int) -> Usage:

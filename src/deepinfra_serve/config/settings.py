@@ -6,6 +6,7 @@ the same card (where to listen, where to cache weights, which device to run on).
 
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
@@ -93,7 +94,19 @@ class ServerSettings(BaseSettings):
     @field_validator("webhook_allowed_networks")
     @classmethod
     def _networks(cls, value: str) -> str:
-        from ..native.webhook_targets import parse_networks
-
         parse_networks(value)  # a typo fails the start, naming the entry
         return value
+
+
+Network = IPv4Network | IPv6Network
+
+
+def parse_networks(spec: str) -> list[Network]:
+    """'10.1.0.0/16, 127.0.0.2/32' -> networks; a bad entry raises ValueError naming it."""
+    networks = []
+    for item in filter(None, (part.strip() for part in spec.split(","))):
+        try:
+            networks.append(ip_network(item, strict=False))
+        except ValueError as exc:
+            raise ValueError(f"not a network in CIDR form: {item!r}") from exc
+    return networks

@@ -1,64 +1,14 @@
-"""One error type that carries its HTTP status, the errors of the server's own state (each
-built here and nowhere else), and the handlers that render them.
+"""One error type that carries its HTTP status, and the errors of the server's own state, each
+built here and nowhere else.
 
-Routes raise `APIError`; request validation errors are turned into the same shape with the
-offending field named in `param`, so clients see one error format per API. Which format is the
-request's: the outermost middleware classified it (`apis`); the generation routes know theirs.
+Anything below the HTTP layer raises `APIError`; each API writes it in its own shape (its
+package's `errors` module), chosen by the route that serves the request.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Sequence
 from typing import Any
-
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
-from pydantic import BaseModel
-from starlette.exceptions import HTTPException as StarletteHTTPException
-
-from ..observability.record import record_of
-
-log = logging.getLogger(__name__)
-
-
-class OpenAIErrorDetail(BaseModel):
-    message: str
-    type: str
-    param: str | None = None
-    code: str | None = None
-
-
-class OpenAIError(BaseModel):
-    """The OpenAI routes' error body."""
-
-    error: OpenAIErrorDetail
-
-
-class NativeError(BaseModel):
-    """The native route's error body, DeepInfra's DeepError."""
-
-    error: str
-
-
-_ERROR_STATUSES = {
-    400: "Bad request (a prompt longer than the context, a template the messages break)",
-    401: "Missing or invalid API key",
-    404: "Unknown model",
-    413: "Request body too large",
-    422: "A field is out of range or malformed; `param` names it",
-    429: "Model busy, retry later",
-    503: "Loading, shutting down, or the engine stopped",
-    504: "The request ran past its time limit",
-}
-
-
-def error_responses(model: type[BaseModel]) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI entries for the errors a generation route can answer."""
-    return {
-        status: {"model": model, "description": text} for status, text in _ERROR_STATUSES.items()
-    }
 
 
 class APIError(Exception):
@@ -79,19 +29,6 @@ class APIError(Exception):
         self.param = param
         self.code = code
         self.type = type
-
-    def body(self, native: bool = False) -> dict[str, Any]:
-        if native:
-            # DeepInfra's native API answers errors as {"error": "..."}.
-            return {"error": self.message}
-        return {
-            "error": {
-                "message": self.message,
-                "type": self.type,
-                "param": self.param,
-                "code": self.code,
-            }
-        }
 
 
 _RETRY = {"Retry-After": "1"}
@@ -139,6 +76,17 @@ def internal_error() -> APIError:
     return APIError(500, "Internal server error", type="server_error", code="internal_error")
 
 
+def not_found(model: str) -> APIError:
+    return APIError(
+        404, f"The model `{model}` does not exist", param="model", code="model_not_found"
+    )
+
+
+def invalid(param: str, message: str, status: int = 422) -> APIError:
+    """A field the request got wrong: the message and `param` both name it."""
+    return APIError(status, f"{param}: {message}", param=param, code="invalid_value")
+
+
 def _field(loc: tuple[Any, ...]) -> str:
     # ("body", "messages", 0, "content") -> "messages.0.content"; pydantic adds union-branch
     # names (e.g. "list[str]") to locations, which mean nothing to a client.
@@ -157,30 +105,3 @@ def validation_error(errors: Sequence[Any]) -> APIError:
     return APIError(
         422, "; ".join(messages), param=_field(tuple(first["loc"])), code="invalid_value"
     )
-
-
-def _render(request: Request, err: APIError) -> JSONResponse:
-    record = record_of(request.scope)
-    native = record is not None and record.endpoint.native
-    return JSONResponse(err.body(native), status_code=err.status, headers=err.headers)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(APIError)
-    async def _api_error(request: Request, exc: APIError) -> JSONResponse:
-        return _render(request, exc)
-
-    @app.exception_handler(RequestValidationError)
-    async def _validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
-        return _render(request, validation_error(exc.errors()))
-
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        # Unknown paths and wrong methods answer in the API's own error shape too.
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code)
-        return _render(request, APIError(exc.status_code, str(exc.detail), code=code))
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return _render(request, internal_error())

@@ -2,10 +2,10 @@
 
 Most chat requests are a few text messages from the system, the user and the assistant, with no
 tools, images or template arguments. vLLM's renderer handles every kind of request (content
-parts, multimodal trackers, role conversions, a pool of tokenizer copies for its threads) and
-spent about 140 microseconds on such a prompt here; the same template rendered by transformers'
-own function and the text tokenized by the Rust tokenizer costs about 45. Everything else still
-goes through vLLM, and both give the same tokens (tested).
+parts, multimodal trackers, role conversions, a pool of tokenizer copies for its threads); for
+such a prompt the same template rendered by transformers' own function and the text tokenized
+by the Rust tokenizer cost a third of it (docs/architecture.md). Everything else still goes
+through vLLM, and both give the same tokens (tested).
 """
 
 from __future__ import annotations

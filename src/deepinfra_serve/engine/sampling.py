@@ -1,19 +1,24 @@
 """The core's sampling input and its one mapping onto vLLM `SamplingParams`.
 
-Each API's schema checks its own ranges and builds a `SamplingRequest`; here it is validated
-against the model card (a stage of its own, as in TGI's router) and then mapped. Limits and
-defaults come from the card, so Mistral-Nemo's n <= 2 or pygmalion's temperature 0.7 need no
-code of their own; what differs between the APIs (documented defaults, field names) is an
-`ApiProfile` that each API package owns.
+`SamplingRequest` is the one list of sampling fields. Each API's schema declares its fields on
+the wire once (names and ranges, with the types below where both APIs agree), and
+`sampling_request` reads them by name into a `SamplingRequest`; here it is validated against
+the model card (a stage of its own, as in TGI's router) and then mapped. Limits and defaults
+come from the card, so Mistral-Nemo's n <= 2 or pygmalion's temperature 0.7 need no code of
+their own; what differs between the APIs (documented defaults, field names) is an `ApiProfile`
+that each API package owns.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass, field, fields
+from typing import Annotated, Any
 
-from ..config.cards import ModelCard
+from pydantic import BaseModel, Field
+
+from ..config.cards import API_MAX_N, ModelCard
 from .errors import APIError
+from .response_format import structured_outputs
 
 _SEED_SPACE = 2**63
 
@@ -43,6 +48,18 @@ class SamplingRequest:
     skip_special_tokens: bool = True
 
 
+# Wire fields both APIs declare alike; the others differ in range or documented default.
+Sequences = Annotated[int, Field(ge=1, le=API_MAX_N)]
+Penalty = Annotated[float, Field(ge=-2, le=2)]
+RepetitionPenalty = Annotated[
+    float | None, Field(ge=0.01, le=5, description="Multiplicative repetition penalty. Default 1.")
+]
+Stop = Annotated[
+    str | list[str] | None,
+    Field(description="Up to 16 sequences that end generation; not returned."),
+]
+
+
 @dataclass(frozen=True)
 class ApiProfile:
     """What differs between the APIs that share the adapter: documented defaults for fields
@@ -65,6 +82,29 @@ class ApiProfile:
 def sent_null(request: Any, name: str) -> bool:
     """Whether a pydantic request sent `name` as an explicit null (not left it out)."""
     return name in request.model_fields_set and getattr(request, name) is None
+
+
+# Filled in from the request by `sampling_request` itself, not read by name.
+_DERIVED = frozenset({"max_tokens_open", "structured_outputs"})
+_READ: dict[tuple[type[BaseModel], int], tuple[tuple[str, str], ...]] = {}
+
+
+def sampling_request(request: BaseModel, profile: ApiProfile, **extra: Any) -> SamplingRequest:
+    """The sampling fields a request declares, read by the names its API gives them; `extra`
+    is what only one endpoint sets or overrides (a forced call's grammar, the native seed)."""
+    key = (type(request), id(profile))
+    read = _READ.get(key)
+    if read is None:
+        declared = type(request).model_fields
+        read = _READ[key] = tuple(
+            (f.name, profile.name(f.name))
+            for f in fields(SamplingRequest)
+            if f.name not in _DERIVED and profile.name(f.name) in declared
+        )
+    values = {name: getattr(request, wire) for name, wire in read}
+    values["max_tokens_open"] = sent_null(request, profile.name("max_tokens"))
+    values["structured_outputs"] = structured_outputs(getattr(request, "response_format", None))
+    return SamplingRequest(**(values | extra))
 
 
 def _invalid(profile: ApiProfile, canonical: str, message: str) -> APIError:
@@ -138,7 +178,7 @@ def to_sampling_params(
     """The one mapping of a request onto vLLM, after `validate`; raises `APIError` for what
     cannot run."""
     # From the module itself: `from vllm import ...` goes through vLLM's lazy package
-    # attribute, an import-machinery call on every request (3.8 against 0.6 us).
+    # attribute, an import-machinery call on every request.
     from vllm.exceptions import VLLMClientError
     from vllm.sampling_params import RequestOutputKind, SamplingParams
 

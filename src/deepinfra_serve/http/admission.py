@@ -32,19 +32,20 @@ class AdmissionMiddleware:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         record = record_of(scope) if scope["type"] == "http" else None
-        if record is None or record.api is None:
+        route = None if record is None else record.route
+        if route is None or not route.admitted:
             await self.app(scope, receive, send)
             return
         lifecycle = self.lifecycle
-        native = record.endpoint.native
+        family = route.family
         if lifecycle.draining:
-            await send_error(send, shutting_down(), native)
+            await send_error(send, shutting_down(), family)
             return
         if lifecycle.dead:
-            await send_error(send, engine_dead(), native)
+            await send_error(send, engine_dead(), family)
             return
         if not lifecycle.admit(self.max_in_flight):
-            await send_error(send, model_busy(), native)
+            await send_error(send, model_busy(), family)
             return
         try:
             body = await self._read_body(receive)
@@ -54,7 +55,7 @@ class AdmissionMiddleware:
                     f"Request body is larger than {self.max_body_bytes} bytes",
                     code="request_too_large",
                 )
-                await send_error(send, err, native)
+                await send_error(send, err, family)
                 return
             await self.app(scope, _replay(body, receive), send)
         finally:

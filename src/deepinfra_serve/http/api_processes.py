@@ -3,7 +3,7 @@
 One Python process streams tokens on one CPU core, and a GPU engine at a large batch produces
 more than one core can format (benchmarks/RESULTS.md). So the parent binds the port, starts
 the engine core with vLLM's launcher and N API processes with vLLM's process manager; each is
-an ordinary API process (`http_server.run_server`) whose `AsyncLLM` is one client of the shared
+an ordinary API process (`server.run_server`) whose `AsyncLLM` is one client of the shared
 core, and all accept on the one listening socket, each connection taken by the process with
 the fewest open (vLLM's accept loop). What they must agree on is shared:
 

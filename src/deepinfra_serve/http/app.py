@@ -14,29 +14,23 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import APIRouter, FastAPI, Response
-from fastapi.openapi.utils import get_openapi
+from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..config.cards import ModelCard, load_cards
 from ..config.settings import ServerSettings
-from ..engine.errors import install_error_handlers
 from ..engine.lifecycle import Lifecycle, Phase, SharedState
 from ..engine.served_model import ServedModel
 from ..engine.watchdog import watch_engine
-from ..native.routes import documented_routes as native_routes
-from ..native.service import InferenceService
-from ..native.webhook_targets import WebhookTargets, parse_networks
-from ..native.webhooks import WebhookSender
 from ..observability.metrics import exposition
-from ..openai.routes import OpenAIServices, build_router
-from ..openai.routes import documented_routes as openai_routes
 from .admission import AdmissionMiddleware
 from .auth import ApiKeys
-from .dispatch import GenerationRoutes
+from .dispatch import Dispatch
+from .errors import install_error_handlers
 from .middleware import ObservabilityMiddleware
-from .routes import OPENAI_ALIAS, OPENAI_MOUNT
+from .openapi import document
+from .routes import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +64,7 @@ def create_app(
     else:
         log.warning("no API key configured: the API is open to anyone who can reach it")
 
-    async def start(app: FastAPI, webhooks: WebhookSender) -> None:
+    async def start(app: FastAPI) -> None:
         t0 = time.monotonic()
         try:
             model = await asyncio.to_thread(start_model)
@@ -83,8 +77,10 @@ def create_app(
             model.shutdown()
             return
         app.state.model = model
-        app.state.openai = OpenAIServices.over(model)
-        app.state.native = InferenceService(model, webhooks)
+        # Each API's services over the engine (the route table's families).
+        app.state.apis = {
+            name: family.start(model, lifecycle, settings) for name, family in FAMILIES.items()
+        }
         # What start-up built (modules, the engine client, the tokenizer) lives as long as
         # the process: frozen, the collector stops walking it on every oldest-generation pass,
         # a pause that grows with the heap (vLLM's server does the same).
@@ -99,25 +95,18 @@ def create_app(
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        webhooks = WebhookSender(
-            model=card.name,
-            lifecycle=lifecycle,
-            targets=WebhookTargets(parse_networks(settings.webhook_allowed_networks)),
-            attempts=settings.webhook_attempts,
-            timeout_s=settings.webhook_timeout_s,
-            backoff_s=settings.webhook_backoff_s,
-        )
-        starting = asyncio.create_task(start(app, webhooks))
+        starting = asyncio.create_task(start(app))
         try:
             yield
         finally:
             lifecycle.drain()
             if app.state.watchdog is not None:
                 app.state.watchdog.cancel()
-            app.state.openai = app.state.native = None
+            apis, app.state.apis = app.state.apis, {}
             if not starting.done():
                 log.warning("shutting down while the engine is still loading")
-            await webhooks.aclose()
+            for services in apis.values():
+                await services.aclose()  # the native API's webhook jobs end here
             if app.state.model is not None:
                 app.state.model.shutdown()
             gc.unfreeze()  # what start-up built may now be collected at exit
@@ -136,27 +125,9 @@ def create_app(
     app.state.request_timeout_s = settings.request_timeout_s
     app.state.created = int(time.time())
     app.state.model = None
-    app.state.openai = None
-    app.state.native = None
+    app.state.apis = {}
     install_error_handlers(app)
-    models = build_router()
-    app.include_router(models, prefix=OPENAI_MOUNT, tags=["openai"])
-    app.include_router(models, prefix=OPENAI_ALIAS, include_in_schema=False)
-    documented = APIRouter()
-    documented.include_router(openai_routes(), prefix=OPENAI_MOUNT, tags=["openai"])
-    documented.include_router(native_routes(), tags=["native"])
-
-    def openapi() -> dict[str, Any]:
-        if app.openapi_schema is None:
-            app.openapi_schema = get_openapi(
-                title=app.title,
-                version=app.version,
-                summary=app.summary,
-                routes=[*documented.routes, *app.routes],
-            )
-        return app.openapi_schema
-
-    app.openapi = openapi  # type: ignore[method-assign]
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]
 
     @app.get("/health/live", tags=["operations"])
     async def live() -> Any:
@@ -186,10 +157,10 @@ def create_app(
         return Response(body, media_type=media_type)
 
     # Outermost first: every request is counted and logged, even one admission refuses; the
-    # generation routes are answered ahead of FastAPI's own stack, which serves the rest.
+    # route table's routes are answered ahead of FastAPI's own stack, which serves the rest.
     app.middleware_stack = ObservabilityMiddleware(
         AdmissionMiddleware(
-            GenerationRoutes(app.state, app.build_middleware_stack()),
+            Dispatch(app.state, app.build_middleware_stack()),
             lifecycle=lifecycle,
             max_in_flight=settings.max_concurrent_requests or card.limits.max_concurrent_requests,
             max_body_bytes=settings.max_body_bytes,

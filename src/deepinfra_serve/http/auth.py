@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from ..engine.errors import APIError
@@ -34,27 +35,43 @@ class ApiKeys:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def accepts(self, authorization: str | None) -> bool:
-        scheme, _, token = (authorization or "").partition(" ")
-        if scheme.lower() != "bearer" or not token:
+    def accepts(self, given: str | None) -> bool:
+        """Whether `given` (the key itself) is one of the keys."""
+        if not given:
             return False
-        given = token.strip().encode()
+        token = given.encode()
         # Compare against every key, so the time taken says nothing about which one matched.
         matched = False
         for key in self._keys:
-            matched |= hmac.compare_digest(key, given)
+            matched |= hmac.compare_digest(key, token)
         return matched
 
-    def check(self, authorization: str | None) -> None:
-        """401 unless a key is given that matches, when keys are configured (the generation
-        routes only: models and probes stay open)."""
-        if self._keys and not self.accepts(authorization):
-            raise APIError(
-                401,
-                "Missing API key: send Authorization: Bearer <key>"
-                if authorization is None
-                else "Invalid API key",
-                type="authentication_error",
-                code="invalid_api_key",
-                headers={"WWW-Authenticate": "Bearer"},
-            )
+    def check(self, headers: Iterable[tuple[bytes, bytes]], names: tuple[str, ...]) -> None:
+        """401 unless one of the headers `names` (the route's, in the route table) carries a
+        key that matches, when keys are configured. `Authorization` carries it as a bearer
+        token; any other header is the key itself."""
+        if not self._keys:
+            return
+        wanted = {name.encode(): name for name in names}
+        found = next(((wanted[k], v) for k, v in headers if k in wanted), None)
+        if found is not None and self.accepts(_key(*found)):
+            return
+        raise APIError(
+            401,
+            f"Missing API key: send {_how(names[0])}" if found is None else "Invalid API key",
+            type="authentication_error",
+            code="invalid_api_key",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+def _key(name: str, value: bytes) -> str | None:
+    text = value.decode("latin-1")
+    if name != "authorization":
+        return text.strip()
+    scheme, _, token = text.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _how(name: str) -> str:
+    return "Authorization: Bearer <key>" if name == "authorization" else f"{name}: <key>"

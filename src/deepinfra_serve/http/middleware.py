@@ -1,9 +1,10 @@
-"""ASGI middleware: request ids, in-flight gauge, and, once the last byte is sent, the request's
+"""The outermost ASGI middleware: the request's record (its id, and its route, classified here
+once from the path), the in-flight gauge, and, once the last byte is sent, the request's
 metrics and its access-log line.
 
 Pure ASGI rather than Starlette's BaseHTTPMiddleware: it must see the end of a streamed
-response (not just its headers), and it adds nothing per streamed frame: the generation routes
-note their status and send the request id themselves, and only other routes' `send` is wrapped.
+response (not just its headers), and it adds nothing per streamed frame: the table's routes
+note their status and send the request id themselves, and only FastAPI's `send` is wrapped.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..observability import metrics
 from ..observability.logs import access_log
 from ..observability.record import RequestRecord, bind, request_id_from, unbind
-from .routes import classify
+from .routes import TABLE
 
 
 class _Series:
@@ -54,17 +55,20 @@ class ObservabilityMiddleware:
         record = RequestRecord(
             request_id=request_id_from(header.decode("latin-1") if header else None),
             model=self.model,
-            endpoint=classify(scope["path"]),
+            route=TABLE.classify(scope["path"]),
             capture_content=self.log_content,
         )
         token = bind(record, scope)
-        series = self._of(record.api) if record.api else None
+        api = record.api
+        series = self._of(api) if api else None
         try:
-            if series is None:
+            if record.route is None:  # FastAPI's
                 await self.app(scope, receive, _with_id(send, record))
+            elif series is None:
+                await self.app(scope, receive, send)
             else:
-                # A generation route, which notes its status and sends the request id itself
-                # (`sse.response_start`): its frames go to the server unwrapped.
+                # A route of the table, which notes its status and sends the request id itself
+                # (`responses.response_start`): its frames go to the server unwrapped.
                 series.in_flight.inc()
                 try:
                     await self.app(scope, receive, send)

@@ -1,56 +1,236 @@
-"""Which API a request belongs to, decided once per request from its path.
+"""The route table: every API route, declared once.
 
-The outermost middleware classifies the path and keeps the answer on the request's record;
-admission, metrics, error rendering and the generation routes read it from there.
+Which route a path is (`classify`, decided once per request by the outermost middleware), how
+it is served (`dispatch`), whether it passes admission, which headers carry its API key, its
+metrics label, its error shape and its entry in the OpenAPI document (`openapi`) are all read
+from the entries below. An API is a package (schema, formatter, handlers) plus a family and
+its routes here; nothing else names its paths.
 """
 
 from __future__ import annotations
 
-from typing import Literal, NamedTuple
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
 
-Family = Literal["openai", "native"]
+from pydantic import BaseModel
+from starlette.datastructures import State
 
-OPENAI_MOUNT = "/v1/openai"
-OPENAI_ALIAS = "/v1"  # DeepInfra serves the OpenAI API without the /openai segment too
-NATIVE_MOUNT = "/v1/inference"
+from ..config.cards import Api, ModelCard
+from ..config.settings import ServerSettings
+from ..engine.errors import APIError, not_found
+from ..engine.generation import Answer
+from ..engine.lifecycle import Lifecycle
+from ..engine.served_model import ServedModel
+from ..native import errors as native_errors
+from ..native import routes as native
+from ..native.schema import InferenceRequest, InferenceResponse
+from ..native.service import InferenceService
+from ..openai import errors as openai_errors
+from ..openai import routes as openai
+from ..openai.schema import (
+    ChatCompletion,
+    ChatCompletionRequest,
+    Completion,
+    CompletionRequest,
+    ModelList,
+    ModelOut,
+)
+
+# handle(app state, the validated body or None, what the path holds past the route's prefix)
+Handler = Callable[[State, Any, str], Awaitable[Answer]]
+
+MODEL = "{model}"  # at the end of a route's path: the rest of the path, a model name
 
 
-class Endpoint(NamedTuple):
-    """`api` labels metrics and logs (None: not a generation endpoint); `family` picks the
-    error shape; generation endpoints go through admission control."""
+class ApiServices(Protocol):
+    async def aclose(self) -> None: ...
 
-    api: str | None
-    family: Family
+
+@dataclass(frozen=True)
+class ApiFamily:
+    """What the routes of one API share."""
+
+    name: Api  # as cards list it in `apis`
+    mounts: tuple[str, ...]  # where its routes are served; the first is documented
+    where: str  # where a model is reached through it, for messages ({model}: its name)
+    error_model: type[BaseModel]  # its error body, for the OpenAPI document
+    error_body: Callable[[APIError], dict[str, Any]]
+    stream_error: Callable[[APIError], bytes]  # an error after a stream's headers went out
+    exclude_none: bool  # its JSON answers leave out fields that are null
+    # Its services over the engine, made once the engine is ready (`app.state.apis[name]`);
+    # their `aclose()` runs at shutdown, after the drain.
+    start: Callable[[ServedModel, Lifecycle, ServerSettings], ApiServices]
+
+
+OPENAI = ApiFamily(
+    name="openai",
+    # DeepInfra serves the OpenAI API without the /openai segment too.
+    mounts=("/v1/openai", "/v1"),
+    where="/v1/openai",
+    error_model=openai_errors.OpenAIError,
+    error_body=openai_errors.error_body,
+    stream_error=openai_errors.stream_error,
+    exclude_none=False,
+    start=openai.OpenAIServices.start,
+)
+NATIVE = ApiFamily(
+    name="native",
+    mounts=("/v1/inference",),
+    where="/v1/inference/{model}",
+    error_model=native_errors.NativeError,
+    error_body=native_errors.error_body,
+    stream_error=native_errors.stream_error,
+    exclude_none=True,
+    start=InferenceService.start,
+)
+FAMILIES = {family.name: family for family in (OPENAI, NATIVE)}
+# The error shape of a path no route serves.
+DEFAULT_FAMILY = OPENAI
+
+# Every status a generation route can answer besides 200, for the OpenAPI document.
+GENERATION_ERRORS = (400, 401, 404, 413, 422, 429, 503, 504)
+
+
+@dataclass(frozen=True)
+class Route:
+    """One API route. `path` is under each of its family's mounts; ending in {model}, it
+    matches every longer path and the handler gets the rest."""
+
+    family: ApiFamily
+    method: Literal["GET", "POST"]
+    path: str
+    handle: Handler
+    response: type[BaseModel]
+    description: str
+    body: type[BaseModel] | None = None
+    label: str | None = None  # metrics and access-log label; None: not metered
+    admitted: bool = False  # through admission: draining, dead engine, concurrency, body size
+    auth: tuple[str, ...] = ()  # headers that may carry the API key (when keys are set)
+    model_in: Literal["body", "path"] | None = None  # where it names a model the card serves
+    streams: bool = False  # `stream: true` answers with server-sent events
+    errors: tuple[int, ...] = ()  # statuses besides 200, for the OpenAPI document
 
     @property
-    def native(self) -> bool:
-        return self.family == "native"
+    def prefixed(self) -> bool:
+        return self.path.endswith(MODEL)
+
+    def paths(self) -> list[str]:
+        """Where it is served: one path per mount (a prefix, for a prefixed route)."""
+        return [mount + self.path.removesuffix(MODEL) for mount in self.family.mounts]
+
+    def rest(self, path: str) -> str:
+        """What `path` holds past this route's prefix ("" for an exact route)."""
+        if self.prefixed:
+            for prefix in self.paths():
+                if path.startswith(prefix):
+                    return path[len(prefix) :]
+        return ""
 
 
-CHAT = Endpoint("chat", "openai")
-COMPLETIONS = Endpoint("completions", "openai")
-INFERENCE = Endpoint("inference", "native")
-OTHER_OPENAI = Endpoint(None, "openai")
+_GENERATION = {"admitted": True, "auth": ("authorization",), "errors": GENERATION_ERRORS}
 
-_EXACT = {
-    f"{mount}{path}": endpoint
-    for mount in (OPENAI_MOUNT, OPENAI_ALIAS)
-    for path, endpoint in (("/chat/completions", CHAT), ("/completions", COMPLETIONS))
-}
-NATIVE_PREFIX = f"{NATIVE_MOUNT}/"
+ROUTES = (
+    Route(
+        OPENAI,
+        "POST",
+        "/chat/completions",
+        openai.chat_completions,
+        ChatCompletion,
+        "A chat completion; with `stream`, SSE chunks ending in `data: [DONE]`.",
+        body=ChatCompletionRequest,
+        label="chat",
+        model_in="body",
+        streams=True,
+        **_GENERATION,
+    ),
+    Route(
+        OPENAI,
+        "POST",
+        "/completions",
+        openai.completions,
+        Completion,
+        "A text completion; with `stream`, SSE chunks ending in `data: [DONE]`.",
+        body=CompletionRequest,
+        label="completions",
+        model_in="body",
+        streams=True,
+        **_GENERATION,
+    ),
+    Route(
+        OPENAI,
+        "GET",
+        "/models",
+        openai.list_models,
+        ModelList,
+        "The models behind this base URL, with DeepInfra's metadata.",
+    ),
+    Route(
+        OPENAI,
+        "GET",
+        "/models/" + MODEL,
+        openai.get_model,
+        ModelOut,
+        "One model of the list.",
+        errors=(404,),
+    ),
+    Route(
+        NATIVE,
+        "POST",
+        "/" + MODEL,
+        native.inference,
+        InferenceResponse,
+        "Generate from raw input; with `stream`, one TGI-style event per token.",
+        body=InferenceRequest,
+        label="inference",
+        model_in="path",
+        streams=True,
+        **_GENERATION,
+    ),
+)
 
 
-def classify(path: str) -> Endpoint:
-    """A generation endpoint: the OpenAI routes by exact path, the native one by its prefix and
-    a model name after it. The generation routes are served by this same answer."""
-    endpoint = _EXACT.get(path)
-    if endpoint is not None:
-        return endpoint
-    if path.startswith(NATIVE_PREFIX) and len(path) > len(NATIVE_PREFIX):
-        return INFERENCE
-    return OTHER_OPENAI
+class RouteTable:
+    """Paths -> routes: exact paths by lookup, prefixed routes by their longest prefix."""
+
+    def __init__(self, routes: tuple[Route, ...]) -> None:
+        self.routes = routes
+        self._exact: dict[str, Route] = {}
+        prefixes: list[tuple[str, Route]] = []
+        for route in routes:
+            if route.body is not None and not route.admitted:
+                # Admission reads a body whole (bounded) before the dispatcher validates it.
+                raise ValueError(f"{route.path}: a route with a body must pass admission")
+            for path in route.paths():
+                if route.prefixed:
+                    prefixes.append((path, route))
+                else:
+                    self._exact[path] = route
+        self._prefixes = sorted(prefixes, key=lambda p: -len(p[0]))
+
+    def classify(self, path: str) -> Route | None:
+        """The route serving `path`; None for a path no API route serves (FastAPI's)."""
+        route = self._exact.get(path)
+        if route is not None:
+            return route
+        for prefix, route in self._prefixes:
+            if path.startswith(prefix) and len(path) > len(prefix):
+                return route
+        return None
 
 
-def served_through(family: Family, model: str) -> str:
-    """Where a model is reached through an API, for error messages."""
-    return OPENAI_MOUNT if family == "openai" else f"{NATIVE_MOUNT}/{model}"
+TABLE = RouteTable(ROUTES)
+
+
+def check_served(card: ModelCard, model: str, family: ApiFamily) -> None:
+    """404 for a model this server does not serve; 400 for an API its card does not offer."""
+    if model != card.name:
+        raise not_found(model)
+    if family.name not in card.apis:
+        where = " and ".join(FAMILIES[a].where.format(model=card.name) for a in card.apis)
+        raise APIError(
+            400,
+            f"The model `{model}` is served through {where} only",
+            param="model",
+            code="api_not_supported",
+        )

@@ -4,8 +4,7 @@ The same code runs the single process of a CPU server and each of several front-
 over a shared engine core, which hand it the listening socket they share and a shared array of
 their open connections. With that array, vLLM's own accept loop (its server's, for
 `--api-server-count`) gives each pending connection to the least loaded process: the event
-loop's server would let whichever process wakes first take every queued connection (19 of a
-burst of 20 streams in one measured run, 1 to the other).
+loop's server would let whichever process wakes first take nearly every queued connection.
 """
 
 from __future__ import annotations
@@ -122,7 +121,7 @@ def balanced_server(
 ) -> DrainingServer:
     """A draining server that accepts by load, with vLLM's server class and accept loop.
 
-    vLLM is imported here, not with the module: it brings torch (6.7 s measured), and a
+    vLLM is imported here, not with the module: it brings torch (seconds to import), and a
     server of one process binds its port and answers its probes before its engine loads."""
     from vllm.entrypoints.launchers.launcher import NoSignalServer
 

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import ClassVar, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
-from ..config.cards import API_MAX_N
-from ..engine.response_format import ResponseFormat, structured_outputs
-from ..engine.sampling import ApiProfile, SamplingRequest, sent_null
+from ..engine.response_format import ResponseFormat
+from ..engine.sampling import (
+    ApiProfile,
+    Penalty,
+    RepetitionPenalty,
+    SamplingRequest,
+    Sequences,
+    Stop,
+    sampling_request,
+)
 
 # DeepInfra's text-generation page: max_new_tokens 512, temperature 0.7, top_p 0.9.
 PROFILE = ApiProfile(
@@ -22,6 +29,7 @@ PROFILE = ApiProfile(
 
 class InferenceRequest(BaseModel):
     model_config = ConfigDict(extra="ignore")
+    profile: ClassVar[ApiProfile] = PROFILE
 
     input: str = Field(description="Text to generate from, already in the model's prompt format.")
     max_new_tokens: int | None = Field(
@@ -33,16 +41,14 @@ class InferenceRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=100, description="Default 0.7; 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1, description="Default 0.9.")
     top_k: int | None = Field(None, ge=0, lt=100_000, description="0 means off.")
-    repetition_penalty: float | None = Field(None, ge=0.01, le=5, description="Default 1.")
-    stop: str | list[str] | None = Field(None, description="Up to 16 strings that end generation.")
-    num_responses: int = Field(
-        1, ge=1, le=API_MAX_N, description="Sequences to return; not with stream."
-    )
+    repetition_penalty: RepetitionPenalty = None
+    stop: Stop = None
+    num_responses: Sequences = Field(1, description="Sequences to return; not with stream.")
     response_format: ResponseFormat | None = Field(
         None, description='Optional: {"type": "json_object"} for JSON output.'
     )
-    presence_penalty: float = Field(0, ge=-2, le=2)
-    frequency_penalty: float = Field(0, ge=-2, le=2)
+    presence_penalty: Penalty = 0
+    frequency_penalty: Penalty = 0
     webhook: AnyHttpUrl | None = Field(
         None, description="http(s) URL to POST the result to; the call then answers at once."
     )
@@ -50,30 +56,22 @@ class InferenceRequest(BaseModel):
 
     def sampling(self, seed: int) -> SamplingRequest:
         """The core's sampling input. The native API takes no seed but reports one: the
-        service draws it, so that it is the seed the engine used."""
-        return SamplingRequest(
-            n=self.num_responses,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            repetition_penalty=self.repetition_penalty,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            max_tokens=self.max_new_tokens,
-            max_tokens_open=sent_null(self, "max_new_tokens"),
-            stop=self.stop,
-            seed=seed,
-            stream=self.stream,
-            # Streamed events carry each token's logprob.
-            logprobs=0 if self.stream else None,
-            structured_outputs=structured_outputs(self.response_format),
-        )
+        service draws it, so that it is the seed the engine used; streamed events carry each
+        token's logprob."""
+        return sampling_request(self, PROFILE, seed=seed, logprobs=0 if self.stream else None)
 
 
 Status = Literal["unknown", "queued", "running", "succeeded", "failed"]
 
 
-class InferenceStatus(BaseModel):
+class _Out(BaseModel):
+    """A response model: what it does not declare, no response or event may carry (the
+    stream's events are written as bytes and checked against these in the tests)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class InferenceStatus(_Out):
     status: Status
     runtime_ms: int = 0
     cost: float = Field(0.0, description="Estimated cost billed, USD.")
@@ -81,11 +79,11 @@ class InferenceStatus(BaseModel):
     tokens_input: int = 0
 
 
-class GeneratedText(BaseModel):
+class GeneratedText(_Out):
     generated_text: str
 
 
-class InferenceResponse(BaseModel):
+class InferenceResponse(_Out):
     request_id: str
     inference_status: InferenceStatus
     results: list[GeneratedText] = Field(default_factory=list)
@@ -96,22 +94,22 @@ class InferenceResponse(BaseModel):
     )
 
 
-class StreamToken(BaseModel):
+class StreamToken(_Out):
     id: int
     text: str
     logprob: float
     special: bool
 
 
-class StreamDetails(BaseModel):
+class StreamDetails(_Out):
     finish_reason: Literal["eos_token", "length", "stop_sequence"]
     generated_tokens: int
     input_tokens: int
     seed: int
 
 
-class StreamEvent(BaseModel):
-    """One SSE event of a streamed generation (documentation and tests)."""
+class StreamEvent(_Out):
+    """One SSE event of a streamed generation."""
 
     token: StreamToken
     generated_text: str | None = None

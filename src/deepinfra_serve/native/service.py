@@ -6,18 +6,20 @@ from __future__ import annotations
 import logging
 import secrets
 import time
-from typing import Any
+from typing import Any, Self
 
 import orjson
 
 from ..config.pricing import Usage
+from ..config.settings import ServerSettings, parse_networks
 from ..engine.errors import APIError
-from ..engine.generation import LOGPROB_FLOOR, Generation
+from ..engine.generation import LOGPROB_FLOOR, Generation, Stream
+from ..engine.lifecycle import Lifecycle
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
-from ..http.responses import EventStream
 from ..observability.record import current
 from .schema import PROFILE, GeneratedText, InferenceRequest, InferenceResponse, InferenceStatus
+from .webhook_targets import WebhookTargets
 from .webhooks import WebhookSender
 
 log = logging.getLogger(__name__)
@@ -60,7 +62,23 @@ class InferenceService:
         self.card = model.card
         self.webhooks = webhooks
 
-    async def create(self, req: InferenceRequest) -> InferenceResponse | EventStream:
+    @classmethod
+    def start(cls, model: ServedModel, lifecycle: Lifecycle, settings: ServerSettings) -> Self:
+        webhooks = WebhookSender(
+            model=model.card.name,
+            lifecycle=lifecycle,
+            targets=WebhookTargets(parse_networks(settings.webhook_allowed_networks)),
+            attempts=settings.webhook_attempts,
+            timeout_s=settings.webhook_timeout_s,
+            backoff_s=settings.webhook_backoff_s,
+        )
+        return cls(model, webhooks)
+
+    async def aclose(self) -> None:
+        """At shutdown, after the drain: webhook jobs still running end (`WebhookSender`)."""
+        await self.webhooks.aclose()
+
+    async def create(self, req: InferenceRequest) -> InferenceResponse | Stream:
         if req.stream and req.num_responses > 1:
             raise APIError(422, "num_responses: must be 1 when streaming", param="num_responses")
         if req.stream and req.webhook is not None:
@@ -70,7 +88,7 @@ class InferenceService:
         started = time.monotonic()
         record = current()
         record.capture("input", req.input)
-        prompt = await self.model.text_prompt(req.input)
+        prompt = await self.model.prompts.text(req.input)
         seed = secrets.randbits(64)
         params = to_sampling_params(
             req.sampling(seed),
@@ -79,7 +97,7 @@ class InferenceService:
             profile=PROFILE,
         )
         request_id = record.request_id
-        gen = Generation(self.model, prompt, params, request_id, record, label=tgi_finish_reason)
+        gen = Generation(self.model, prompt, params, request_id, record, finish=tgi_finish_reason)
         if req.webhook is not None:
             # Billed when the generation ends: the HTTP request is accounted as queued now.
             record.finish_reason = "queued"
@@ -97,19 +115,21 @@ class InferenceService:
         await gen.start()
         if req.stream:
             return self._stream(gen, seed)
-        out = await gen.final()
-        return _response(request_id, out, gen.usage(), started)
+        return _response(request_id, await gen.final(), gen.usage(), started)
 
     async def _webhook_payload(self, gen: Generation, request_id: str, started: float) -> bytes:
         await gen.start()
-        out = await gen.final()
-        return _response(request_id, out, gen.usage(), started).model_dump_json().encode()
+        return (
+            _response(request_id, await gen.final(), gen.usage(), started)
+            .model_dump_json()
+            .encode()
+        )
 
-    def _stream(self, gen: Generation, seed: int) -> EventStream:
+    def _stream(self, gen: Generation, seed: int) -> Stream:
         """One event per token with its real id and logprob; the last one also carries the
         whole text and the details, as TGI's generate_stream does. The events of one engine
         step go out in one write."""
-        special = self.model.special_tokens
+        special = self.model.prompts.special_tokens
         generated = ""
 
         def frame(o: Any) -> bytes:
@@ -135,7 +155,7 @@ class InferenceService:
                 if i == last:
                     event["generated_text"] = generated
                     event["details"] = {
-                        "finish_reason": tgi_finish_reason(o),
+                        "finish_reason": gen.finish_reason(o),
                         "generated_tokens": count,
                         "input_tokens": gen.prompt_tokens,
                         "seed": seed,
@@ -143,10 +163,12 @@ class InferenceService:
                 events.append(b"data: " + orjson.dumps(event) + b"\n\n")
             return events[0] if len(events) == 1 else b"".join(events)
 
-        return EventStream(gen, frame)
+        return Stream(gen, frame)
 
 
-def _response(request_id: str, out: Any, usage: Usage, started: float) -> InferenceResponse:
+def _response(
+    request_id: str, choices: list[Any], usage: Usage, started: float
+) -> InferenceResponse:
     # Token counts include the end-of-sequence token, as DeepInfra's "Hi!" example does.
     return InferenceResponse(
         request_id=request_id,
@@ -157,9 +179,7 @@ def _response(request_id: str, out: Any, usage: Usage, started: float) -> Infere
             tokens_generated=usage.completion_tokens,
             tokens_input=usage.prompt_tokens,
         ),
-        results=[
-            GeneratedText(generated_text=o.text) for o in sorted(out.outputs, key=lambda o: o.index)
-        ],
+        results=[GeneratedText(generated_text=o.text) for o in choices],
         num_tokens=usage.completion_tokens,
         num_input_tokens=usage.prompt_tokens,
     )

@@ -15,15 +15,16 @@ import asyncio
 import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
-from ipaddress import IPv4Address, IPv4Network, IPv6Address, IPv6Network, ip_address, ip_network
+from ipaddress import IPv4Address, IPv6Address, ip_address, ip_network
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpcore
 import httpx
 
+from ..config.settings import Network
+
 IPAddress = IPv4Address | IPv6Address
-Network = IPv4Network | IPv6Network
 Resolver = Callable[[str, int], Awaitable[list[IPAddress]]]
 
 _CGNAT = ip_network("100.64.0.0/10")
@@ -40,17 +41,6 @@ _CLASSES = (
 
 class TargetRefused(Exception):
     """A webhook host that resolves to an address the server must not call."""
-
-
-def parse_networks(spec: str) -> list[Network]:
-    """'10.1.0.0/16, 127.0.0.2/32' -> networks; a bad entry raises ValueError naming it."""
-    networks = []
-    for item in filter(None, (part.strip() for part in spec.split(","))):
-        try:
-            networks.append(ip_network(item, strict=False))
-        except ValueError as exc:
-            raise ValueError(f"not a network in CIDR form: {item!r}") from exc
-    return networks
 
 
 def _embedded_v4(ip: IPv6Address) -> IPv4Address | None:

@@ -1,4 +1,4 @@
-"""Per-request record: the request id, which API it belongs to, and what it cost, filled in as
+"""Per-request record: the request id, the route that serves it, and what it cost, filled in as
 it runs.
 
 The middleware creates the record and keeps it in a context variable (and on the ASGI scope,
@@ -13,17 +13,16 @@ import os
 import re
 import string
 import time
+from collections.abc import MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ..config.pricing import NO_USAGE, Usage
-from ..http.routes import OTHER_OPENAI, Endpoint
 from . import metrics
 
-if TYPE_CHECKING:
-    from starlette.types import Scope
-
+# An ASGI scope: the record rides on it for code outside the request's context.
+Scope = MutableMapping[str, Any]
 _ALPHABET = (string.ascii_letters + string.digits).encode()
 # A random byte below 248 (4 x 62) names one of the 62 characters, each as often; the 8 bytes
 # above are dropped.
@@ -35,9 +34,10 @@ _SCOPE_KEY = "deepinfra_record"
 
 def new_request_id() -> str:
     """DeepInfra's ids look like "RWZDRhS5kdoM1XWwXLEshynO": 24 letters and digits, uniform
-    (143 random bits). One draw of 32 random bytes, mapped in C (`bytes.translate`): 0.7 us,
-    where a character at a time in Python cost 5. Fewer than 24 of the 32 survive the drop in
-    about 4 of 10 million draws, which then draw again."""
+    (143 random bits). One draw of 32 random bytes mapped in C (`bytes.translate`), a few times
+    cheaper than a character at a time in Python, on every request (docs/architecture.md has
+    the figures; a test holds it uniform). Fewer than 24 of the 32 survive the drop in about 4
+    of 10 million draws, which then draw again."""
     while True:
         chars = os.urandom(32).translate(_TO_ALPHABET, _DROPPED)
         if len(chars) >= 24:
@@ -55,7 +55,8 @@ def request_id_from(header: str | None) -> str:
 class RequestRecord:
     request_id: str
     model: str
-    endpoint: Endpoint = OTHER_OPENAI
+    # The route table's entry that serves it (`http.routes.Route`); None: not an API route.
+    route: Any = None
     capture_content: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -70,7 +71,8 @@ class RequestRecord:
 
     @property
     def api(self) -> str | None:
-        return self.endpoint.api
+        """The metrics label of a metered route."""
+        return None if self.route is None else self.route.label
 
     def first_token(self) -> None:
         if self.first_token_at is None:

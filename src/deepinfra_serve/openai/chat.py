@@ -16,10 +16,9 @@ import orjson
 from ..engine.errors import APIError
 from ..engine.function_calling.calls import ChoiceReader, ToolRequest
 from ..engine.function_calling.prompt import conversation
-from ..engine.generation import Generation
+from ..engine.generation import Generation, Stream
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
-from ..http.responses import EventStream
 from ..observability.record import current
 from .chunks import (
     Choice,
@@ -31,12 +30,10 @@ from .chunks import (
 )
 from .logprobs import chat_logprobs
 from .schema import (
-    CHAT_PROFILE,
     ChatChoice,
     ChatCompletion,
     ChatCompletionRequest,
     ChatMessageOut,
-    Usage,
 )
 from .tools import tool_choice
 
@@ -61,7 +58,7 @@ class ChatService:
         self.model = model
         self.card = model.card
 
-    async def create(self, req: ChatCompletionRequest) -> ChatCompletion | EventStream:
+    async def create(self, req: ChatCompletionRequest) -> ChatCompletion | Stream:
         _refuse_unsupported(req)
         choice = tool_choice(req, self.card)
         record = current()
@@ -80,7 +77,7 @@ class ChatService:
             choice,
             self.card.engine.tokenizer_mode == "mistral",
         )
-        prompt = await self.model.chat_prompt(messages, req.chat_template_kwargs, template_tools)
+        prompt = await self.model.prompts.chat(messages, req.chat_template_kwargs, template_tools)
         functions = self.model.functions
         calls = (
             functions.request(tools, choice, req.parallel_tool_calls)
@@ -99,23 +96,21 @@ class ChatService:
             sampling,
             self.card,
             prompt_tokens=len(prompt["prompt_token_ids"]),
-            profile=CHAT_PROFILE,
+            profile=req.profile,
         )
         request_id = f"chatcmpl-{record.request_id}"
         if req.stream:
-            delta, finish, label = (
-                (_delta, _finish, plain_finish) if calls is None else _tool_stream(calls, prompt)
-            )
+            delta, finish = (_delta, plain_finish) if calls is None else _tool_stream(calls, prompt)
         else:
             reply = _replies(calls)
-            label = lambda o: finish_reason(o.finish_reason, bool(reply(o)[1]))  # noqa: E731
+            finish = lambda o: finish_reason(o.finish_reason, bool(reply(o)[1]))  # noqa: E731
         gen = Generation(
             self.model,
             prompt,
             params,
             request_id,
             record,
-            label=label,
+            finish=finish,
             structured_param="tools" if calls is not None and calls.forced else "response_format",
         )
         await gen.start()
@@ -128,15 +123,14 @@ class ChatService:
             obj="chat.completion.chunk",
             policy=UsagePolicy.of(req.stream_options),
             delta=delta,
-            finish=finish,
+            finish=_finish,
         )
 
     async def _complete(
         self, request_id: str, gen: Generation, reply: Callable[[Any], Reply]
     ) -> ChatCompletion:
-        out = await gen.final()
         choices = []
-        for o in sorted(out.outputs, key=lambda o: o.index):
+        for o in await gen.final():
             content, tool_calls = reply(o)
             choices.append(
                 ChatChoice(
@@ -144,7 +138,7 @@ class ChatService:
                     message=ChatMessageOut.model_validate(
                         {"content": content, "tool_calls": tool_calls}
                     ),
-                    finish_reason=finish_reason(o.finish_reason, bool(tool_calls)),
+                    finish_reason=gen.finish_reason(o),
                     logprobs=chat_logprobs(o.token_ids, o.logprobs),
                 )
             )
@@ -153,7 +147,7 @@ class ChatService:
             created=int(time.time()),
             model=self.card.name,
             choices=choices,
-            usage=Usage.model_validate(gen.usage(), from_attributes=True),
+            usage=gen.usage(),
         )
 
 
@@ -174,7 +168,8 @@ def _replies(calls: ToolRequest | None) -> Callable[[Any], Reply]:
 
 
 # Content deltas are nearly all a chat stream sends: the text is spliced into the choice's
-# JSON, where a dict per token serialised whole cost 0.78 us a frame against 0.32.
+# JSON rather than a dict per token serialised whole, at about half the cost a frame (a test
+# proves the bytes equal).
 _CONTENT = (
     b'{"index":%d,"delta":{"role":"assistant","content":%b},"finish_reason":null,"logprobs":null}'
 )
@@ -191,22 +186,15 @@ def _delta(o: Any) -> Choice | None:
     }
 
 
-def _finish(o: Any) -> dict[str, Any]:
-    return {
-        "index": o.index,
-        "delta": {},
-        "finish_reason": finish_reason(o.finish_reason),
-        "logprobs": None,
-    }
+def _finish(index: int, reason: str) -> dict[str, Any]:
+    return {"index": index, "delta": {}, "finish_reason": reason, "logprobs": None}
 
 
 def _tool_stream(
     calls: ToolRequest, prompt: dict[str, Any]
-) -> tuple[
-    Callable[[Any], dict[str, Any] | None], Callable[[Any], dict[str, Any]], Callable[[Any], str]
-]:
-    """Delta, finish and finish-label functions for a stream whose text goes through the tool
-    parser, one reader per choice."""
+) -> tuple[Callable[[Any], dict[str, Any] | None], Callable[[Any], str]]:
+    """Delta and finish-reason functions for a stream whose text goes through the tool parser,
+    one reader per choice."""
     readers: dict[int, ChoiceReader] = {}
 
     def delta(o: Any) -> dict[str, Any] | None:
@@ -223,11 +211,8 @@ def _tool_stream(
             "logprobs": None,
         }
 
-    def label(o: Any) -> str:
+    def finish(o: Any) -> str:
         reader = readers.get(o.index)
         return finish_reason(o.finish_reason, reader is not None and reader.called)
 
-    def finish(o: Any) -> dict[str, Any]:
-        return {"index": o.index, "delta": {}, "finish_reason": label(o), "logprobs": None}
-
-    return delta, finish, label
+    return delta, finish

@@ -10,8 +10,7 @@ from typing import Any
 import orjson
 
 from ..engine.errors import APIError
-from ..engine.generation import Generation
-from ..http.responses import EventStream
+from ..engine.generation import Generation, Stream
 from .schema import StreamOptions
 
 DONE = b"data: [DONE]\n\n"
@@ -29,6 +28,7 @@ def finish_reason(reason: str | None, called: bool = False) -> str:
 
 
 def plain_finish(o: Any) -> str:
+    """The finish reason of a choice that calls no tools."""
     return finish_reason(o.finish_reason)
 
 
@@ -59,15 +59,16 @@ def sse_chunks(
     obj: str,
     policy: UsagePolicy,
     delta: Callable[[Any], Choice | None],
-    finish: Callable[[Any], Choice],
+    finish: Callable[[int, str], Choice],
     preamble: list[Choice] = (),  # type: ignore[assignment]
-) -> EventStream:
+) -> Stream:
     """Frame a generation as SSE chunks of one choice each, ending in `data: [DONE]`.
 
-    The envelope is the same for every chunk of a response: it is serialised once and each
-    choice is spliced in, so the per-token work is one small orjson call (or none, for a
-    choice that comes as JSON). JSON has no newlines, so an SSE frame is "data: " + JSON + a
-    blank line.
+    `delta(output)` is a choice's new text (None: nothing to send); `finish(index, reason)` is
+    its last chunk, with the finish reason the generation derived. The envelope is the same for
+    every chunk of a response: it is serialised once and each choice is spliced in, so the
+    per-token work is one small orjson call (or none, for a choice that comes as JSON). JSON has
+    no newlines, so an SSE frame is "data: " + JSON + a blank line.
     """
     head = orjson.dumps(
         {"id": request_id, "object": obj, "created": int(time.time()), "model": model}
@@ -93,10 +94,10 @@ def sse_chunks(
         finished += 1
         last = finished == n
         tail = chunk(choice, continuous) if choice is not None else b""
-        tail += chunk(finish(o), continuous or (on_finish and last))
+        tail += chunk(finish(o.index, gen.finish_reason(o)), continuous or (on_finish and last))
         return tail + DONE if last else tail
 
     def end() -> bytes:
         return DONE if finished < n else b""
 
-    return EventStream(gen, frame, head=b"".join(chunk(c, continuous) for c in preamble), end=end)
+    return Stream(gen, frame, head=b"".join(chunk(c, continuous) for c in preamble), end=end)

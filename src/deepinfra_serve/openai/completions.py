@@ -6,14 +6,13 @@ import time
 from typing import Any
 
 from ..engine.errors import APIError
-from ..engine.generation import Generation
+from ..engine.generation import Generation, Stream
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
-from ..http.responses import EventStream
 from ..observability.record import current
-from .chunks import UsagePolicy, check_stream_options, finish_reason, plain_finish, sse_chunks
+from .chunks import UsagePolicy, check_stream_options, plain_finish, sse_chunks
 from .logprobs import completion_logprobs
-from .schema import COMPLETIONS_PROFILE, Completion, CompletionChoice, CompletionRequest, Usage
+from .schema import Completion, CompletionChoice, CompletionRequest
 
 # vLLM's default max_logprobs: the most alternatives one position may report.
 MAX_LOGPROBS = 20
@@ -42,25 +41,27 @@ class CompletionService:
         self.model = model
         self.card = model.card
 
-    async def create(self, req: CompletionRequest) -> Completion | EventStream:
+    async def create(self, req: CompletionRequest) -> Completion | Stream:
         _refuse_unsupported(req)
         record = current()
         record.user = req.user
         record.capture("prompt", req.prompt)
-        prompt = await self.model.text_prompt(req.prompt)
+        prompt = await self.model.prompts.text(req.prompt)
         prompt_ids = prompt["prompt_token_ids"]
         params = to_sampling_params(
-            req.sampling(logprobs=req.logprobs, stop_token_ids=req.stop_token_ids),
+            req.sampling(),
             self.card,
             prompt_tokens=len(prompt_ids),
-            profile=COMPLETIONS_PROFILE,
+            profile=req.profile,
         )
         echo = ""
         if req.echo:
-            echo = req.prompt if isinstance(req.prompt, str) else self.model.decode(prompt_ids)
+            echo = (
+                req.prompt if isinstance(req.prompt, str) else self.model.prompts.decode(prompt_ids)
+            )
         as_ids = bool(req.return_tokens_as_token_ids)
         request_id = f"cmpl-{record.request_id}"
-        gen = Generation(self.model, prompt, params, request_id, record, label=plain_finish)
+        gen = Generation(self.model, prompt, params, request_id, record, finish=plain_finish)
         await gen.start()
         if not req.stream:
             return await self._complete(request_id, gen, echo, as_ids)
@@ -93,29 +94,23 @@ class CompletionService:
     async def _complete(
         self, request_id: str, gen: Generation, echo: str, as_ids: bool
     ) -> Completion:
-        out = await gen.final()
         choices = [
             CompletionChoice(
                 index=o.index,
                 text=echo + o.text,
-                finish_reason=finish_reason(o.finish_reason),
+                finish_reason=gen.finish_reason(o),
                 logprobs=completion_logprobs(o.token_ids, o.logprobs, len(echo), as_ids),
             )
-            for o in sorted(out.outputs, key=lambda o: o.index)
+            for o in await gen.final()
         ]
         return Completion(
             id=request_id,
             created=int(time.time()),
             model=self.card.name,
             choices=choices,
-            usage=Usage.model_validate(gen.usage(), from_attributes=True),
+            usage=gen.usage(),
         )
 
 
-def _finish(o: Any) -> dict[str, Any]:
-    return {
-        "index": o.index,
-        "text": "",
-        "logprobs": None,
-        "finish_reason": finish_reason(o.finish_reason),
-    }
+def _finish(index: int, reason: str) -> dict[str, Any]:
+    return {"index": index, "text": "", "logprobs": None, "finish_reason": reason}

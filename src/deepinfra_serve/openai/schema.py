@@ -1,15 +1,26 @@
-"""Request and response models of the OpenAI-compatible API, field for field as DeepInfra's."""
+"""Request and response models of the OpenAI-compatible API, field for field as DeepInfra's.
+
+The response models forbid keys they do not declare: the frames the formatters write as bytes
+for speed are checked against them (tests), so a frame cannot drift from what is documented."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ..config.cards import API_MAX_N
-from ..engine.response_format import ResponseFormat, structured_outputs
-from ..engine.sampling import ApiProfile, SamplingRequest, sent_null
+from ..config.pricing import Usage
+from ..engine.response_format import ResponseFormat
+from ..engine.sampling import (
+    ApiProfile,
+    Penalty,
+    RepetitionPenalty,
+    SamplingRequest,
+    Sequences,
+    Stop,
+    sampling_request,
+)
 
 # DeepInfra's documented defaults for what both the request and the card leave out; a
 # max_tokens left out means the context left (up to the card's cap).
@@ -36,15 +47,11 @@ class SamplingFields(BaseModel):
         le=1_000_000,
         description="Most tokens to generate; null means the context left, capped at 16384.",
     )
-    stop: str | list[str] | None = Field(
-        None, description="Up to 16 sequences that end generation; not returned."
-    )
-    n: int = Field(1, ge=1, le=API_MAX_N, description="Number of sequences to return.")
-    presence_penalty: float = Field(0, ge=-2, le=2)
-    frequency_penalty: float = Field(0, ge=-2, le=2)
-    repetition_penalty: float | None = Field(
-        None, ge=0.01, le=5, description="Multiplicative repetition penalty. Default 1."
-    )
+    stop: Stop = None
+    n: Sequences = Field(1, description="Number of sequences to return.")
+    presence_penalty: Penalty = 0
+    frequency_penalty: Penalty = 0
+    repetition_penalty: RepetitionPenalty = None
     seed: int | None = Field(
         None,
         ge=-(2**63),
@@ -54,25 +61,12 @@ class SamplingFields(BaseModel):
     response_format: ResponseFormat | None = None
     stream: bool = False
 
+    # The endpoint's documented defaults and field names.
+    profile: ClassVar[ApiProfile] = CHAT_PROFILE
+
     def sampling(self, **extra: Any) -> SamplingRequest:
         """The core's sampling input; `extra` is what only one endpoint sets or overrides."""
-        fields: dict[str, Any] = dict(
-            n=self.n,
-            temperature=self.temperature,
-            top_p=self.top_p,
-            top_k=self.top_k,
-            min_p=self.min_p,
-            repetition_penalty=self.repetition_penalty,
-            presence_penalty=self.presence_penalty,
-            frequency_penalty=self.frequency_penalty,
-            max_tokens=self.max_tokens,
-            max_tokens_open=sent_null(self, "max_tokens"),
-            stop=self.stop,
-            seed=self.seed,
-            stream=self.stream,
-            structured_outputs=structured_outputs(self.response_format),
-        )
-        return SamplingRequest(**(fields | extra))
+        return sampling_request(self, self.profile, **extra)
 
 
 class TextPart(BaseModel):
@@ -228,6 +222,8 @@ class ChatCompletionRequest(SamplingFields):
 
 
 class CompletionRequest(SamplingFields):
+    profile = COMPLETIONS_PROFILE
+
     model: str = Field(description="Model name, Owner/Name.")
     prompt: str | Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=1)] = Field(
         description="The prompt: text, or token ids."
@@ -256,27 +252,64 @@ class CompletionRequest(SamplingFields):
     data: dict[str, Any] | None = None
 
 
-class Usage(BaseModel):
-    prompt_tokens: int
-    completion_tokens: int
-    total_tokens: int
-    estimated_cost: float = Field(description="USD, from the model's per-token prices.")
+class _Out(BaseModel):
+    """A response model: what it does not declare, no response may carry."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
-class ChatMessageOut(BaseModel):
+class FunctionCallOut(_Out):
+    name: str
+    arguments: str = Field(description="The arguments, a JSON object as text.")
+
+
+class ToolCallOut(_Out):
+    id: str
+    type: Literal["function"] = "function"
+    function: FunctionCallOut
+
+
+class TopLogprob(_Out):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(_Out):
+    token: str
+    logprob: float = Field(description="At least -9999 (minus infinity is not JSON).")
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(_Out):
+    content: list[TokenLogprob]
+
+
+class CompletionLogprobs(_Out):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class ChatMessageOut(_Out):
     role: Literal["assistant"] = "assistant"
     content: str | None
-    tool_calls: list[ToolCall] | None = None
+    tool_calls: list[ToolCallOut] | None = None
 
 
-class ChatChoice(BaseModel):
+class ChatChoice(_Out):
     index: int
     message: ChatMessageOut
-    finish_reason: Literal["stop", "length", "tool_calls"] | None
-    logprobs: dict[str, Any] | None = None
+    finish_reason: FinishReason | None
+    logprobs: ChatLogprobs | None = None
 
 
-class ChatCompletion(BaseModel):
+class ChatCompletion(_Out):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -285,33 +318,33 @@ class ChatCompletion(BaseModel):
     usage: Usage
 
 
-class FunctionCallDelta(BaseModel):
+class FunctionCallDelta(_Out):
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCallDelta(BaseModel):
+class ToolCallDelta(_Out):
     index: int
     id: str | None = None
     type: Literal["function"] | None = None
     function: FunctionCallDelta
 
 
-class ChatDelta(BaseModel):
+class ChatDelta(_Out):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 
-class ChatChunkChoice(BaseModel):
+class ChatChunkChoice(_Out):
     index: int
     delta: ChatDelta
-    finish_reason: Literal["stop", "length", "tool_calls"] | None = None
-    logprobs: dict[str, Any] | None = None
+    finish_reason: FinishReason | None = None
+    logprobs: ChatLogprobs | None = None
 
 
-class ChatCompletionChunk(BaseModel):
-    """One SSE event of a streamed chat completion (documentation and tests)."""
+class ChatCompletionChunk(_Out):
+    """One SSE event of a streamed chat completion."""
 
     id: str
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
@@ -321,14 +354,14 @@ class ChatCompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
-class CompletionChoice(BaseModel):
+class CompletionChoice(_Out):
     index: int
     text: str
     finish_reason: Literal["stop", "length"] | None
-    logprobs: dict[str, Any] | None = None
+    logprobs: CompletionLogprobs | None = None
 
 
-class Completion(BaseModel):
+class Completion(_Out):
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
@@ -337,8 +370,8 @@ class Completion(BaseModel):
     usage: Usage
 
 
-class CompletionChunk(BaseModel):
-    """One SSE event of a streamed text completion (documentation and tests)."""
+class CompletionChunk(_Out):
+    """One SSE event of a streamed text completion."""
 
     id: str
     object: Literal["text_completion"] = "text_completion"
@@ -348,12 +381,12 @@ class CompletionChunk(BaseModel):
     usage: Usage | None = None
 
 
-class ModelPricing(BaseModel):
+class ModelPricing(_Out):
     input_tokens: float = Field(description="USD per million prompt tokens.")
     output_tokens: float = Field(description="USD per million completion tokens.")
 
 
-class ModelMetadata(BaseModel):
+class ModelMetadata(_Out):
     description: str
     context_length: int
     max_tokens: int
@@ -361,7 +394,7 @@ class ModelMetadata(BaseModel):
     tags: list[str]
 
 
-class ModelOut(BaseModel):
+class ModelOut(_Out):
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -371,6 +404,6 @@ class ModelOut(BaseModel):
     metadata: ModelMetadata
 
 
-class ModelList(BaseModel):
+class ModelList(_Out):
     object: Literal["list"] = "list"
     data: list[ModelOut]

@@ -1,0 +1,81 @@
+"""The service's OpenAPI document: the route table's routes, declared to FastAPI only for the
+document (the dispatcher serves them), beside the routes FastAPI serves itself."""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from fastapi.routing import APIRoute
+
+from .routes import MODEL, ROUTES, Route
+
+_ERROR_STATUSES = {
+    400: "Bad request (a prompt longer than the context, a template the messages break)",
+    401: "Missing or invalid API key",
+    404: "Unknown model",
+    413: "Request body too large",
+    422: "A field is out of range or malformed; `param` names it",
+    429: "Model busy, retry later",
+    503: "Loading, shutting down, or the engine stopped",
+    504: "The request ran past its time limit",
+}
+
+
+_MODEL_PARAMETER = {
+    "name": "model",
+    "in": "path",
+    "required": True,
+    "description": "The model's name, Owner/Name.",
+    "schema": {"type": "string", "title": "Model"},
+}
+
+
+def _declaration(route: Route) -> APIRoute:
+    """The route as FastAPI would declare it: its path parameter, its body and its answers."""
+    params = []
+    if route.body is not None:
+        params.append(
+            inspect.Parameter("body", inspect.Parameter.KEYWORD_ONLY, annotation=route.body)
+        )
+
+    def endpoint(**_: Any) -> None:
+        """Never called: the dispatcher serves the route."""
+
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    responses: dict[int | str, dict[str, Any]] = {
+        status: {"model": route.family.error_model, "description": _ERROR_STATUSES[status]}
+        for status in route.errors
+    }
+    if route.streams:
+        responses[200] = {"content": {"text/event-stream": {}}}
+    family = route.family
+    # The path's model is declared as it is, not as a parameter FastAPI would validate (and
+    # then document a 422 of its own for).
+    extra = {"parameters": [_MODEL_PARAMETER]} if route.prefixed else None
+    return APIRoute(
+        family.mounts[0] + route.path.replace(MODEL, "{model:path}"),
+        endpoint,
+        methods=[route.method],
+        name=route.handle.__name__,
+        description=route.description,
+        response_model=route.response,
+        response_model_exclude_none=family.exclude_none,
+        responses=responses,
+        tags=[family.name],
+        openapi_extra=extra,
+    )
+
+
+def document(app: FastAPI) -> dict[str, Any]:
+    """The whole document, made once and kept."""
+    if app.openapi_schema is None:
+        app.openapi_schema = get_openapi(
+            title=app.title,
+            version=app.version,
+            summary=app.summary,
+            routes=[*(_declaration(r) for r in ROUTES), *app.routes],
+        )
+    return app.openapi_schema

@@ -1,0 +1,39 @@
+"""How the OpenAI-compatible API writes an error: OpenAI's error object, as a whole answer or,
+once a stream has started, as its last event before `data: [DONE]`."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import BaseModel, ConfigDict
+
+from ..engine.errors import APIError
+from .chunks import DONE
+
+
+class OpenAIErrorDetail(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    message: str
+    type: str
+    param: str | None = None
+    code: str | None = None
+
+
+class OpenAIError(BaseModel):
+    """The OpenAI routes' error body."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    error: OpenAIErrorDetail
+
+
+def error_body(err: APIError) -> dict[str, Any]:
+    return {
+        "error": {"message": err.message, "type": err.type, "param": err.param, "code": err.code}
+    }
+
+
+def stream_error(err: APIError) -> bytes:
+    return b"data: " + orjson.dumps(error_body(err)) + b"\n\n" + DONE

@@ -1,0 +1,548 @@
+"""What the tests share: starting and stopping real servers, reading their streams, metrics
+and logs, posting the common requests, and a webhook receiver on the loopback.
+
+Every server a test starts is stopped by its process id (its own processes too), and every
+request goes to the loopback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, NoReturn
+
+import httpx
+import psutil
+import pytest
+from pydantic import BaseModel
+
+ROOT = Path(__file__).resolve().parents[1]
+CARDS = ROOT / "model_cards"
+TINY_CARD = CARDS / "dev" / "tiny-random.yaml"
+DEMO_CARD = CARDS / "dev" / "smollm2-135m-instruct.yaml"
+MODEL = "deepinfra-serve/tiny-random-llama"  # the tiny card's
+CHAT = "/v1/openai/chat/completions"
+COMPLETIONS = "/v1/openai/completions"
+INFERENCE = f"/v1/inference/{MODEL}"
+HELLO = [{"role": "user", "content": "Hello!"}]
+START_TIMEOUT_S = 300
+CHART = ROOT / "helm" / "deepinfra-serve"
+KUBE_VERSION = "1.37.0"  # the Kubernetes schemas the chart is validated against
+# An abort takes one engine step here (tens of ms); the bound leaves a loaded 2-core machine
+# room, and the measured figure is printed.
+ABORT_BOUND_S = 3.0
+# The concurrency limit of the HTTP tests' guarded server, and a key it accepts.
+GUARDED_LIMIT = 4
+GUARDED_AUTH = {"Authorization": "Bearer secret-inline-1"}
+# Streamed tokens per output on the engine tests' variant server (vLLM's `stream_interval`).
+STREAM_INTERVAL = 8
+
+Probes = list[tuple[int | None, int | None, int | None]]
+
+
+# --- servers ---------------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def card_variant(path: Path, *edits: tuple[str, str], card: Path = TINY_CARD) -> Path:
+    """A copy of `card` at `path`, each (old, new) text replaced once."""
+    text = card.read_text()
+    for old, new in edits:
+        assert old in text, old
+        text = text.replace(old, new, 1)
+    path.write_text(text)
+    return path
+
+
+def serve_command(card: Path, port: int, *extra: str) -> list[str]:
+    """`deepinfra-serve serve` for `card` on a loopback port."""
+    return [
+        sys.executable,
+        "-m",
+        "deepinfra_serve.cli",
+        "serve",
+        "--card",
+        str(card),
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        *extra,
+    ]
+
+
+@contextlib.contextmanager
+def server_process(
+    card: Path,
+    cache_dir: Path,
+    log_path: Path,
+    env: dict[str, str] | None = None,
+    probes: Probes | None = None,
+) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
+    """Serve `card` on a free loopback port; yields the base URL, once /health answers 200, and
+    the process, for tests that signal or kill it.
+
+    `probes`, when given, receives (live, ready, health) status codes seen while starting (None:
+    no answer yet)."""
+    port = free_port()
+    env = {
+        **os.environ,
+        "DEEPINFRA_SERVE_CACHE_DIR": str(cache_dir),
+        "PYTHONUNBUFFERED": "1",
+        **(env or {}),
+    }
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(
+            serve_command(card, port), stdout=log, stderr=subprocess.STDOUT, env=env
+        )
+    base = f"http://127.0.0.1:{port}"
+    descendants: list[psutil.Process] = []
+    try:
+        deadline = time.monotonic() + START_TIMEOUT_S
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}:\n{_tail(log_path)}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready in {START_TIMEOUT_S} s:\n{_tail(log_path)}")
+            # /health last: once it says 200 the loop ends, so no earlier probe of the same
+            # round can have seen the engine ready.
+            live = _status(f"{base}/health/live") if probes is not None else None
+            ready = _status(f"{base}/health/ready") if probes is not None else None
+            health = _status(f"{base}/health")
+            if probes is not None:
+                probes.append((live, ready, health))
+            if health == 200:
+                break
+            time.sleep(0.5)
+        yield base, proc
+    finally:
+        # Its own processes (API processes, engine core, workers) are known before the stop,
+        # so that whatever a failed stop leaves behind is killed by process id.
+        with contextlib.suppress(psutil.NoSuchProcess):
+            descendants = psutil.Process(proc.pid).children(recursive=True)
+        stop(proc)
+        for child in descendants:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+
+@contextlib.contextmanager
+def running_server(
+    card: Path, cache_dir: Path, log_path: Path, env: dict[str, str] | None = None
+) -> Iterator[str]:
+    """Like `server_process`, for tests that only need the base URL."""
+    with server_process(card, cache_dir, log_path, env) as (url, _):
+        yield url
+
+
+def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
+    """SIGTERM, then SIGKILL if it has not exited within `timeout`."""
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def engine_core(proc: subprocess.Popen[bytes]) -> psutil.Process:
+    """The server's vLLM engine core process."""
+    return next(
+        p
+        for p in psutil.Process(proc.pid).children(recursive=True)
+        if p.name() == "VLLM::EngineCore"
+    )
+
+
+def json_log(path: Path, pattern: str) -> list[dict[str, Any]]:
+    """The server's JSON log lines (this service's own loggers) whose text matches `pattern`."""
+    return [
+        json.loads(line)
+        for line in path.read_text(errors="replace").splitlines()
+        if line.startswith("{") and re.search(pattern, line)
+    ]
+
+
+def _status(url: str) -> int | None:
+    try:
+        return httpx.get(url, timeout=2).status_code
+    except httpx.HTTPError:
+        return None
+
+
+def _tail(path: Path, lines: int = 60) -> str:
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+def unavailable(message: str) -> NoReturn:
+    """Skip, saying why, on a developer's machine without a tool (Prometheus, a container
+    engine); in CI, where `.ci/run` installs it, a missing tool is a broken set-up and fails."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+def eventually(check: Callable[[], object], timeout: float = 5.0, what: str = "") -> None:
+    """Wait until `check()` is true (the last counts land as a response's last bytes go)."""
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, what or "the condition never held"
+        time.sleep(0.05)
+
+
+# --- requests --------------------------------------------------------------------------------
+
+
+def chat(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    """A chat completion from the tiny model (`messages` defaults to a hello); must be 200."""
+    r = client.post(CHAT, json={"model": MODEL, "messages": HELLO, **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+def complete(client: httpx.Client, **body: Any) -> dict[str, Any]:
+    """A text completion from the tiny model (`prompt` defaults to "Hello"); must be 200."""
+    r = client.post(COMPLETIONS, json={"model": MODEL, "prompt": "Hello", **body})
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+# --- server-sent events ----------------------------------------------------------------------
+# Split as the spec splits them: at LF only. httpx's `iter_lines` also splits at U+2028, U+0085
+# and the like, which generated text (and so a JSON string in an event) can hold.
+
+
+def sse_lines(r: httpx.Response) -> Iterator[str]:
+    """The body's lines, as they arrive."""
+    rest = b""
+    for chunk in r.iter_bytes():
+        *lines, rest = (rest + chunk).split(b"\n")
+        yield from (line.rstrip(b"\r").decode() for line in lines)
+    if rest:
+        yield rest.decode()
+
+
+async def asse_lines(r: httpx.Response) -> AsyncIterator[str]:
+    rest = b""
+    async for chunk in r.aiter_bytes():
+        *lines, rest = (rest + chunk).split(b"\n")
+        for line in lines:
+            yield line.rstrip(b"\r").decode()
+    if rest:
+        yield rest.decode()
+
+
+def sse_data(r: httpx.Response) -> list[str]:
+    """Every event's data, in order (`[DONE]` included); each non-empty line must be one."""
+    lines = [line for line in sse_lines(r) if line]
+    assert all(line.startswith("data: ") for line in lines), lines
+    return [line[6:] for line in lines]
+
+
+def sse_events(r: httpx.Response, schema: type[BaseModel]) -> list[dict[str, Any]]:
+    """A 200 stream's JSON events (`[DONE]` left out), each proved against `schema`, the
+    documented model of one event, which refuses keys it does not declare."""
+    assert r.status_code == 200, r.read()
+    assert r.headers["content-type"].startswith("text/event-stream")
+    data = [d for d in sse_data(r) if d != "[DONE]"]
+    for d in data:
+        schema.model_validate_json(d)
+    return [json.loads(d) for d in data]
+
+
+def stream(client: httpx.Client, path: str, schema: type[BaseModel], **body: Any) -> list[str]:
+    """A streamed answer's event data, `[DONE]` included; every other event is proved against
+    `schema`."""
+    with client.stream("POST", path, json={**body, "stream": True}) as r:
+        assert r.status_code == 200, r.read()
+        assert r.headers["content-type"].startswith("text/event-stream")
+        data = sse_data(r)
+    for d in data:
+        if d != "[DONE]":
+            schema.model_validate_json(d)
+    return data
+
+
+def events(data: list[str]) -> list[dict[str, Any]]:
+    """The JSON events of a stream's data (`[DONE]` left out)."""
+    return [json.loads(d) for d in data if d != "[DONE]"]
+
+
+# --- metrics ---------------------------------------------------------------------------------
+
+
+def metric_sum(text: str, *names: str, **labels: str) -> float:
+    """The sum of the samples of the named metrics whose labels include `labels`."""
+    heads = tuple(name + "{" for name in names) + tuple(name + " " for name in names)
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith(heads) and all(label in line for label in wanted)
+    )
+
+
+def engine_load(metrics: str) -> float:
+    """Requests the engine holds, running or waiting, by vLLM's own gauges."""
+    return metric_sum(metrics, "vllm:num_requests_running", "vllm:num_requests_waiting")
+
+
+def engine_finished(metrics: str) -> float:
+    """Requests the engine has finished, whatever the reason, by vLLM's own counter."""
+    return metric_sum(metrics, "vllm:request_success_total")
+
+
+def running(client: httpx.Client) -> float:
+    text = client.get("/metrics").text
+    assert "vllm:num_requests_running{" in text, "vllm:num_requests_running not exported"
+    return metric_sum(text, "vllm:num_requests_running")
+
+
+def settles_to_zero(client: httpx.Client, within_s: float = 30) -> float:
+    """Seconds until the engine runs nothing; fails after `within_s` (it kept generating)."""
+    started = time.monotonic()
+    while running(client) != 0:
+        assert time.monotonic() - started < within_s, "the engine kept generating"
+        time.sleep(0.02)
+    elapsed = time.monotonic() - started
+    print(f"engine idle {elapsed:.3f} s after the disconnect")
+    return elapsed
+
+
+def in_flight(metrics: str) -> float:
+    """Requests the server is serving, by its own gauge."""
+    return metric_sum(metrics, "deepinfra_requests_in_flight")
+
+
+async def until_in_flight(ac: httpx.AsyncClient, n: int, within_s: float = 30) -> None:
+    """Wait until the server serves `n` requests at once."""
+    deadline = time.monotonic() + within_s
+    while in_flight((await ac.get("/metrics")).text) < n:
+        assert time.monotonic() < deadline, f"{n} requests never ran together"
+        await asyncio.sleep(0.05)
+
+
+@contextlib.contextmanager
+def polling(url: str, paths: tuple[str, ...]) -> Iterator[dict[str, set[int]]]:
+    """Status codes each path answers, polled every 50 ms in a thread while the block runs."""
+    seen: dict[str, set[int]] = {path: set() for path in paths}
+    done = threading.Event()
+
+    def poll() -> None:
+        with httpx.Client(base_url=url, timeout=2) as p:
+            while not done.is_set():
+                for path, statuses in seen.items():
+                    with contextlib.suppress(httpx.HTTPError):
+                        statuses.add(p.get(path).status_code)
+                time.sleep(0.05)
+
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        yield seen
+    finally:
+        done.set()
+        poller.join()
+
+
+# --- webhooks --------------------------------------------------------------------------------
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.2 (the loopback address the test servers allow).
+
+    Records every POST; answers 500 to the first `fail_first`, or never when `hang`."""
+
+    def __init__(self, fail_first: int = 0, hang: bool = False, host: str = "127.0.0.2") -> None:
+        self.fail_first = fail_first
+        self.hang = hang
+        self.bodies: list[dict[str, Any]] = []
+        self.attempts = 0
+        self.release = threading.Event()
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                length = int(self.headers["content-length"])
+                payload = json.loads(self.rfile.read(length))
+                receiver.attempts += 1
+                if receiver.hang:
+                    receiver.release.wait(10)
+                    return
+                if receiver.attempts <= receiver.fail_first:
+                    self.send_response(500)
+                    self.end_headers()
+                    return
+                receiver.bodies.append(payload)
+                self.send_response(200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer((host, 0), Handler)
+        self.server.daemon_threads = True
+        self.port = self.server.server_port
+        self.url = f"http://{host}:{self.port}/hook"
+
+    def wait_for(self, condition: Callable[[], object], timeout: float = 20) -> None:
+        eventually(condition, timeout, "timed out waiting for the webhook")
+
+
+@contextlib.contextmanager
+def receiving(**options: Any) -> Iterator[Receiver]:
+    """A `Receiver`, serving until the block ends."""
+    receiver = Receiver(**options)
+    thread = threading.Thread(target=receiver.server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        receiver.release.set()
+        receiver.server.shutdown()
+        receiver.server.server_close()
+
+
+# --- function calling ------------------------------------------------------------------------
+
+ASK = [{"role": "user", "content": "What is the weather in Paris?"}]
+WEATHER = {
+    "type": "function",
+    "function": {
+        "name": "get_weather",
+        "description": "The weather now.",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "city": {"type": "string", "enum": ["Paris", "Oslo", "Lima"]},
+                "unit": {"type": "string", "enum": ["c", "f"]},
+            },
+            "required": ["city", "unit"],
+            "additionalProperties": False,
+        },
+    },
+}
+TIME = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "parameters": {
+            "type": "object",
+            "properties": {
+                "zone": {"type": "string", "maxLength": 4},
+                "hour": {"type": "integer", "minimum": 0, "maximum": 23},
+            },
+            "required": ["zone", "hour"],
+            "additionalProperties": False,
+        },
+    },
+}
+TOOLS = [WEATHER, TIME]
+SCHEMAS = {t["function"]["name"]: t["function"]["parameters"] for t in TOOLS}
+
+
+def assemble(chunks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]], str]:
+    """(content, tool calls, finish_reason) of choice 0, put together as clients do."""
+    content, calls, reason = "", {}, ""
+    for chunk in chunks:
+        for choice in chunk["choices"]:
+            delta = choice["delta"]
+            content += delta.get("content") or ""
+            for tc in delta.get("tool_calls", []):
+                call = calls.setdefault(tc["index"], {"id": "", "name": "", "arguments": ""})
+                call["id"] += tc.get("id") or ""
+                call["name"] += tc.get("function", {}).get("name") or ""
+                call["arguments"] += tc.get("function", {}).get("arguments") or ""
+            reason = choice["finish_reason"] or reason
+    return content, [calls[i] for i in sorted(calls)], reason
+
+
+# --- fleets ----------------------------------------------------------------------------------
+
+FLEET_KEY = "fleet-test-key"  # the test fleet's API key
+MISTRAL = "deepinfra-serve/tiny-mistral"
+
+
+@dataclass
+class RunningFleet:
+    url: str
+    run_dir: Path
+    replicas: dict[str, str]  # process name -> base URL
+    log: Path
+
+    def pid(self, name: str) -> int:
+        """The program's pid; 0 while it is not running (between an exit and its restart,
+        where supervisorctl answers with status 7)."""
+        done = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "supervisor.supervisorctl",
+                "-c",
+                str(self.run_dir / "supervisord.conf"),
+                "pid",
+                name,
+            ],
+            capture_output=True,
+            text=True,
+        )
+        if done.returncode not in (0, 7):
+            raise RuntimeError(f"supervisorctl pid {name}: {done.returncode} {done.stderr}")
+        out = done.stdout.strip()
+        return int(out) if out.isdigit() else 0
+
+    def metric(self, name: str, sample: str, **labels: str) -> float:
+        """Sum of a replica's samples of one metric whose labels include `labels`."""
+        return metric_sum(
+            httpx.get(f"{self.replicas[name]}/metrics", timeout=10).text, sample, **labels
+        )
+
+    def ready(self, name: str) -> bool:
+        try:
+            return httpx.get(f"{self.replicas[name]}/health/ready", timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def wait_ready(self, name: str, within_s: float = START_TIMEOUT_S) -> None:
+        deadline = time.monotonic() + within_s
+        while not self.ready(name):
+            assert time.monotonic() < deadline, f"{name} not ready in {within_s} s"
+            time.sleep(0.5)
+
+
+# --- the Helm chart --------------------------------------------------------------------------
+
+
+def render(values: dict[str, Any], name: str = "llm") -> list[dict[str, Any]]:
+    """The chart's objects for `values`, rendered by Helm's own library."""
+    import helm_python
+    import yaml
+
+    chart = helm_python.Chart.load(CHART)
+    try:
+        out = chart.render(values, name=name, namespace="inference")
+    finally:
+        chart.close()
+    docs = []
+    for path, text in out.items():
+        if path.endswith(".yaml"):
+            docs += [d for d in yaml.safe_load_all(text) if d]
+    return docs

@@ -1,0 +1,31 @@
+"""A tiny server for the checks at the HTTP edge that change what every request meets, shared
+by them: API keys (inline and from a file), a concurrency limit of 4, and webhooks allowed to
+the receivers on 127.0.0.2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..helpers import GUARDED_LIMIT, TINY_CARD, server_process
+
+
+@pytest.fixture(scope="package")
+def guarded(
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[tuple[str, Path]]:
+    """(base URL, log) of the guarded server."""
+    work = tmp_path_factory.mktemp("guarded")
+    keys = work / "api-keys"
+    keys.write_text("# mounted from a Secret\nsecret-from-file\n")
+    log = work / "server.log"
+    env = {
+        "DEEPINFRA_SERVE_API_KEYS": "secret-inline-1, secret-inline-2",
+        "DEEPINFRA_SERVE_API_KEYS_FILE": str(keys),
+        "DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS": str(GUARDED_LIMIT),
+        "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
+    }
+    with server_process(TINY_CARD, cache_dir, log, env) as (url, _):
+        yield url, log

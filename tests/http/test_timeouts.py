@@ -1,0 +1,50 @@
+"""A request past its time limit is aborted in the engine: 504 before the first byte, an error
+event in a stream."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ..helpers import (
+    ABORT_BOUND_S,
+    CHAT,
+    HELLO,
+    MODEL,
+    TINY_CARD,
+    server_process,
+    settles_to_zero,
+    sse_lines,
+)
+
+
+@pytest.fixture(scope="module")
+def timed(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server whose request time limit (0.5 s) only the timeout test's long request meets."""
+    log = tmp_path_factory.mktemp("timed") / "server.log"
+    env = {"DEEPINFRA_SERVE_REQUEST_TIMEOUT_S": "0.5"}
+    with server_process(TINY_CARD, cache_dir, log, env) as (url, _):
+        yield url
+
+
+def test_request_timeout_aborts_the_engine_work(timed: str) -> None:
+    # 960 greedy tokens, far more than 0.5 s of engine work. Greedy, because with the tiny
+    # model's 512-token vocabulary a sampled run draws EOS within a few hundred tokens, at a
+    # place that depends on the CPU's arithmetic.
+    long = {"model": MODEL, "messages": HELLO, "max_tokens": 960, "temperature": 0}
+    with httpx.Client(base_url=timed, timeout=30) as c:
+        r = c.post(CHAT, json=long)
+        assert r.status_code == 504
+        assert r.json()["error"]["code"] == "timeout"
+        assert "timed out after 0.5 s" in r.json()["error"]["message"]
+        with c.stream("POST", CHAT, json={**long, "stream": True}) as s:
+            assert s.status_code == 200
+            events = [line[6:] for line in sse_lines(s) if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert json.loads(events[-2])["error"]["code"] == "timeout"
+        # Both timed-out requests were aborted in the engine.
+        assert settles_to_zero(c) < ABORT_BOUND_S

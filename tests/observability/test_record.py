@@ -1,0 +1,20 @@
+"""Request ids: DeepInfra's shape, drawn uniformly (the record's fast draw, `bytes.translate`
+over one random block, must be as fair as a character at a time)."""
+
+from __future__ import annotations
+
+import re
+
+from deepinfra_serve.observability.record import new_request_id
+
+
+def test_request_ids_are_24_letters_and_digits_all_used_alike() -> None:
+    ids = [new_request_id() for _ in range(4000)]
+    assert len(set(ids)) == len(ids)
+    assert all(re.fullmatch("[A-Za-z0-9]{24}", i) for i in ids)
+    counts = {c: 0 for c in "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"}
+    for i in ids:
+        for c in i:
+            counts[c] += 1
+    expected = 4000 * 24 / 62  # 1548; a fair draw stays within a few percent of it
+    assert all(abs(n - expected) < 0.15 * expected for n in counts.values()), counts
