@@ -12,7 +12,6 @@ same installed vLLM.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import subprocess
@@ -27,24 +26,15 @@ from deepinfra_serve.engine.weights import prepare_weights
 
 from .measure import Summary, combine, cpu_seconds, front_end, paired_ratios, summarize
 from .report import machine, markdown, paired_markdown
-from .servers import bench_card, ours_command, server
+from .servers import bench_card, bench_parser, ours_command, server
 from .workload import requests_per_level, run_level
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = bench_parser(__doc__ or "", "32,128", rounds=5)
     parser.add_argument("--before", required=True, help="the git revision to compare against")
-    parser.add_argument("--card", type=Path, default=Path("model_cards/dev/tiny-random.yaml"))
-    parser.add_argument("--concurrency", default="32,128")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=0, help="per level; default 32 a stream")
-    parser.add_argument(
-        "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
-    )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)

@@ -13,7 +13,6 @@
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import os
 import random
@@ -34,6 +33,7 @@ from deepinfra_serve.config.cards import load_card
 
 from .measure import percentile, summarize
 from .report import machine
+from .servers import bench_parser
 from .workload import run, run_level
 
 WORDS = [
@@ -149,18 +149,10 @@ def shared_prefix_bodies(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--card", type=Path, default=Path("model_cards/dev/tiny-random.yaml"))
-    parser.add_argument("--concurrency", default="1,8,32")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=64)
+    parser = bench_parser(__doc__ or "", "1,8,32", rounds=5)
     parser.add_argument("--docs", type=int, default=16)
     parser.add_argument("--questions", type=int, default=8)
     parser.add_argument("--prefix-concurrency", type=int, default=8)
-    parser.add_argument(
-        "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
-    )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
     args = parser.parse_args(argv)
     levels = [int(c) for c in args.concurrency.split(",")]
     args.out.mkdir(parents=True, exist_ok=True)
@@ -177,7 +169,8 @@ def main(argv: list[str] | None = None) -> int:
         "| front door | difference ms (median, lowest, highest) |",
         "|---|---|---|---|---|---|---|",
     ]
-    total = sum(max(64, 8 * c) for c in levels) * 2 * args.rounds
+    per_level = {c: args.requests or max(64, 8 * c) for c in levels}
+    total = sum(per_level.values()) * 2 * args.rounds
     with (
         fleet(args.card, 1, "leastconn", port, args.cache_dir, args.out, "overhead") as [replica],
         tqdm(total=total, unit="req", desc="front door vs direct") as bar,
@@ -192,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
                 for name in order:
                     bar.set_postfix(target=name, streams=c, round=rnd + 1)
                     level = run_level(
-                        targets[name], path, model, c, max(64, 8 * c), args.max_tokens, bar
+                        targets[name], path, model, c, per_level[c], args.max_tokens, bar
                     )
                     rows.setdefault((name, c), []).append(summarize(name, c, rnd + 1, level, 0.0))
     for c in levels:

@@ -17,7 +17,6 @@ import json
 import statistics
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from deepinfra_serve.config.cards import load_card
@@ -25,7 +24,7 @@ from deepinfra_serve.engine.engine_args import build_engine_args, plan_engine
 from deepinfra_serve.engine.served_model import ServedModel
 from deepinfra_serve.engine.weights import prepare_weights
 
-from .servers import bench_card
+from .servers import bench_card, bench_parser
 from .workload import PROMPT, requests_per_level
 
 
@@ -89,17 +88,7 @@ async def measure(args: argparse.Namespace) -> dict[int, dict[str, float]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--card", type=Path, default=Path("model_cards/dev/tiny-random.yaml"))
-    parser.add_argument("--concurrency", default="1,8,32,128")
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--requests", type=int, default=0)
-    parser.add_argument(
-        "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
-    )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
-    args = parser.parse_args(argv)
+    args = bench_parser(__doc__ or "", "1,8,32,128", rounds=3).parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.card = bench_card(args.card, args.out)
     results = asyncio.run(measure(args))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import subprocess
 import sys
@@ -15,6 +16,7 @@ import httpx
 import psutil
 import yaml
 
+from deepinfra_serve.cli import serve_command
 from deepinfra_serve.config import strict_yaml
 
 # Engine arguments that only the tests want: vLLM then logs every request it is given, and its
@@ -36,6 +38,24 @@ def bench_card(card: Path, out: Path) -> Path:
     path = out / f"bench-{card.name}"
     path.write_text(yaml.safe_dump(raw, sort_keys=False, allow_unicode=True))
     return path
+
+
+def bench_parser(doc: str, concurrency: str, rounds: int) -> argparse.ArgumentParser:
+    """The arguments the benchmarks share: the card, the levels and rounds, the tokens per
+    request, the requests per level (0: its own count), where weights and results go."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--card", type=Path, default=Path("model_cards/dev/tiny-random.yaml"))
+    parser.add_argument("--concurrency", default=concurrency)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--max-tokens", type=int, default=64)
+    parser.add_argument(
+        "--requests", type=int, default=0, help="per level; 0: the benchmark's own count"
+    )
+    parser.add_argument(
+        "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
+    )
+    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    return parser
 
 
 def vllm_flags(kwargs: dict[str, Any]) -> list[str]:
@@ -86,22 +106,7 @@ def server(
 
 
 def ours_command(card: Path, port: int, cache_dir: Path) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "deepinfra_serve.cli",
-        "serve",
-        "--card",
-        str(card),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        "--cache-dir",
-        str(cache_dir),
-        "--device",
-        "cpu",
-    ]
+    return serve_command(card, "127.0.0.1", port, "--cache-dir", str(cache_dir), "--device", "cpu")
 
 
 def bare_command(card: Path, port: int, cache_dir: Path) -> list[str]:

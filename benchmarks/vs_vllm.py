@@ -16,7 +16,6 @@ is measured beside them. Every arm runs the card as production cards run
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import json
 import os
@@ -24,7 +23,6 @@ import subprocess
 import sys
 from collections import Counter
 from dataclasses import asdict
-from pathlib import Path
 
 from tqdm import tqdm
 
@@ -34,23 +32,12 @@ from deepinfra_serve.engine.weights import prepare_weights
 
 from .measure import Summary, combine, cpu_seconds, front_end, paired_ratios, summarize
 from .report import limit_markdown, machine, markdown, paired_markdown, plot
-from .servers import bare_command, bench_card, ours_command, server, vllm_command
+from .servers import bare_command, bench_card, bench_parser, ours_command, server, vllm_command
 from .workload import requests_per_level, run_level
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--card", type=Path, default=Path("model_cards/dev/tiny-random.yaml"))
-    parser.add_argument("--concurrency", default="1,8,32,128")
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument(
-        "--requests", type=int, default=0, help="per level; default 32 per stream, 64 to 2,048"
-    )
-    parser.add_argument(
-        "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
-    )
-    parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    parser = bench_parser(__doc__ or "", "1,8,32,128", rounds=5)
     parser.add_argument("--no-limit", action="store_true", help="skip the in-process limit arm")
     parser.add_argument(
         "--api-processes", default="1,2", help="this service's arms: front-end processes each"

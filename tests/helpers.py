@@ -29,6 +29,8 @@ import psutil
 import pytest
 from pydantic import BaseModel
 
+from deepinfra_serve.cli import serve_command
+
 ROOT = Path(__file__).resolve().parents[1]
 CARDS = ROOT / "model_cards"
 TINY_CARD = CARDS / "dev" / "tiny-random.yaml"
@@ -72,23 +74,6 @@ def card_variant(path: Path, *edits: tuple[str, str], card: Path = TINY_CARD) ->
     return path
 
 
-def serve_command(card: Path, port: int, *extra: str) -> list[str]:
-    """`deepinfra-serve serve` for `card` on a loopback port."""
-    return [
-        sys.executable,
-        "-m",
-        "deepinfra_serve.cli",
-        "serve",
-        "--card",
-        str(card),
-        "--host",
-        "127.0.0.1",
-        "--port",
-        str(port),
-        *extra,
-    ]
-
-
 @contextlib.contextmanager
 def server_process(
     card: Path,
@@ -111,7 +96,7 @@ def server_process(
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            serve_command(card, port), stdout=log, stderr=subprocess.STDOUT, env=env
+            serve_command(card, "127.0.0.1", port), stdout=log, stderr=subprocess.STDOUT, env=env
         )
     base = f"http://127.0.0.1:{port}"
     descendants: list[psutil.Process] = []

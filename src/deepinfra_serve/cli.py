@@ -47,6 +47,13 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def serve_command(card: Path, host: str, port: int, *extra: str) -> list[str]:
+    """The command line that serves `card` with this interpreter, for whatever starts servers
+    (the tests, the benchmarks)."""
+    cmd = [sys.executable, "-m", "deepinfra_serve.cli", "serve", "--card", str(card)]
+    return [*cmd, "--host", host, "--port", str(port), *extra]
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     setting_names = ServerSettings.model_fields.keys()

@@ -6,7 +6,9 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
-from ..helpers import TINY_CARD, free_port, serve_command
+from deepinfra_serve.cli import serve_command
+
+from ..helpers import TINY_CARD, free_port
 
 
 def test_engine_start_failure_is_logged_and_exits_1(tmp_path: Path, cache_dir: Path) -> None:
@@ -17,7 +19,7 @@ def test_engine_start_failure_is_logged_and_exits_1(tmp_path: Path, cache_dir: P
     )
     port = free_port()
     proc = subprocess.Popen(
-        serve_command(card, port, "--cache-dir", str(cache_dir), "--device", "cpu"),
+        serve_command(card, "127.0.0.1", port, "--cache-dir", str(cache_dir), "--device", "cpu"),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,

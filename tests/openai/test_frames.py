@@ -69,7 +69,7 @@ def test_usage_on_every_chunk_matches_the_model(client: httpx.Client) -> None:
     options = {"include_usage": True, "continuous_usage_stats": True}
     for path, schema, body in (
         (CHAT, ChatCompletionChunk, {"messages": HELLO}),
-        (COMPLETIONS, CompletionChunk, {"prompt": "Hello", "echo": True, "logprobs": 2}),
+        (COMPLETIONS, CompletionChunk, {"prompt": "Hello", "logprobs": 2}),
     ):
         data = stream(
             client, path, schema, model=MODEL, max_tokens=3, stream_options=options, **body

@@ -6,16 +6,9 @@ from typing import ClassVar, Literal
 
 from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
 
+from ..engine import sampling as shared
 from ..engine.response_format import ResponseFormat
-from ..engine.sampling import (
-    ApiProfile,
-    Penalty,
-    RepetitionPenalty,
-    SamplingRequest,
-    Sequences,
-    Stop,
-    sampling_request,
-)
+from ..engine.sampling import ApiProfile, SamplingRequest
 
 # DeepInfra's text-generation page: max_new_tokens 512, temperature 0.7, top_p 0.9.
 PROFILE = ApiProfile(
@@ -41,14 +34,14 @@ class InferenceRequest(BaseModel):
     temperature: float | None = Field(None, ge=0, le=100, description="Default 0.7; 0 is greedy.")
     top_p: float | None = Field(None, gt=0, le=1, description="Default 0.9.")
     top_k: int | None = Field(None, ge=0, lt=100_000, description="0 means off.")
-    repetition_penalty: RepetitionPenalty = None
-    stop: Stop = None
-    num_responses: Sequences = Field(1, description="Sequences to return; not with stream.")
+    repetition_penalty: shared.RepetitionPenalty = None
+    stop: shared.Stop = None
+    num_responses: shared.Sequences = Field(1, description="Sequences to return; not with stream.")
     response_format: ResponseFormat | None = Field(
         None, description='Optional: {"type": "json_object"} for JSON output.'
     )
-    presence_penalty: Penalty = 0
-    frequency_penalty: Penalty = 0
+    presence_penalty: shared.Penalty = 0
+    frequency_penalty: shared.Penalty = 0
     webhook: AnyHttpUrl | None = Field(
         None, description="http(s) URL to POST the result to; the call then answers at once."
     )
@@ -58,7 +51,9 @@ class InferenceRequest(BaseModel):
         """The core's sampling input. The native API takes no seed but reports one: the
         service draws it, so that it is the seed the engine used; streamed events carry each
         token's logprob."""
-        return sampling_request(self, PROFILE, seed=seed, logprobs=0 if self.stream else None)
+        return shared.sampling_request(
+            self, PROFILE, seed=seed, logprobs=0 if self.stream else None
+        )
 
 
 Status = Literal["unknown", "queued", "running", "succeeded", "failed"]

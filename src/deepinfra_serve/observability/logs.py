@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import orjson
+from pythonjsonlogger.core import RESERVED_ATTRS
 from pythonjsonlogger.orjson import OrjsonFormatter
 
 from .record import current_request_id
@@ -89,6 +90,8 @@ def configure_logging(level: str) -> None:
                 "name": "logger",
                 "process": "pid",  # which API process, when there are several
             },
+            # vLLM's log record factory puts its process name on every record, ours too.
+            reserved_attrs=[*RESERVED_ATTRS, "vllm_process_name"],
         )
     )
     handler.addFilter(_RequestIdFilter())

@@ -258,14 +258,13 @@ class _Out(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class FunctionCallOut(_Out):
-    name: str
-    arguments: str = Field(description="The arguments, a JSON object as text.")
+class FunctionCallOut(FunctionCall):
+    model_config = ConfigDict(extra="forbid")
 
 
-class ToolCallOut(_Out):
-    id: str
-    type: Literal["function"] = "function"
+class ToolCallOut(ToolCall):
+    model_config = ConfigDict(extra="forbid")
+
     function: FunctionCallOut
 
 
