@@ -13,9 +13,11 @@ same installed vLLM.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import subprocess
 import sys
+from dataclasses import asdict
 from pathlib import Path
 
 from tqdm import tqdm
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
                         rows.append(summarize(name, c, rnd + 1, level, cpu))
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-    table = markdown(combine(rows), levels)
+    (args.out / "ab.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    table = markdown(combine(rows), levels, baseline="before")
     table += "\n" + paired_markdown(
         paired_ratios(rows, levels, "after", "before"), "after", "before"
     )

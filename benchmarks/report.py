@@ -12,13 +12,15 @@ from .measure import PAIRED
 VLLM = "vllm-server"
 
 
-def servers(combined: dict[tuple[str, int], dict[str, float]]) -> list[str]:
-    """The servers measured, this service's arms first and vLLM's last."""
+def servers(combined: dict[tuple[str, int], dict[str, float]], baseline: str = VLLM) -> list[str]:
+    """The servers measured, this service's arms first and the baseline (vLLM's) last."""
     names = sorted({name for name, _ in combined})
-    return [n for n in names if n != VLLM] + [VLLM]
+    return [n for n in names if n != baseline] + [baseline]
 
 
-def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int]) -> str:
+def markdown(
+    combined: dict[tuple[str, int], dict[str, float]], levels: list[int], baseline: str = VLLM
+) -> str:
     lines = [
         "| concurrency | server | output tok/s | req/s | TTFT p50 ms | TTFT p99 ms | "
         "ITL p50 ms | ITL p99 ms | API CPU ms / 1k tokens | load generator CPU ms / 1k tokens "
@@ -26,7 +28,7 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
         "|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for c in levels:
-        for name in servers(combined):
+        for name in servers(combined, baseline):
             f = combined[(name, c)]
             lines.append(
                 f"| {c} | {name} | {f['output_tokens_per_s']:.1f} | {f['requests_per_s']:.2f} | "
@@ -37,7 +39,8 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
             )
     lines += [
         "",
-        "| concurrency | server | throughput ratio (ours / vLLM) | TTFT p50 ratio (ours / vLLM) |",
+        f"| concurrency | server | throughput ratio (over {baseline}) | TTFT p50 ratio (over "
+        f"{baseline}) |",
         "|---:|---|---:|---:|",
     ]
 
@@ -45,8 +48,8 @@ def markdown(combined: dict[tuple[str, int], dict[str, float]], levels: list[int
         return f"{a / b:.3f}" if b else "n/a"
 
     for c in levels:
-        theirs = combined[(VLLM, c)]
-        for name in servers(combined)[:-1]:
+        theirs = combined[(baseline, c)]
+        for name in servers(combined, baseline)[:-1]:
             ours = combined[(name, c)]
             lines.append(
                 f"| {c} | {name} | "

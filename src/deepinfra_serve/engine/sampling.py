@@ -17,7 +17,7 @@ from typing import Annotated, Any
 from pydantic import BaseModel, Field
 
 from ..config.cards import API_MAX_N, ModelCard
-from .errors import APIError
+from .errors import APIError, invalid
 from .response_format import structured_outputs
 
 _SEED_SPACE = 2**63
@@ -108,8 +108,7 @@ def sampling_request(request: BaseModel, profile: ApiProfile, **extra: Any) -> S
 
 
 def _invalid(profile: ApiProfile, canonical: str, message: str) -> APIError:
-    name = profile.name(canonical)
-    return APIError(422, f"{name}: {message}", param=name, code="invalid_value")
+    return invalid(profile.name(canonical), message)
 
 
 def engine_seed(seed: int | None) -> int | None:

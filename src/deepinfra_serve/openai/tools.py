@@ -4,13 +4,9 @@ is a 422 that names the field."""
 from __future__ import annotations
 
 from ..config.cards import ModelCard
-from ..engine.errors import APIError
+from ..engine.errors import invalid
 from ..engine.function_calling.choice import AUTO, NONE, ToolChoice
 from .schema import ChatCompletionRequest
-
-
-def _invalid(param: str, message: str) -> APIError:
-    return APIError(422, f"{param}: {message}", param=param, code="invalid_value")
 
 
 def tool_choice(req: ChatCompletionRequest, card: ModelCard) -> ToolChoice:
@@ -25,26 +21,26 @@ def tool_choice(req: ChatCompletionRequest, card: ModelCard) -> ToolChoice:
         choice = ToolChoice("named", raw.function.name)
     if not tools:
         if choice.mode != "none":
-            raise _invalid("tool_choice", "needs tools; none were given")
+            raise invalid("tool_choice", "needs tools; none were given")
         return choice
     if card.tool_calling is None:
-        raise _invalid("tools", "function calling is not supported for this model")
+        raise invalid("tools", "function calling is not supported for this model")
     seen: set[str] = set()
     for i, tool in enumerate(tools):
         name = tool.function.name
         if name in seen:
-            raise _invalid(f"tools.{i}.function.name", f"{name!r} is defined twice")
+            raise invalid(f"tools.{i}.function.name", f"{name!r} is defined twice")
         seen.add(name)
     if choice.mode == "named" and choice.name not in seen:
-        raise _invalid("tool_choice", f"names function {choice.name!r}, which is not in tools")
+        raise invalid("tool_choice", f"names function {choice.name!r}, which is not in tools")
     if choice.mode == "none":
         return choice
     rf = req.response_format
     if choice.forced and rf is not None and rf.type != "text":
-        raise _invalid(
+        raise invalid(
             "response_format",
             "cannot be combined with a forced tool_choice; the call's schema shapes the answer",
         )
     if req.logprobs:
-        raise _invalid("logprobs", "not available together with tools")
+        raise invalid("logprobs", "not available together with tools")
     return choice
