@@ -66,12 +66,15 @@ def main(argv: list[str] | None = None) -> int:
         "--cache-dir", type=Path, default=Path.home() / ".cache" / "deepinfra-serve"
     )
     parser.add_argument("--out", type=Path, default=Path("benchmarks/out"))
+    parser.add_argument("--src", type=Path, help="serve from this src/ (another checkout's)")
     args = parser.parse_args(argv)
     args.out.mkdir(parents=True, exist_ok=True)
     args.card = bench_card(args.card, args.out)
     card = load_card(args.card)
     plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
     env = {**os.environ, **plan.env}
+    if args.src is not None:  # another checkout of this service, for a before/after profile
+        env["PYTHONPATH"] = str(args.src.resolve())
     port = 18313
     base = f"http://127.0.0.1:{port}"
     raw = args.out / "profile.collapsed"
