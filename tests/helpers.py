@@ -242,28 +242,27 @@ def sse_data(r: httpx.Response) -> list[str]:
     return [line[6:] for line in lines]
 
 
-def sse_events(r: httpx.Response, schema: type[BaseModel]) -> list[dict[str, Any]]:
-    """A 200 stream's JSON events (`[DONE]` left out), each proved against `schema`, the
-    documented model of one event, which refuses keys it does not declare."""
+def checked_data(r: httpx.Response, schema: type[BaseModel]) -> list[str]:
+    """A 200 stream's event data, `[DONE]` included; every other event is proved against
+    `schema`, the documented model of one event, which refuses keys it does not declare."""
     assert r.status_code == 200, r.read()
     assert r.headers["content-type"].startswith("text/event-stream")
-    data = [d for d in sse_data(r) if d != "[DONE]"]
-    for d in data:
-        schema.model_validate_json(d)
-    return [json.loads(d) for d in data]
-
-
-def stream(client: httpx.Client, path: str, schema: type[BaseModel], **body: Any) -> list[str]:
-    """A streamed answer's event data, `[DONE]` included; every other event is proved against
-    `schema`."""
-    with client.stream("POST", path, json={**body, "stream": True}) as r:
-        assert r.status_code == 200, r.read()
-        assert r.headers["content-type"].startswith("text/event-stream")
-        data = sse_data(r)
+    data = sse_data(r)
     for d in data:
         if d != "[DONE]":
             schema.model_validate_json(d)
     return data
+
+
+def sse_events(r: httpx.Response, schema: type[BaseModel]) -> list[dict[str, Any]]:
+    """A 200 stream's JSON events (`[DONE]` left out), each proved against `schema`."""
+    return events(checked_data(r, schema))
+
+
+def stream(client: httpx.Client, path: str, schema: type[BaseModel], **body: Any) -> list[str]:
+    """A streamed answer's event data, `[DONE]` included, each event proved (`checked_data`)."""
+    with client.stream("POST", path, json={**body, "stream": True}) as r:
+        return checked_data(r, schema)
 
 
 def events(data: list[str]) -> list[dict[str, Any]]:

@@ -16,7 +16,7 @@ import pytest
 from mistral_common.protocol.instruct.request import ChatCompletionRequest
 from mistral_common.tokens.tokenizers.mistral import MistralTokenizer
 
-from deepinfra_serve.openai.schema import ChatCompletionChunk
+from deepinfra_serve.openai.responses import ChatCompletionChunk
 
 from .. import helpers
 from ..helpers import (

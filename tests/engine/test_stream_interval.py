@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from deepinfra_serve.native.schema import StreamEvent
-from deepinfra_serve.openai.schema import ChatCompletionChunk, CompletionChunk
+from deepinfra_serve.openai.responses import ChatCompletionChunk, CompletionChunk
 
 from ..helpers import HELLO, MODEL, STREAM_INTERVAL, sse_events
 

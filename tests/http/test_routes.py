@@ -73,7 +73,7 @@ def test_openai_only_model_refuses_the_native_route() -> None:
 
 def test_every_path_of_a_route_is_classified_as_that_route() -> None:
     for route in ROUTES:
-        for path in route.paths():
+        for path in route.paths:
             assert TABLE.classify(path + "Owner/Name" if route.prefixed else path) is route
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from deepinfra_serve.config.cards import ModelCard
-from deepinfra_serve.openai.schema import ChatCompletion, ChatCompletionChunk
+from deepinfra_serve.openai.responses import ChatCompletion, ChatCompletionChunk
 
 from ..helpers import CHAT, HELLO, MODEL, stream
 

@@ -9,7 +9,7 @@ import openai
 import pytest
 
 from deepinfra_serve.config.cards import ModelCard
-from deepinfra_serve.openai.schema import Completion, CompletionChunk
+from deepinfra_serve.openai.responses import Completion, CompletionChunk
 
 from ..helpers import COMPLETIONS, MODEL, events, stream
 

@@ -14,7 +14,7 @@ from vllm.outputs import CompletionOutput
 from deepinfra_serve.engine.errors import engine_dead, timed_out
 from deepinfra_serve.openai.chat import _delta
 from deepinfra_serve.openai.errors import OpenAIError, stream_error
-from deepinfra_serve.openai.schema import ChatCompletionChunk, CompletionChunk
+from deepinfra_serve.openai.responses import ChatCompletionChunk, CompletionChunk
 
 from ..helpers import ASK, CHAT, COMPLETIONS, HELLO, MODEL, TOOLS, events, stream
 

@@ -18,7 +18,7 @@ import pytest
 from jinja2 import Template
 
 from deepinfra_serve.config.cards import ModelCard
-from deepinfra_serve.openai.schema import ChatCompletionChunk
+from deepinfra_serve.openai.responses import ChatCompletionChunk
 
 from .. import helpers
 from ..helpers import ASK, CHAT, MODEL, SCHEMAS, TIME, TOOLS, WEATHER, assemble, events

@@ -56,8 +56,8 @@ class Dispatch:
                 check_served(state.card, model, route.family)
             if not route.admitted:  # an answer from what the server knows: no engine work
                 answer = await route.handle(state, body, rest)
-                body = answer.model_dump_json(exclude_none=route.family.exclude_none)
-                await send_json(send, 200, body.encode())
+                payload = answer.model_dump_json(exclude_none=route.family.exclude_none)
+                await send_json(send, 200, payload.encode())
                 return
         except APIError as err:
             await send_error(send, err, route.family)

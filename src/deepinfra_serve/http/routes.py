@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, Literal, Protocol
 
 from pydantic import BaseModel
@@ -28,14 +29,8 @@ from ..native.schema import InferenceRequest, InferenceResponse
 from ..native.service import InferenceService
 from ..openai import errors as openai_errors
 from ..openai import routes as openai
-from ..openai.schema import (
-    ChatCompletion,
-    ChatCompletionRequest,
-    Completion,
-    CompletionRequest,
-    ModelList,
-    ModelOut,
-)
+from ..openai.responses import ChatCompletion, Completion, ModelList, ModelOut
+from ..openai.schema import ChatCompletionRequest, CompletionRequest
 
 # handle(app state, the validated body or None, what the path holds past the route's prefix)
 Handler = Callable[[State, Any, str], Awaitable[Answer]]
@@ -115,14 +110,15 @@ class Route:
     def prefixed(self) -> bool:
         return self.path.endswith(MODEL)
 
-    def paths(self) -> list[str]:
+    @cached_property
+    def paths(self) -> tuple[str, ...]:
         """Where it is served: one path per mount (a prefix, for a prefixed route)."""
-        return [mount + self.path.removesuffix(MODEL) for mount in self.family.mounts]
+        return tuple(mount + self.path.removesuffix(MODEL) for mount in self.family.mounts)
 
     def rest(self, path: str) -> str:
         """What `path` holds past this route's prefix ("" for an exact route)."""
         if self.prefixed:
-            for prefix in self.paths():
+            for prefix in self.paths:
                 if path.startswith(prefix):
                     return path[len(prefix) :]
         return ""
@@ -201,7 +197,7 @@ class RouteTable:
             if route.body is not None and not route.admitted:
                 # Admission reads a body whole (bounded) before the dispatcher validates it.
                 raise ValueError(f"{route.path}: a route with a body must pass admission")
-            for path in route.paths():
+            for path in route.paths:
                 if route.prefixed:
                     prefixes.append((path, route))
                 else:

@@ -29,12 +29,8 @@ from .chunks import (
     sse_chunks,
 )
 from .logprobs import chat_logprobs
-from .schema import (
-    ChatChoice,
-    ChatCompletion,
-    ChatCompletionRequest,
-    ChatMessageOut,
-)
+from .responses import ChatChoice, ChatCompletion, ChatMessageOut
+from .schema import ChatCompletionRequest
 from .tools import tool_choice
 
 

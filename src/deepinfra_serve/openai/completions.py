@@ -12,7 +12,8 @@ from ..engine.served_model import ServedModel
 from ..observability.record import current
 from .chunks import UsagePolicy, check_stream_options, plain_finish, sse_chunks
 from .logprobs import completion_logprobs
-from .schema import Completion, CompletionChoice, CompletionRequest
+from .responses import Completion, CompletionChoice
+from .schema import CompletionRequest
 
 # vLLM's default max_logprobs: the most alternatives one position may report.
 MAX_LOGPROBS = 20

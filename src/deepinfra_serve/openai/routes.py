@@ -16,14 +16,8 @@ from ..engine.lifecycle import Lifecycle
 from ..engine.served_model import ServedModel
 from .chat import ChatService
 from .completions import CompletionService
-from .schema import (
-    ChatCompletionRequest,
-    CompletionRequest,
-    ModelList,
-    ModelMetadata,
-    ModelOut,
-    ModelPricing,
-)
+from .responses import ModelList, ModelMetadata, ModelOut, ModelPricing
+from .schema import ChatCompletionRequest, CompletionRequest
 
 
 @dataclass(frozen=True)

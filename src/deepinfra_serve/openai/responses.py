@@ -1,0 +1,170 @@
+"""Response models of the OpenAI-compatible API, field for field as DeepInfra's: whole answers,
+streamed chunks and the model list.
+
+They forbid keys they do not declare: the frames the formatters write as bytes for speed are
+checked against them (tests), so a frame cannot drift from what is documented."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from ..config.pricing import Usage
+from .schema import FunctionCall, ToolCall
+
+
+class _Out(BaseModel):
+    """A response model: what it does not declare, no response may carry."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+class FunctionCallOut(FunctionCall):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ToolCallOut(ToolCall):
+    model_config = ConfigDict(extra="forbid")
+
+    function: FunctionCallOut
+
+
+class TopLogprob(_Out):
+    token: str
+    logprob: float
+    bytes: list[int]
+
+
+class TokenLogprob(_Out):
+    token: str
+    logprob: float = Field(description="At least -9999 (minus infinity is not JSON).")
+    bytes: list[int]
+    top_logprobs: list[TopLogprob]
+
+
+class ChatLogprobs(_Out):
+    content: list[TokenLogprob]
+
+
+class CompletionLogprobs(_Out):
+    tokens: list[str]
+    token_logprobs: list[float]
+    top_logprobs: list[dict[str, float]]
+    text_offset: list[int]
+
+
+FinishReason = Literal["stop", "length", "tool_calls"]
+
+
+class ChatMessageOut(_Out):
+    role: Literal["assistant"] = "assistant"
+    content: str | None
+    tool_calls: list[ToolCallOut] | None = None
+
+
+class ChatChoice(_Out):
+    index: int
+    message: ChatMessageOut
+    finish_reason: FinishReason | None
+    logprobs: ChatLogprobs | None = None
+
+
+class ChatCompletion(_Out):
+    id: str
+    object: Literal["chat.completion"] = "chat.completion"
+    created: int
+    model: str
+    choices: list[ChatChoice]
+    usage: Usage
+
+
+class FunctionCallDelta(_Out):
+    name: str | None = None
+    arguments: str | None = None
+
+
+class ToolCallDelta(_Out):
+    index: int
+    id: str | None = None
+    type: Literal["function"] | None = None
+    function: FunctionCallDelta
+
+
+class ChatDelta(_Out):
+    role: Literal["assistant"] | None = None
+    content: str | None = None
+    tool_calls: list[ToolCallDelta] | None = None
+
+
+class ChatChunkChoice(_Out):
+    index: int
+    delta: ChatDelta
+    finish_reason: FinishReason | None = None
+    logprobs: ChatLogprobs | None = None
+
+
+class ChatCompletionChunk(_Out):
+    """One SSE event of a streamed chat completion."""
+
+    id: str
+    object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
+    created: int
+    model: str
+    choices: list[ChatChunkChoice]
+    usage: Usage | None = None
+
+
+class CompletionChoice(_Out):
+    index: int
+    text: str
+    finish_reason: Literal["stop", "length"] | None
+    logprobs: CompletionLogprobs | None = None
+
+
+class Completion(_Out):
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage
+
+
+class CompletionChunk(_Out):
+    """One SSE event of a streamed text completion."""
+
+    id: str
+    object: Literal["text_completion"] = "text_completion"
+    created: int
+    model: str
+    choices: list[CompletionChoice]
+    usage: Usage | None = None
+
+
+class ModelPricing(_Out):
+    input_tokens: float = Field(description="USD per million prompt tokens.")
+    output_tokens: float = Field(description="USD per million completion tokens.")
+
+
+class ModelMetadata(_Out):
+    description: str
+    context_length: int
+    max_tokens: int
+    pricing: ModelPricing
+    tags: list[str]
+
+
+class ModelOut(_Out):
+    id: str
+    object: Literal["model"] = "model"
+    created: int
+    owned_by: str
+    root: str
+    parent: None = None
+    metadata: ModelMetadata
+
+
+class ModelList(_Out):
+    object: Literal["list"] = "list"
+    data: list[ModelOut]
