@@ -49,6 +49,11 @@ ABORT_BOUND_S = 3.0
 # The concurrency limit of the HTTP tests' guarded server, and a key it accepts.
 GUARDED_LIMIT = 4
 GUARDED_AUTH = {"Authorization": "Bearer secret-inline-1"}
+# Its edges, set short for the tests of stalled clients: the read timeout, the connections it
+# holds and the bytes of request bodies still arriving.
+GUARDED_READ_TIMEOUT_S = 3
+GUARDED_MAX_CONNECTIONS = 340
+GUARDED_PENDING_BYTES = 9 * 1024 * 1024  # the default body bound (8 MiB) must fit
 # Streamed tokens per output on the engine tests' variant server (vLLM's `stream_interval`).
 STREAM_INTERVAL = 8
 
@@ -83,7 +88,8 @@ def server_process(
     probes: Probes | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
     """Serve `card` on a free loopback port; yields the base URL, once /health answers 200, and
-    the process, for tests that signal or kill it.
+    the process, for tests that signal or kill it. It leads a process group of its own, as a
+    server started from a shell does (a test may signal the group).
 
     `probes`, when given, receives (live, ready, health) status codes seen while starting (None:
     no answer yet)."""
@@ -96,7 +102,11 @@ def server_process(
     }
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
-            serve_command(card, "127.0.0.1", port), stdout=log, stderr=subprocess.STDOUT, env=env
+            serve_command(card, "127.0.0.1", port),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            process_group=0,
         )
     base = f"http://127.0.0.1:{port}"
     descendants: list[psutil.Process] = []
@@ -146,6 +156,18 @@ def stop(proc: subprocess.Popen[bytes], timeout: float = 60) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait()
+
+
+def descendants(proc: subprocess.Popen[bytes]) -> list[psutil.Process]:
+    """The server's own processes: API processes, engine core, workers."""
+    return psutil.Process(proc.pid).children(recursive=True)
+
+
+def exited(process: psutil.Process) -> bool:
+    try:
+        return process.status() == psutil.STATUS_ZOMBIE  # exited, not yet reaped
+    except psutil.NoSuchProcess:
+        return True
 
 
 def engine_core(proc: subprocess.Popen[bytes]) -> psutil.Process:

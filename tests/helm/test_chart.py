@@ -120,6 +120,12 @@ def test_api_processes_come_from_the_mounted_card_unless_set() -> None:
 
     assert "DEEPINFRA_SERVE_API_PROCESSES" not in env_of({})
     assert env_of({"server": {"apiProcesses": 5}})["DEEPINFRA_SERVE_API_PROCESSES"]["value"] == "5"
+    # The edges of a pod without a front door: the read timeout, and a connection bound that
+    # the server derives from the concurrency limit unless set.
+    assert env_of({})["DEEPINFRA_SERVE_READ_TIMEOUT_S"]["value"] == "30"
+    assert "DEEPINFRA_SERVE_MAX_CONNECTIONS" not in env_of({})
+    held = env_of({"server": {"maxConnections": 4096}})
+    assert held["DEEPINFRA_SERVE_MAX_CONNECTIONS"]["value"] == "4096"
 
 
 def test_secrets_become_env_and_a_mounted_key_file() -> None:

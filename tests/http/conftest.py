@@ -1,6 +1,7 @@
 """A tiny server for the checks at the HTTP edge that change what every request meets, shared
-by them: API keys (inline and from a file), a concurrency limit of 4, and webhooks allowed to
-the receivers on 127.0.0.2."""
+by them: API keys (inline and from a file), a concurrency limit of 4, webhooks allowed to the
+receivers on 127.0.0.2, and short bounds on how long a request may take to arrive, how many
+connections are held and how many body bytes may be arriving at once."""
 
 from __future__ import annotations
 
@@ -9,7 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from ..helpers import GUARDED_LIMIT, TINY_CARD, server_process
+from ..helpers import (
+    GUARDED_LIMIT,
+    GUARDED_MAX_CONNECTIONS,
+    GUARDED_PENDING_BYTES,
+    GUARDED_READ_TIMEOUT_S,
+    TINY_CARD,
+    server_process,
+)
 
 
 @pytest.fixture(scope="package")
@@ -26,6 +34,9 @@ def guarded(
         "DEEPINFRA_SERVE_API_KEYS_FILE": str(keys),
         "DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS": str(GUARDED_LIMIT),
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
+        "DEEPINFRA_SERVE_READ_TIMEOUT_S": str(GUARDED_READ_TIMEOUT_S),
+        "DEEPINFRA_SERVE_MAX_CONNECTIONS": str(GUARDED_MAX_CONNECTIONS),
+        "DEEPINFRA_SERVE_MAX_PENDING_BODY_BYTES": str(GUARDED_PENDING_BYTES),
     }
     with server_process(TINY_CARD, cache_dir, log, env) as (url, _):
         yield url, log

@@ -1,11 +1,13 @@
 """Two API processes over one engine core, on the real CPU engine: both serve, /metrics adds
 them up, the concurrency limit and API keys hold across them, a disconnect aborts the engine
-request whichever holds it, SIGTERM drains both, and the engine core's death stops them all."""
+request whichever holds it, SIGTERM to their group drains both, and the engine core's death
+stops them all."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
 import signal
 import time
@@ -25,6 +27,7 @@ from ..helpers import (
     TINY_CARD,
     asse_lines,
     eventually,
+    exited,
     json_log,
     metric_sum,
     server_process,
@@ -72,13 +75,6 @@ def two(
         # /health answered from one of them; wait for the other's engine client too.
         eventually(lambda: len(_pids(log, r'"engine for .* ready')) == 2, 60, "both API processes")
         yield url, proc, log
-
-
-def _gone(process: psutil.Process) -> bool:
-    try:
-        return process.status() == psutil.STATUS_ZOMBIE  # exited, not yet reaped
-    except psutil.NoSuchProcess:
-        return True
 
 
 async def _post_all(url: str, n: int, body: dict[str, Any], headers: dict[str, str]) -> list[int]:
@@ -183,7 +179,12 @@ def test_a_disconnect_aborts_the_engine_request(two: tuple[str, Any, Path]) -> N
         assert time.monotonic() - closed < ABORT_BOUND_S
 
 
-def test_sigterm_drains_20_streams_in_both_processes(two: tuple[str, Any, Path]) -> None:
+def test_sigterm_to_the_group_drains_20_streams_in_both_processes(
+    two: tuple[str, Any, Path],
+) -> None:
+    """SIGTERM to the process group (a supervisor's stop, `kill -- -PGID`): it reaches only the
+    parent, which passes it on once to each API process, while the engine core, in a group of
+    its own, serves until they have drained."""
     url, proc, log = two
     body = {"model": MODEL, "messages": HELLO, "max_tokens": 200, "stream": True, "temperature": 0}
 
@@ -199,7 +200,7 @@ def test_sigterm_drains_20_streams_in_both_processes(two: tuple[str, Any, Path])
             while metric_sum((await ac.get("/metrics")).text, "deepinfra_requests_in_flight") < 20:
                 assert time.monotonic() < deadline, "20 streams never ran together"
                 await asyncio.sleep(0.05)
-            proc.send_signal(signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGTERM)
             return await asyncio.gather(*streams)
 
     results = asyncio.run(scenario())
@@ -236,6 +237,6 @@ def test_engine_core_death_stops_every_process(cache_dir: Path, tmp_path: Path) 
         returncode = proc.wait(timeout=60)
     assert json.loads(rest[-2][6:])["error"]["code"] == "engine_dead"
     assert returncode == 1
-    assert all(_gone(p) for p in api)
+    assert all(exited(p) for p in api)
     exits = _pids(log, "the engine core died; exiting")
     assert exits == {p.pid for p in api}

@@ -1,10 +1,12 @@
-"""SIGTERM: the server drains what it holds, within the grace period, and a second signal stops
-it at once; nothing accepted is lost (webhook jobs cut short are delivered as failed)."""
+"""SIGTERM or SIGINT, to the server or to its whole process group: the server drains what it
+holds, within the grace period, and a second signal stops it at once; nothing accepted is lost
+(webhook jobs cut short are delivered as failed). SIGKILL leaves no engine process behind."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 import time
 from dataclasses import dataclass
@@ -21,6 +23,8 @@ from ..helpers import (
     MODEL,
     TINY_CARD,
     asse_lines,
+    descendants,
+    exited,
     json_log,
     receiving,
     server_process,
@@ -37,30 +41,39 @@ async def _stream_all(url: str, n: int, body: dict[str, Any]) -> list[tuple[int,
         return await asyncio.gather(*(one(ac) for _ in range(n)))
 
 
-def test_sigterm_drains_in_flight_streams_and_exits_0(cache_dir: Path, tmp_path: Path) -> None:
+def _drain_by_group_signal(url: str, proc: Any, sig: int, streams: int) -> None:
+    """`streams` streams of 200 tokens in flight, then `sig` to the server's process group (as a
+    terminal's Ctrl-C or `kill -- -PGID` sends it): every stream runs to its end, readiness
+    turns 503 and new requests are refused meanwhile, and the server exits 0."""
     body = {"model": MODEL, "messages": HELLO, "max_tokens": 200, "stream": True, "temperature": 0}
-    with server_process(TINY_CARD, cache_dir, tmp_path / "sigterm.log") as (url, proc):
 
-        async def scenario() -> tuple[list[tuple[int, list[str]]], int, int]:
-            streams = asyncio.create_task(_stream_all(url, 20, body))
-            async with httpx.AsyncClient(base_url=url, timeout=10) as ac:
-                await until_in_flight(ac, 20)
-                proc.send_signal(signal.SIGTERM)
-                deadline = time.monotonic() + 10
-                while (ready := (await ac.get("/health/ready")).status_code) == 200:
-                    assert time.monotonic() < deadline, "readiness never turned 503"
-                    await asyncio.sleep(0.05)
-                refused = (await ac.post(CHAT, json={**body, "stream": False})).status_code
-            return await streams, ready, refused
+    async def scenario() -> tuple[list[tuple[int, list[str]]], int, int]:
+        running = asyncio.create_task(_stream_all(url, streams, body))
+        async with httpx.AsyncClient(base_url=url, timeout=10) as ac:
+            await until_in_flight(ac, streams)
+            os.killpg(proc.pid, sig)
+            deadline = time.monotonic() + 10
+            while (ready := (await ac.get("/health/ready")).status_code) == 200:
+                assert time.monotonic() < deadline, "readiness never turned 503"
+                await asyncio.sleep(0.05)
+            refused = (await ac.post(CHAT, json={**body, "stream": False})).status_code
+        return await running, ready, refused
 
-        results, ready, refused = asyncio.run(scenario())
-        returncode = proc.wait(timeout=60)
+    results, ready, refused = asyncio.run(scenario())
+    returncode = proc.wait(timeout=60)
     assert ready == 503
     assert refused == 503
-    assert [status for status, _ in results] == [200] * 20
+    assert [status for status, _ in results] == [200] * streams
     assert all(lines[-1] == "data: [DONE]" for _, lines in results)
     assert all('"finish_reason":"length"' in lines[-2] for _, lines in results)
     assert returncode == 0
+
+
+def test_sigterm_to_the_group_drains_in_flight_streams_and_exits_0(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    with server_process(TINY_CARD, cache_dir, tmp_path / "sigterm.log") as (url, proc):
+        _drain_by_group_signal(url, proc, signal.SIGTERM, 20)
     log = (tmp_path / "sigterm.log").read_text(errors="replace")
     # The drain is the server's: its line carries no request's id, whichever task the
     # signal interrupted.
@@ -68,6 +81,47 @@ def test_sigterm_drains_in_flight_streams_and_exits_0(cache_dir: Path, tmp_path:
     assert drain["request_id"] is None
     # A clean stop leaves no traceback behind (the engine is let go of before exit).
     assert "Traceback" not in log
+
+
+def _killed_leaves_nothing(url: str, proc: Any) -> None:
+    """SIGKILL of the server (as the kernel's OOM killer sends it) with a stream in flight:
+    every process it started (API processes, engine core, workers) is gone within 10 s."""
+    family = descendants(proc)
+    [core] = [p for p in family if p.name() == "VLLM::EngineCore"]
+    # In a group of its own, with its workers: a signal to the server's group misses them.
+    assert os.getpgid(core.pid) == core.pid != os.getpgid(proc.pid)
+    assert all(os.getpgid(p.pid) == core.pid for p in core.children(recursive=True))
+    with (
+        httpx.Client(base_url=url, timeout=30) as c,
+        c.stream("POST", CHAT, json={**HEAVY, "max_tokens": 500}) as s,
+    ):
+        assert s.status_code == 200
+        next(s.iter_lines())
+        proc.kill()  # its process only: not its group, which would reach them all
+        proc.wait()
+    t0 = time.monotonic()
+    while not all(exited(p) for p in family):
+        left = [(p.pid, p.name()) for p in family if not exited(p)]
+        assert time.monotonic() - t0 < 10, f"still running 10 s after SIGKILL: {left}"
+        time.sleep(0.1)
+    print(f"{len(family)} processes gone {time.monotonic() - t0:.1f} s after SIGKILL")
+
+
+def test_no_engine_outlives_a_killed_server_and_sigint_to_the_group_drains(
+    cache_dir: Path, tmp_path: Path
+) -> None:
+    """One server, then one of two API processes, killed in turn, each followed by a new server
+    on the same card that starts; the last drains on SIGINT to its group (Ctrl-C)."""
+    with server_process(TINY_CARD, cache_dir, tmp_path / "one.log") as (url, proc):
+        _killed_leaves_nothing(url, proc)
+    two = {"DEEPINFRA_SERVE_API_PROCESSES": "2"}
+    with server_process(TINY_CARD, cache_dir, tmp_path / "two.log", two) as (url, proc):
+        assert sum("spawn_main" in " ".join(p.cmdline()) for p in descendants(proc)) == 2
+        _killed_leaves_nothing(url, proc)
+    with server_process(TINY_CARD, cache_dir, tmp_path / "sigint.log") as (url, proc):
+        _drain_by_group_signal(url, proc, signal.SIGINT, 10)
+    [drain] = json_log(tmp_path / "sigint.log", "SIGINT: draining")
+    assert drain["message"].startswith("SIGINT: draining 10 in-flight requests")
 
 
 # 150 greedy streams of 1000 tokens (greedy: no early end at a drawn EOS): 150,000 tokens,
@@ -79,9 +133,13 @@ HEAVY = {"model": MODEL, "messages": HELLO, "max_tokens": 1000, "temperature": 0
 STREAMS = 150
 
 
-async def _cut_short(url: str, proc: Any, signals: int) -> tuple[list[list[str]], float]:
-    """STREAMS heavy streams; once all run, `signals` SIGTERMs (the second after readiness turned
-    503). The streams' lines, and the seconds from the first signal to the exit."""
+async def _cut_short(
+    url: str, proc: Any, signals: int, jobs: dict[str, Any] | None = None
+) -> tuple[list[list[str]], float, list[str]]:
+    """STREAMS heavy streams; once all run, four webhook `jobs` if given (they share the engine
+    with the streams, so that none can finish within a short grace), then `signals` SIGTERMs
+    (the second after readiness turned 503). The streams' lines, the seconds from the first
+    signal to the exit, and the jobs' request ids."""
 
     async def one(ac: httpx.AsyncClient) -> list[str]:
         lines: list[str] = []
@@ -96,6 +154,10 @@ async def _cut_short(url: str, proc: Any, signals: int) -> tuple[list[list[str]]
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as ac:
         streams = [asyncio.create_task(one(ac)) for _ in range(STREAMS)]
         await until_in_flight(ac, STREAMS)
+        queued = []
+        if jobs is not None:
+            for _ in range(4):
+                queued.append((await ac.post(INFERENCE, json=jobs)).json()["request_id"])
         proc.send_signal(signal.SIGTERM)
         signalled = time.monotonic()
         if signals == 2:
@@ -108,7 +170,7 @@ async def _cut_short(url: str, proc: Any, signals: int) -> tuple[list[list[str]]
             assert time.monotonic() - signalled < 60, "the server did not stop"
             await asyncio.sleep(0.05)
         stopped = time.monotonic() - signalled
-        return await asyncio.gather(*streams), stopped
+        return await asyncio.gather(*streams), stopped, queued
 
 
 def _complete(lines: list[str]) -> bool:
@@ -142,9 +204,7 @@ def cut_short(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CutS
     with receiving() as receiver:
         with server_process(TINY_CARD, cache_dir, log, env) as (url, proc):
             job = {"input": "Hi", "max_new_tokens": 1000, "webhook": receiver.url}
-            with httpx.Client(base_url=url, timeout=30) as c:
-                queued = [c.post(INFERENCE, json=job).json()["request_id"] for _ in range(4)]
-            results, stopped = asyncio.run(_cut_short(url, proc, signals=1))
+            results, stopped, queued = asyncio.run(_cut_short(url, proc, signals=1, jobs=job))
         delivered = list(receiver.bodies)
     return CutShort(
         results, stopped, proc.returncode, log.read_text(errors="replace"), queued, delivered
@@ -176,7 +236,7 @@ def test_sigterm_delivers_every_queued_webhook_exactly_once(cut_short: CutShort)
 
 def test_a_second_sigterm_stops_at_once(cache_dir: Path, tmp_path: Path) -> None:
     with server_process(TINY_CARD, cache_dir, tmp_path / "twice.log") as (url, proc):
-        results, stopped = asyncio.run(_cut_short(url, proc, signals=2))
+        results, stopped, _ = asyncio.run(_cut_short(url, proc, signals=2))
     # The default grace is 25 s; the second signal stops the server without waiting for it.
     assert stopped < 25
     assert proc.returncode == -signal.SIGTERM  # uvicorn stops, then re-raises the signal

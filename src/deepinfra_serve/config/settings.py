@@ -10,7 +10,7 @@ from ipaddress import IPv4Network, IPv6Network, ip_network
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -59,6 +59,25 @@ class ServerSettings(BaseSettings):
         None, ge=1, description="Requests in flight before 429; default: the card's limit."
     )
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1024, description="Larger bodies get 413.")
+    max_pending_body_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1024,
+        description="Bytes of request bodies still arriving that the server holds at once "
+        "(at least max_body_bytes); a body that would pass it gets 503.",
+    )
+    read_timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="A request's headers, and then its body, must each arrive within this; "
+        "a late one gets 408 and its connection is closed (HAProxy's `timeout http-request`).",
+    )
+    max_connections: int | None = Field(
+        None,
+        ge=1,
+        description="Client connections held at once; past it a new connection is answered "
+        "503 and closed. Default: four per concurrent request the server admits, at least "
+        "1,024 (within the open-file limit).",
+    )
     request_timeout_s: float = Field(
         600.0, gt=0, description="A request still running after this is aborted (504)."
     )
@@ -90,6 +109,12 @@ class ServerSettings(BaseSettings):
         "own receivers on private networks); loopback, private, link-local, CGNAT, multicast and "
         "reserved addresses are refused otherwise.",
     )
+
+    @model_validator(mode="after")
+    def _pending_fits_a_body(self) -> ServerSettings:
+        if self.max_pending_body_bytes < self.max_body_bytes:
+            raise ValueError("max_pending_body_bytes must be at least max_body_bytes")
+        return self
 
     @field_validator("webhook_allowed_networks")
     @classmethod

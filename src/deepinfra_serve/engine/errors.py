@@ -66,6 +66,27 @@ def engine_dead() -> APIError:
     )
 
 
+def read_timed_out(timeout_s: float) -> APIError:
+    """The request's headers or body did not arrive in time; the connection is closed."""
+    return APIError(
+        408,
+        f"The request did not arrive within {timeout_s:g} s",
+        code="request_timeout",
+        headers={"Connection": "close"},
+    )
+
+
+def too_many_connections() -> APIError:
+    """The server holds as many connections as it accepts."""
+    return APIError(
+        503,
+        "Too many open connections; retry later",
+        type="server_error",
+        code="too_many_connections",
+        headers={**_RETRY, "Connection": "close"},
+    )
+
+
 def timed_out(timeout_s: float) -> APIError:
     return APIError(
         504, f"Request timed out after {timeout_s:g} s", type="server_error", code="timeout"

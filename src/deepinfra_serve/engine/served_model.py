@@ -81,12 +81,16 @@ class ServedModel:
 
     @staticmethod
     def own_engine(engine_args: Any) -> Callable[[list[Any]], Any]:
-        """An engine over a core of its own, for `start`."""
+        """An engine over a core of its own, for `start`; the core lives and dies with the
+        thread that runs this (`core_process`)."""
 
         def make(stat_loggers: list[Any]) -> Any:
             from vllm.v1.engine.async_llm import AsyncLLM
 
-            return AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
+            from .core_process import tied_engine_cores
+
+            with tied_engine_cores():
+                return AsyncLLM.from_engine_args(engine_args, stat_loggers=stat_loggers)
 
         return make
 

@@ -3,32 +3,65 @@ take on, before anything is parsed or reaches the engine.
 
 - while draining for shutdown: 503 with Retry-After (another replica should take it);
 - once the engine is dead or hung: 503 (the process is about to exit and be restarted);
-- a body over the size bound: 413;
+- a body over the size bound: 413; one that does not arrive within the read timeout: 408, and
+  the connection is closed;
 - more requests in flight than the bound: 429 "Model busy, retry later" with Retry-After,
   rather than an unbounded queue in front of the engine.
 
 The body is read here (up to the bound) and replayed to the app, so a client cannot get round
-the bound by leaving out Content-Length.
+the bound by leaving out Content-Length. A request takes its concurrency slot only once its
+body is in: a client that sends a body slowly, or never finishes it, holds no slot that
+others need. The bytes of the bodies still arriving are bounded apart from the slots: a body
+that would pass the bound waits, unread (TCP holds its sender back), until others are in,
+within its read timeout. Answering it at once would close a connection with unread bytes,
+and the kernel's reset could destroy the answer before the client reads it.
 """
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from ..engine.errors import APIError, engine_dead, model_busy, shutting_down
+from ..engine.errors import (
+    APIError,
+    engine_dead,
+    model_busy,
+    read_timed_out,
+    shutting_down,
+)
 from ..engine.lifecycle import Lifecycle
+from ..observability import metrics
 from ..observability.record import record_of
-from .lifetime import send_error
+from .lifetime import CLIENT_CLOSED, send_error
+
+
+class _TooLarge(Exception):
+    pass
 
 
 class AdmissionMiddleware:
     def __init__(
-        self, app: ASGIApp, *, lifecycle: Lifecycle, max_in_flight: int, max_body_bytes: int
+        self,
+        app: ASGIApp,
+        *,
+        lifecycle: Lifecycle,
+        max_in_flight: int,
+        max_body_bytes: int,
+        max_pending_body_bytes: int,
+        read_timeout_s: float,
+        model: str,
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
         self.max_in_flight = max_in_flight
         self.max_body_bytes = max_body_bytes
+        self.max_pending = max_pending_body_bytes
+        self.read_timeout_s = read_timeout_s
+        self.pending = 0  # bytes of the bodies being read in this process
+        self._room = asyncio.Event()
+        self._late = metrics.READ_TIMEOUTS.labels(model, "body")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         record = record_of(scope) if scope["type"] == "http" else None
@@ -44,38 +77,62 @@ class AdmissionMiddleware:
         if lifecycle.dead:
             await send_error(send, engine_dead(), family)
             return
+        try:
+            # The headers arrived when the record was made; the body has as long again.
+            remaining = record.started + self.read_timeout_s - time.perf_counter()
+            async with asyncio.timeout(remaining):
+                body = await self._read_body(receive)
+        except TimeoutError:
+            self._late.inc()
+            await send_error(send, read_timed_out(self.read_timeout_s), family)
+            return
+        except _TooLarge:
+            limit = self.max_body_bytes
+            err = APIError(
+                413, f"Request body is larger than {limit} bytes", code="request_too_large"
+            )
+            await send_error(send, err, family)
+            return
+        if body is None:  # the client went away before sending it all
+            record.status = CLIENT_CLOSED
+            return
+        if lifecycle.draining:  # while the body arrived
+            await send_error(send, shutting_down(), family)
+            return
         if not lifecycle.admit(self.max_in_flight):
             await send_error(send, model_busy(), family)
             return
         try:
-            body = await self._read_body(receive)
-            if body is None:
-                err = APIError(
-                    413,
-                    f"Request body is larger than {self.max_body_bytes} bytes",
-                    code="request_too_large",
-                )
-                await send_error(send, err, family)
-                return
             await self.app(scope, _replay(body, receive), send)
         finally:
             lifecycle.release()
 
     async def _read_body(self, receive: Receive) -> bytes | None:
+        """The whole body, or None if the client disconnected first; its bytes count against
+        the bound of pending bodies while it arrives."""
         chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] != "http.request":
-                break  # the client went away; the app will see an empty body
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.max_body_bytes:
-                return None
-            chunks.append(chunk)
-            if not message.get("more_body", False):
-                break
-        return b"".join(chunks)
+        size = held = 0
+        try:
+            while True:
+                message = await receive()
+                if message["type"] != "http.request":
+                    return None
+                chunk = message.get("body", b"")
+                size += len(chunk)
+                if size > self.max_body_bytes:
+                    raise _TooLarge
+                while self.pending and self.pending + len(chunk) > self.max_pending:
+                    self._room.clear()
+                    await self._room.wait()  # until another body is in (or gone)
+                self.pending += len(chunk)
+                held += len(chunk)
+                chunks.append(chunk)
+                if not message.get("more_body", False):
+                    return b"".join(chunks)
+        finally:
+            if held:
+                self.pending -= held
+                self._room.set()
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

@@ -5,7 +5,7 @@ more than one core can format (benchmarks/RESULTS.md). So the parent binds the p
 the engine core with vLLM's launcher and N API processes with vLLM's process manager; each is
 an ordinary API process (`server.run_server`) whose `AsyncLLM` is one client of the shared
 core, and all accept on the one listening socket, each connection taken by the process with
-the fewest open (vLLM's accept loop). What they must agree on is shared:
+the fewest open (as vLLM's accept loop does). What they must agree on is shared:
 
 - the concurrency limit: one admission count in shared memory (`lifecycle.SharedState`);
 - /metrics: prometheus_client's multiprocess mode, every process writing to one directory;
@@ -13,9 +13,12 @@ the fewest open (vLLM's accept loop). What they must agree on is shared:
 - request ids: random, so unique whichever process draws them; a disconnect aborts the
   request in the process that holds it, as with one process.
 
-The parent only supervises: SIGTERM is passed on (each process drains what it holds), the
-death of the engine core is told to every process (their clients cannot see it; each fails
-its in-flight requests and exits 1), and any process failing stops the rest.
+The parent only supervises: SIGTERM and SIGINT are passed on (each process drains what it
+holds), the death of the engine core is told to every process (their clients cannot see it;
+each fails its in-flight requests and exits 1), and any process failing stops the rest. The
+engine core and each API process run in process groups of their own, so that a signal to the
+parent's group reaches them only through the parent, and die with the parent, SIGKILL
+included (`engine.core_process`).
 """
 
 from __future__ import annotations
@@ -37,7 +40,9 @@ from typing import Any
 
 from ..config.cards import ModelCard
 from ..config.settings import ServerSettings
+from ..engine.core_process import die_with_parent, tied_engine_cores
 from ..engine.lifecycle import SharedState
+from .server import listening_socket
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +72,11 @@ def serve_processes(card: ModelCard, settings: ServerSettings, engine_args: Any,
     engine_args._api_process_count = count
     engine_args._api_process_rank = -1
     vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
-    family = socket.AF_INET6 if ":" in settings.host else socket.AF_INET
-    sock = socket.create_server((settings.host, settings.port), family=family, backlog=2048)
+    try:
+        sock = listening_socket(settings.host, settings.port)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        return 1
     context = multiprocessing.get_context("spawn")
     shared = SharedState(in_flight=context.Value("i", 0), core_dead=context.RawValue("b", 0))
     processes: list[BaseProcess] = []
@@ -84,9 +92,12 @@ def serve_processes(card: ModelCard, settings: ServerSettings, engine_args: Any,
     manager = engines = None
     listeners = bind_engine_zmq_listeners(vllm_config, count)
     try:
-        with launch_core_engines(
-            vllm_config, Executor.get_class(vllm_config), True, listeners.addresses
-        ) as launch:
+        with (
+            tied_engine_cores(),
+            launch_core_engines(
+                vllm_config, Executor.get_class(vllm_config), True, listeners.addresses
+            ) as launch,
+        ):
             manager = APIServerProcessManager(
                 listen_address=f"http://{settings.host}:{settings.port}",
                 sock=sock,
@@ -160,6 +171,8 @@ def _api_process(
     listen_address: str, sock: socket.socket, front: FrontEnd, client_config: dict[str, Any]
 ) -> None:
     """The body of one API process (spawned by vLLM's process manager)."""
+    os.setpgid(0, 0)  # signals reach it through the parent, once
+    die_with_parent()  # it holds the listening socket: it must not outlive the parent
     from ..engine.served_model import ServedModel
     from ..observability.logs import configure_logging
     from .server import run_server

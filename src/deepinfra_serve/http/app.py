@@ -20,6 +20,7 @@ from fastapi.responses import JSONResponse
 from .. import __version__
 from ..config.cards import ModelCard, load_cards
 from ..config.settings import ServerSettings
+from ..engine.core_process import in_lasting_thread
 from ..engine.lifecycle import Lifecycle, Phase, SharedState
 from ..engine.served_model import ServedModel
 from ..engine.watchdog import watch_engine
@@ -67,7 +68,8 @@ def create_app(
     async def start(app: FastAPI) -> None:
         t0 = time.monotonic()
         try:
-            model = await asyncio.to_thread(start_model)
+            # The engine's processes die with the thread that starts them (core_process).
+            model = await in_lasting_thread(start_model)
         except Exception:
             log.exception("the engine for %s failed to start", card.name)
             lifecycle.fail()
@@ -164,6 +166,9 @@ def create_app(
             lifecycle=lifecycle,
             max_in_flight=settings.max_concurrent_requests or card.limits.max_concurrent_requests,
             max_body_bytes=settings.max_body_bytes,
+            max_pending_body_bytes=settings.max_pending_body_bytes,
+            read_timeout_s=settings.read_timeout_s,
+            model=card.name,
         ),
         model=card.name,
         log_content=settings.log_content,

@@ -135,6 +135,22 @@ ENGINE_LAST_PROGRESS = Gauge(
     ["model"],
     multiprocess_mode="livemax",
 )
+OPEN_CONNECTIONS = Gauge(
+    "deepinfra_open_connections",
+    "Client connections the server holds (bounded by its connection limit).",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+REFUSED_CONNECTIONS = Counter(
+    "deepinfra_refused_connections",
+    "Connections answered 503 and closed because the server held its limit of connections.",
+    ["model"],
+)
+READ_TIMEOUTS = Counter(
+    "deepinfra_request_read_timeouts",
+    "Requests whose headers or body did not arrive within the read timeout (408, closed).",
+    ["model", "stage"],
+)
 
 
 def exposition() -> tuple[bytes, str]:
