@@ -69,20 +69,6 @@ def _drain_by_group_signal(url: str, proc: Any, sig: int, streams: int) -> None:
     assert returncode == 0
 
 
-def test_sigterm_to_the_group_drains_in_flight_streams_and_exits_0(
-    cache_dir: Path, tmp_path: Path
-) -> None:
-    with server_process(TINY_CARD, cache_dir, tmp_path / "sigterm.log") as (url, proc):
-        _drain_by_group_signal(url, proc, signal.SIGTERM, 20)
-    log = (tmp_path / "sigterm.log").read_text(errors="replace")
-    # The drain is the server's: its line carries no request's id, whichever task the
-    # signal interrupted.
-    [drain] = json_log(tmp_path / "sigterm.log", "SIGTERM: draining")
-    assert drain["request_id"] is None
-    # A clean stop leaves no traceback behind (the engine is let go of before exit).
-    assert "Traceback" not in log
-
-
 def _killed_leaves_nothing(url: str, proc: Any) -> None:
     """SIGKILL of the server (as the kernel's OOM killer sends it) with a stream in flight:
     every process it started (API processes, engine core, workers) is gone within 10 s."""
@@ -111,17 +97,24 @@ def test_no_engine_outlives_a_killed_server_and_sigint_to_the_group_drains(
     cache_dir: Path, tmp_path: Path
 ) -> None:
     """One server, then one of two API processes, killed in turn, each followed by a new server
-    on the same card that starts; the last drains on SIGINT to its group (Ctrl-C)."""
+    on the same card that starts; the last drains on SIGINT to its group (Ctrl-C in the
+    terminal of `make serve`). SIGTERM to the group: `test_api_processes.py`."""
     with server_process(TINY_CARD, cache_dir, tmp_path / "one.log") as (url, proc):
         _killed_leaves_nothing(url, proc)
     two = {"DEEPINFRA_SERVE_API_PROCESSES": "2"}
     with server_process(TINY_CARD, cache_dir, tmp_path / "two.log", two) as (url, proc):
         assert sum("spawn_main" in " ".join(p.cmdline()) for p in descendants(proc)) == 2
         _killed_leaves_nothing(url, proc)
-    with server_process(TINY_CARD, cache_dir, tmp_path / "sigint.log") as (url, proc):
-        _drain_by_group_signal(url, proc, signal.SIGINT, 10)
-    [drain] = json_log(tmp_path / "sigint.log", "SIGINT: draining")
-    assert drain["message"].startswith("SIGINT: draining 10 in-flight requests")
+    log = tmp_path / "sigint.log"
+    with server_process(TINY_CARD, cache_dir, log) as (url, proc):
+        _drain_by_group_signal(url, proc, signal.SIGINT, 20)
+    [drain] = json_log(log, "SIGINT: draining")
+    assert drain["message"].startswith("SIGINT: draining 20 in-flight requests")
+    # The drain is the server's: its line carries no request's id, whichever task the
+    # signal interrupted.
+    assert drain["request_id"] is None
+    # A clean stop leaves no traceback behind (the engine is let go of before exit).
+    assert "Traceback" not in log.read_text(errors="replace")
 
 
 # 150 greedy streams of 1000 tokens (greedy: no early end at a drawn EOS): 150,000 tokens,
