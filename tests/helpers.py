@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -290,6 +292,18 @@ def stream(client: httpx.Client, path: str, schema: type[BaseModel], **body: Any
 def events(data: list[str]) -> list[dict[str, Any]]:
     """The JSON events of a stream's data (`[DONE]` left out)."""
     return [json.loads(d) for d in data if d != "[DONE]"]
+
+
+# --- prompts ---------------------------------------------------------------------------------
+
+_WORDS = ("river", "stone", "cloud", "lantern", "copper", "meadow", "harbor", "ember")
+
+
+def long_text(words: int = 100) -> str:
+    """A prompt start no other request has sent: about 4 tokens a word on the tiny card, so
+    100 words fill three of the engine's cache blocks on the CPU (128 tokens each)."""
+    rng = random.Random(uuid.uuid4().int)
+    return " ".join(rng.choice(_WORDS) for _ in range(words))
 
 
 # --- metrics ---------------------------------------------------------------------------------

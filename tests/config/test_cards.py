@@ -120,6 +120,14 @@ BASE = (CARDS / "dev" / "tiny-random.yaml").read_text()
             BASE.replace("input_usd_per_mtok: 1.0", "input_usd_per_mtk: 1.0"),
             "pricing.input_usd_per_mtk",
         ),
+        (
+            BASE.replace("cache_read_usd_per_mtok: 0.25", "cache_read_usd_per_mtok: -0.1"),
+            "pricing.cache_read_usd_per_mtok",
+        ),
+        (
+            BASE.replace("cache_read_usd_per_mtok: 0.25", "cache_read_usd_per_mtok: cheap"),
+            "pricing.cache_read_usd_per_mtok",
+        ),
         (BASE.replace("source: generated", "source: ftp"), "weights"),
         (BASE.replace("apis: [openai, native]", "apis: [grpc]"), "apis.0"),
         (BASE.replace("name: deepinfra-serve/tiny-random-llama", "name: tiny"), "Owner/Name"),

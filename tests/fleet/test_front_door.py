@@ -10,7 +10,7 @@ import pytest
 from openai import OpenAI
 
 from ..helpers import FLEET_KEY as KEY
-from ..helpers import MISTRAL, RunningFleet, sse_lines
+from ..helpers import MISTRAL, RunningFleet, eventually, json_log, sse_lines
 from ..helpers import MODEL as LLAMA
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -94,7 +94,10 @@ def test_models_lists_the_whole_fleet_with_its_metadata(fleet: RunningFleet, pat
         assert set(models) == {LLAMA, MISTRAL}
         for m in models.values():
             assert m["object"] == "model"
-            assert m["metadata"]["pricing"] == {"input_tokens": 1.0, "output_tokens": 2.0}
+            # The tiny Llama's card prices cached tokens apart; the tiny Mistral's does not.
+            cache_read = {"cache_read_tokens": 0.25} if m["id"] == LLAMA else {}
+            prices = {"input_tokens": 1.0, "output_tokens": 2.0, **cache_read}
+            assert m["metadata"]["pricing"] == prices
             assert m["metadata"]["context_length"] == 1024
             assert m["metadata"]["tags"] == ["test", "cpu"]
             assert m["metadata"]["description"]
@@ -246,6 +249,42 @@ def test_the_same_prompt_start_goes_to_the_same_replica(fleet: RunningFleet) -> 
         assert r.status_code == 200
     moved = sorted(after - b for after, b in zip(served(), before, strict=True))
     assert moved == [0, 6]
+
+
+def test_a_sessions_turns_follow_its_prompt_cache_key(fleet: RunningFleet) -> None:
+    """8 sessions of 6 turns that share one system prompt (alone, it would send them all to
+    one replica), each with its own `prompt_cache_key`: every turn of a session goes to one
+    replica, where its growing conversation is cached, and the sessions spread over both."""
+    names = ["deepinfra-serve-tiny-random-llama-0", "deepinfra-serve-tiny-random-llama-1"]
+    system = {"role": "system", "content": "You are the system prompt every session shares."}
+    sent: dict[str, list[str]] = {}
+    with httpx.Client(base_url=fleet.url, headers=AUTH, timeout=60) as c:
+        for session in range(8):
+            key = f"user{session}-chat{session * 37}"
+            history = [system]
+            for turn in range(6):
+                history.append({"role": "user", "content": f"turn {turn} of session {session}"})
+                body = {"model": LLAMA, "max_tokens": 2, "messages": history}
+                r = c.post("/v1/openai/chat/completions", json={**body, "prompt_cache_key": key})
+                assert r.status_code == 200, r.text
+                sent.setdefault(key, []).append(r.headers["x-request-id"])
+                reply = r.json()["choices"][0]["message"]["content"] or "..."
+                history.append({"role": "assistant", "content": reply})
+
+    def served_by() -> dict[str, str]:
+        return {
+            line["request_id"]: name
+            for name in names
+            for line in json_log(fleet.run_dir / "logs" / f"{name}.log", '"message":"access"')
+        }
+
+    wanted = {rid for rids in sent.values() for rid in rids}
+    eventually(lambda: wanted <= served_by().keys(), 10, "the replicas' access lines")
+    where = served_by()
+    placed = {key: {where[rid] for rid in rids} for key, rids in sent.items()}
+    print(f"sessions by replica: {sorted(p for [p] in placed.values())}")
+    assert all(len(replicas) == 1 for replicas in placed.values()), placed
+    assert set().union(*placed.values()) == set(names)
 
 
 def test_replicas_export_what_endpoint_pickers_read(fleet: RunningFleet) -> None:

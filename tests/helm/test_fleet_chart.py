@@ -213,6 +213,9 @@ def test_the_front_door_routes_every_model(docs: list[dict[str, Any]], tmp_path:
     for backend in routes.values():
         assert f"backend {backend}\n" in config
     assert "balance hash var(txn.prefix),bytes(0,256)" in config
+    # A client's prompt_cache_key, when it sends one, is what the hash reads first.
+    key_line = "http-request set-var(txn.prefix) req.body,json_query('$.prompt_cache_key')"
+    assert config.index(key_line) < config.index("json_query('$.messages[0].content')")
     # HAProxy itself accepts the rendered configuration.
     if shutil.which("haproxy") is None:
         pytest.skip("Debian's haproxy is not installed here (`make test` installs it as root)")

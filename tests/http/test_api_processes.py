@@ -29,12 +29,14 @@ from ..helpers import (
     eventually,
     exited,
     json_log,
+    long_text,
     metric_sum,
     server_process,
     sse_lines,
 )
 
 KEY = "two-process-key"
+OTHER_KEY = "two-process-other-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
 SHORT = {"model": MODEL, "messages": HELLO, "max_tokens": 4, "temperature": 0}
 LONG = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "temperature": 1, "seed": 7}
@@ -59,8 +61,10 @@ def _server(cache_dir: Path, log: Path, **env: str) -> Any:
         log,
         {
             "DEEPINFRA_SERVE_API_PROCESSES": "2",
-            "DEEPINFRA_SERVE_API_KEYS": KEY,
+            "DEEPINFRA_SERVE_API_KEYS": f"{KEY},{OTHER_KEY}",
             "DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS": str(LIMIT),
+            # This operator lets its tenants share cached prefixes (the default keeps them apart).
+            "DEEPINFRA_SERVE_SHARE_PROMPT_CACHE": "true",
             **env,
         },
     )
@@ -177,6 +181,20 @@ def test_a_disconnect_aborts_the_engine_request(two: tuple[str, Any, Path]) -> N
         )
         print(f"abort seen {time.monotonic() - closed:.2f} s after the disconnect")
         assert time.monotonic() - closed < ABORT_BOUND_S
+
+
+def test_keys_share_cached_prefixes_when_the_operator_says_so(two: tuple[str, Any, Path]) -> None:
+    url, _, _ = two
+    system = long_text()
+    body = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "system", "content": system}]}
+    with httpx.Client(base_url=url, timeout=60) as c:
+        first = c.post(CHAT, json=body, headers=AUTH).json()["usage"]
+        other = {"authorization": f"Bearer {OTHER_KEY}"}
+        second = c.post(CHAT, json=body, headers=other).json()["usage"]
+    assert first["prompt_tokens_details"]["cached_tokens"] == 0
+    # Another key's request reads the first key's prefix (and either API process may serve it:
+    # the cache is the one engine core's).
+    assert second["prompt_tokens_details"]["cached_tokens"] > 0
 
 
 def test_sigterm_to_the_group_drains_20_streams_in_both_processes(

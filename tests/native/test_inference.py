@@ -48,7 +48,15 @@ def test_plain_response_fields(client: httpx.Client, tiny_card: ModelCard) -> No
     }
     assert re.fullmatch("[A-Za-z0-9]{24}", body["request_id"])
     status = body["inference_status"]
-    assert set(status) == {"status", "runtime_ms", "cost", "tokens_generated", "tokens_input"}
+    assert set(status) == {
+        "status",
+        "runtime_ms",
+        "cost",
+        "tokens_generated",
+        "tokens_input",
+        "tokens_input_cached",
+    }
+    assert status["tokens_input_cached"] == 0  # a prompt shorter than one cache block
     assert status["status"] == "succeeded"
     assert status["runtime_ms"] >= 0
     assert status["tokens_generated"] == body["num_tokens"] == 6

@@ -35,9 +35,14 @@ def sse_events(client: httpx.Client, **body: Any) -> list[str]:
     return stream(client, CHAT, ChatCompletionChunk, model=MODEL, **body)
 
 
-def expected_cost(card: ModelCard, prompt: int, completion: int) -> float:
+def expected_cost(card: ModelCard, prompt: int, completion: int, cached: int = 0) -> float:
     p = card.pricing
-    return (prompt * p.input_usd_per_mtok + completion * p.output_usd_per_mtok) / 1e6
+    read = p.cache_read_usd_per_mtok
+    assert read is not None
+    uncached = prompt - cached
+    return (
+        uncached * p.input_usd_per_mtok + cached * read + completion * p.output_usd_per_mtok
+    ) / 1e6
 
 
 def test_health(client: httpx.Client) -> None:
@@ -61,7 +66,15 @@ def test_hello_example_has_the_documented_shape(client: httpx.Client, tiny_card:
     assert isinstance(choice["message"]["content"], str)
     assert choice["finish_reason"] in ("stop", "length")
     usage = body["usage"]
-    assert set(usage) == {"prompt_tokens", "completion_tokens", "total_tokens", "estimated_cost"}
+    # The cached count is always there (0 for a prompt shorter than one cache block).
+    assert list(usage) == [
+        "prompt_tokens",
+        "completion_tokens",
+        "total_tokens",
+        "prompt_tokens_details",
+        "estimated_cost",
+    ]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 0}
     assert 1 <= usage["completion_tokens"] <= 16
     assert usage["total_tokens"] == usage["prompt_tokens"] + usage["completion_tokens"]
     assert usage["estimated_cost"] == pytest.approx(
@@ -213,7 +226,9 @@ def test_models_lists_deepinfra_metadata(client: httpx.Client) -> None:
             "description": "A 2-layer random Llama for tests; its output is gibberish.",
             "context_length": 1024,
             "max_tokens": 1024,
-            "pricing": {"input_tokens": 1.0, "output_tokens": 2.0},
+            # The cache-read price, where the card sets one (absent otherwise:
+            # test_prompt_cache.py).
+            "pricing": {"input_tokens": 1.0, "output_tokens": 2.0, "cache_read_tokens": 0.25},
             "tags": ["test", "cpu"],
         }
     assert client.get(f"/v1/openai/models/{MODEL}").json()["id"] == MODEL

@@ -14,22 +14,44 @@ from pydantic import BaseModel, ConfigDict, Field
 
 
 class Pricing(BaseModel):
-    """USD per million tokens, billed separately for prompt and completion."""
+    """USD per million tokens, billed separately for prompt and completion; prompt tokens
+    read from the engine's prefix cache at their own price (absent: the input price)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
+    cache_read_usd_per_mtok: float | None = Field(None, ge=0)
+
+    @property
+    def cache_read(self) -> float:
+        """USD per million cached prompt tokens."""
+        cached = self.cache_read_usd_per_mtok
+        return self.input_usd_per_mtok if cached is None else cached
 
 
-def estimated_cost(pricing: Pricing, prompt_tokens: int, completion_tokens: int) -> float:
-    """USD for one request: prompt and completion tokens are priced separately."""
+def estimated_cost(
+    pricing: Pricing, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+) -> float:
+    """USD for one request: uncached prompt tokens, cached ones (part of `prompt_tokens`) and
+    completion tokens, each at its price."""
     usd = (
-        prompt_tokens * pricing.input_usd_per_mtok + completion_tokens * pricing.output_usd_per_mtok
+        (prompt_tokens - cached_tokens) * pricing.input_usd_per_mtok
+        + cached_tokens * pricing.cache_read
+        + completion_tokens * pricing.output_usd_per_mtok
     ) / 1_000_000
     # Float noise (1.2000000000000002e-06) would leak into every response; 1e-12 USD is far
     # below the cheapest token.
     return round(usd, 12)
+
+
+@dataclass(frozen=True, slots=True)
+class PromptTokensDetails:
+    """OpenAI's breakdown of the prompt tokens: how many the engine read from its cache."""
+
+    __pydantic_config__ = ConfigDict(extra="forbid")
+
+    cached_tokens: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,16 +66,31 @@ class Usage:
     prompt_tokens: int
     completion_tokens: int
     total_tokens: int
+    prompt_tokens_details: PromptTokensDetails
     estimated_cost: Annotated[float, Field(description="USD, from the model's per-token prices.")]
 
     @classmethod
-    def of(cls, pricing: Pricing, prompt_tokens: int, completion_tokens: int) -> Usage:
+    def of(
+        cls, pricing: Pricing, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    ) -> Usage:
         return cls(
             prompt_tokens,
             completion_tokens,
             prompt_tokens + completion_tokens,
-            estimated_cost(pricing, prompt_tokens, completion_tokens),
+            _details(cached_tokens),
+            estimated_cost(pricing, prompt_tokens, completion_tokens, cached_tokens),
         )
 
+    @property
+    def cached_tokens(self) -> int:
+        return self.prompt_tokens_details.cached_tokens
 
-NO_USAGE = Usage(0, 0, 0, 0.0)
+
+_NONE_CACHED = PromptTokensDetails(0)
+
+
+def _details(cached_tokens: int) -> PromptTokensDetails:
+    return _NONE_CACHED if not cached_tokens else PromptTokensDetails(cached_tokens)
+
+
+NO_USAGE = Usage(0, 0, 0, _NONE_CACHED, 0.0)

@@ -55,6 +55,12 @@ class ServerSettings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="File with one API key per line (a mounted Kubernetes Secret)."
     )
+    share_prompt_cache: bool = Field(
+        False,
+        description="Let the requests of different API keys share cached prompt prefixes (a "
+        "higher hit rate; a tenant could then tell by timing or cached_tokens that another sent "
+        "a prefix). Off: each key's requests share only with each other.",
+    )
     max_concurrent_requests: int | None = Field(
         None, ge=1, description="Requests in flight before 429; default: the card's limit."
     )

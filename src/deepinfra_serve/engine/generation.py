@@ -43,6 +43,7 @@ class Generation:
         "_record",
         "_structured_param",
         "_texts",
+        "cached_tokens",
         "completion_tokens",
         "n",
         "outputs",
@@ -61,7 +62,10 @@ class Generation:
         structured_param: str = "response_format",
     ) -> None:
         self.prompt_tokens = len(prompt["prompt_token_ids"])
+        if record.cache_salt is not None:  # the caller's own part of the prefix cache
+            prompt = {**prompt, "cache_salt": record.cache_salt}
         self.completion_tokens = 0
+        self.cached_tokens = 0  # prompt tokens the engine read from its prefix cache
         self.n: int = params.n
         self._pricing = model.card.pricing
         self._record = record
@@ -87,10 +91,13 @@ class Generation:
                 # The grammar compiler refused a schema or pattern that passed our own checks.
                 param = self._structured_param
             raise APIError(400, str(exc), param=param) from exc
+        self.cached_tokens = self._first.num_cached_tokens or 0
 
     def usage(self) -> Usage:
         """Usage so far; final once the generation has ended."""
-        return Usage.of(self._pricing, self.prompt_tokens, self.completion_tokens)
+        return Usage.of(
+            self._pricing, self.prompt_tokens, self.completion_tokens, self.cached_tokens
+        )
 
     def finish_reason(self, o: Any) -> str:
         """A finished choice's finish reason, derived once by the API's `finish` (a formatter

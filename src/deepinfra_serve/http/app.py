@@ -24,7 +24,7 @@ from ..engine.core_process import in_lasting_thread
 from ..engine.lifecycle import Lifecycle, Phase, SharedState
 from ..engine.served_model import ServedModel
 from ..engine.watchdog import watch_engine
-from ..observability.metrics import exposition
+from ..observability.metrics import exposition, publish_prices
 from .admission import AdmissionMiddleware
 from .auth import ApiKeys
 from .dispatch import Dispatch
@@ -59,6 +59,7 @@ def create_app(
     """
     settings = settings or ServerSettings()
     lifecycle = Lifecycle(card.name, shared)
+    publish_prices(card.name, card.pricing)
     api_keys = ApiKeys.load(settings.api_keys, settings.api_keys_file)
     if api_keys.required:
         log.info("API keys required (%d configured)", len(api_keys))
@@ -122,6 +123,7 @@ def create_app(
     app.state.card = card
     app.state.listed = listed_cards(card, settings.fleet_cards)
     app.state.api_keys = api_keys
+    app.state.shared_prompt_cache = settings.share_prompt_cache
     app.state.lifecycle = lifecycle
     app.state.watchdog = None
     app.state.request_timeout_s = settings.request_timeout_s

@@ -7,6 +7,7 @@ means the API is open; the server warns about it at start. Keys are never logged
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
@@ -46,16 +47,17 @@ class ApiKeys:
             matched |= hmac.compare_digest(key, token)
         return matched
 
-    def check(self, headers: Iterable[tuple[bytes, bytes]], names: tuple[str, ...]) -> None:
-        """401 unless one of the headers `names` (the route's, in the route table) carries a
-        key that matches, when keys are configured. `Authorization` carries it as a bearer
-        token; any other header is the key itself."""
+    def check(self, headers: Iterable[tuple[bytes, bytes]], names: tuple[str, ...]) -> str | None:
+        """The caller's key, or None when no keys are configured; 401 unless one of the
+        headers `names` (the route's, in the route table) carries a key that matches.
+        `Authorization` carries it as a bearer token; any other header is the key itself."""
         if not self._keys:
-            return
+            return None
         wanted = {name.encode(): name for name in names}
         found = next(((wanted[k], v) for k, v in headers if k in wanted), None)
-        if found is not None and self.accepts(_key(*found)):
-            return
+        key = None if found is None else _key(*found)
+        if key is not None and self.accepts(key):
+            return key
         raise APIError(
             401,
             f"Missing API key: send {_how(names[0])}" if found is None else "Invalid API key",
@@ -63,6 +65,14 @@ class ApiKeys:
             code="invalid_api_key",
             headers={"WWW-Authenticate": "Bearer"},
         )
+
+
+def cache_salt(key: str) -> str:
+    """The prefix-cache salt of a key's requests (vLLM's `cache_salt`): requests with different
+    salts share no cached blocks, so no key can see another's prompts through `cached_tokens`
+    or timing, while one key's requests share with each other, in every API process and
+    replica. A digest, so that the key itself goes nowhere near the engine."""
+    return hashlib.sha256(b"deepinfra-serve prefix cache\0" + key.encode()).hexdigest()
 
 
 def _key(name: str, value: bytes) -> str | None:

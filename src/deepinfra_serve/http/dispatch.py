@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..engine.errors import APIError, validation_error
 from ..observability.record import record_of
+from .auth import cache_salt
 from .lifetime import send_error, serve_request
 from .responses import send_json
 from .routes import Route, check_served
@@ -47,7 +48,9 @@ class Dispatch:
                     headers={"Allow": route.method},
                 )
             if route.auth:
-                state.api_keys.check(scope["headers"], route.auth)
+                key = state.api_keys.check(scope["headers"], route.auth)
+                if key is not None and not state.shared_prompt_cache:
+                    record.cache_salt = cache_salt(key)  # type: ignore[union-attr]
             body = None
             if route.body is not None:
                 body = _validated(route, (await receive()).get("body", b""))

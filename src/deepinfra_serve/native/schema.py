@@ -72,6 +72,9 @@ class InferenceStatus(_Out):
     cost: float = Field(0.0, description="Estimated cost billed, USD.")
     tokens_generated: int = 0
     tokens_input: int = 0
+    tokens_input_cached: int = Field(
+        0, description="Of tokens_input, those read from the prefix cache (billed at its price)."
+    )
 
 
 class GeneratedText(_Out):
@@ -100,6 +103,7 @@ class StreamDetails(_Out):
     finish_reason: Literal["eos_token", "length", "stop_sequence"]
     generated_tokens: int
     input_tokens: int
+    cached_input_tokens: int
     seed: int
 
 

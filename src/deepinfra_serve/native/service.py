@@ -158,6 +158,7 @@ class InferenceService:
                         "finish_reason": gen.finish_reason(o),
                         "generated_tokens": count,
                         "input_tokens": gen.prompt_tokens,
+                        "cached_input_tokens": gen.cached_tokens,
                         "seed": seed,
                     }
                 events.append(b"data: " + orjson.dumps(event) + b"\n\n")
@@ -178,6 +179,7 @@ def _response(
             cost=usage.estimated_cost,
             tokens_generated=usage.completion_tokens,
             tokens_input=usage.prompt_tokens,
+            tokens_input_cached=usage.cached_tokens,
         ),
         results=[GeneratedText(generated_text=o.text) for o in choices],
         num_tokens=usage.completion_tokens,

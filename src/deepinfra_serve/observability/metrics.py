@@ -20,7 +20,7 @@ from prometheus_client import (
     multiprocess,
 )
 
-from ..config.pricing import Usage
+from ..config.pricing import Pricing, Usage
 
 _LATENCY_BUCKETS = (
     0.005,
@@ -75,6 +75,19 @@ ITL = Histogram(
     buckets=_ITL_BUCKETS,
 )
 PROMPT_TOKENS = Counter("deepinfra_prompt_tokens", "Prompt tokens billed.", ["model", "api"])
+CACHED_PROMPT_TOKENS = Counter(
+    "deepinfra_prompt_cached_tokens",
+    "Prompt tokens read from the engine's prefix cache (part of the prompt tokens), billed at "
+    "the cache-read price.",
+    ["model", "api"],
+)
+PRICE = Gauge(
+    "deepinfra_price_usd_per_mtok",
+    "The card's prices, USD per million tokens, by kind (input, cache_read, output): what "
+    "caching saved is cached tokens x (input - cache_read) / 10^6.",
+    ["model", "kind"],
+    multiprocess_mode="max",
+)
 GENERATION_TOKENS = Counter(
     "deepinfra_generation_tokens",
     "Generated tokens billed (end-of-sequence included).",
@@ -93,16 +106,20 @@ class Billing:
     """One API's token and cost counters, looked up once: the middleware bills each request
     through it, and a webhook job whose usage settles after its HTTP request ended too."""
 
-    __slots__ = ("cost", "generation", "prompt")
+    __slots__ = ("cached", "cost", "generation", "prompt")
 
     def __init__(self, model: str, api: str) -> None:
         self.prompt = PROMPT_TOKENS.labels(model, api)
+        self.cached = CACHED_PROMPT_TOKENS.labels(model, api)
         self.generation = GENERATION_TOKENS.labels(model, api)
         self.cost = COST.labels(model, api)
 
     def bill(self, usage: Usage) -> None:
         if usage.prompt_tokens:
             self.prompt.inc(usage.prompt_tokens)
+            cached = usage.prompt_tokens_details.cached_tokens
+            if cached:
+                self.cached.inc(cached)
         if usage.completion_tokens:
             self.generation.inc(usage.completion_tokens)
         if usage.estimated_cost:
@@ -151,6 +168,12 @@ READ_TIMEOUTS = Counter(
     "Requests whose headers or body did not arrive within the read timeout (408, closed).",
     ["model", "stage"],
 )
+
+
+def publish_prices(model: str, pricing: Pricing) -> None:
+    PRICE.labels(model, "input").set(pricing.input_usd_per_mtok)
+    PRICE.labels(model, "cache_read").set(pricing.cache_read)
+    PRICE.labels(model, "output").set(pricing.output_usd_per_mtok)
 
 
 def exposition() -> tuple[bytes, str]:

@@ -64,6 +64,7 @@ class RequestRecord:
     usage: Usage = NO_USAGE
     finish_reason: str | None = None
     user: str | None = None
+    cache_salt: str | None = None  # the caller's prefix-cache partition; never logged
     content: dict[str, Any] | None = None
     # Set once the middleware has billed the request: usage settled later (a webhook job
     # outlives its HTTP request) is billed on its own.

@@ -145,6 +145,12 @@ class CompletionChunk(_Out):
 class ModelPricing(_Out):
     input_tokens: float = Field(description="USD per million prompt tokens.")
     output_tokens: float = Field(description="USD per million completion tokens.")
+    cache_read_tokens: float | None = Field(
+        None,
+        description="USD per million prompt tokens read from the prefix cache; absent: the "
+        "input price.",
+        exclude_if=lambda price: price is None,
+    )
 
 
 class ModelMetadata(_Out):

@@ -61,6 +61,7 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
             pricing=ModelPricing(
                 input_tokens=card.pricing.input_usd_per_mtok,
                 output_tokens=card.pricing.output_usd_per_mtok,
+                cache_read_tokens=card.pricing.cache_read_usd_per_mtok,
             ),
             tags=card.tags,
         ),

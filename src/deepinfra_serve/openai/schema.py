@@ -66,11 +66,38 @@ class SamplingFields(BaseModel):
         return sampling_request(self, self.profile, **extra)
 
 
+class CacheControl(BaseModel):
+    """A prompt-caching mark (Anthropic's, which DeepInfra accepts on messages, content parts
+    and tools). Caching here is automatic: every prompt's prefix is cached while memory allows,
+    marked or not, so the mark is accepted and changes nothing. A retention time (`ttl`) is
+    refused: the engine evicts the least recently used blocks when it needs room, and no time
+    can be promised."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    type: Literal["ephemeral"]
+    ttl: Any = None
+
+    @field_validator("ttl")
+    @classmethod
+    def _no_retention(cls, value: Any) -> None:
+        if value is not None:
+            raise ValueError(
+                "a cache retention time cannot be guaranteed (cached prefixes stay while memory "
+                "allows); leave ttl out"
+            )
+
+
+# Left out of every dump: what the chat template renders must not change with it.
+CacheMark = Annotated[CacheControl | None, Field(None, exclude=True)]
+
+
 class TextPart(BaseModel):
     """A content part; text models take text parts only (images and audio are refused)."""
 
     type: Literal["text"]
     text: str
+    cache_control: CacheMark = None
 
 
 Content = str | list[TextPart]
@@ -79,6 +106,7 @@ Content = str | list[TextPart]
 class _Message(BaseModel):
     model_config = ConfigDict(extra="ignore")
     name: str | None = None
+    cache_control: CacheMark = None
 
     def text(self) -> str:
         content = getattr(self, "content", None)
@@ -154,6 +182,7 @@ class FunctionDefinition(BaseModel):
 class ToolDefinition(BaseModel):
     type: Literal["function"] = Field("function", description="Only functions are supported.")
     function: FunctionDefinition
+    cache_control: CacheMark = None
 
 
 class FunctionName(BaseModel):
@@ -191,7 +220,9 @@ class ChatCompletionRequest(SamplingFields):
     reasoning_effort: Literal["low", "medium", "high", "none"] | None = None
     reasoning: ReasoningSettings | None = None
     prompt_cache_key: str | None = Field(
-        None, description="Accepted; vLLM's prefix cache reuses shared prompt prefixes itself."
+        None,
+        description="A session's cache key (e.g. userid-chatsessionid): behind a fleet's front "
+        "door, requests with the same key go to the same replica, where their prefix is cached.",
     )
     chat_template_kwargs: dict[str, Any] | None = None
     max_completion_tokens: int | None = Field(
@@ -244,6 +275,8 @@ class CompletionRequest(SamplingFields):
     )
     user: str | None = None
     prompt_cache_key: str | None = Field(
-        None, description="Accepted; vLLM's prefix cache reuses shared prompt prefixes itself."
+        None,
+        description="A session's cache key (e.g. userid-chatsessionid): behind a fleet's front "
+        "door, requests with the same key go to the same replica, where their prefix is cached.",
     )
     data: dict[str, Any] | None = None
