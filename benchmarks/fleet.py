@@ -208,13 +208,18 @@ def cached_against_uncached(base: str, model: str, prompts: int, tokens: int) ->
     bodies = [
         {
             "model": model,
-            "prompt": f"Text {i}: " + " ".join(rng.choice(WORDS) for _ in range(words)),
+            "messages": [
+                {
+                    "role": "user",
+                    "content": f"Text {i}: " + " ".join(rng.choice(WORDS) for _ in range(words)),
+                }
+            ],
             "max_tokens": 4,
             "stream": True,
         }
         for i in range(prompts)
     ]
-    path = "/v1/openai/completions"
+    path = "/v1/openai/chat/completions"
     first = [s.ttft for s in run(base, path, bodies, 1).samples if s.ttft is not None]
     again = [s.ttft for s in run(base, path, bodies, 1).samples if s.ttft is not None]
     return (
@@ -345,10 +350,10 @@ def main(argv: list[str] | None = None) -> int:
             with fleet(args.card, count, policy, port, args.cache_dir, args.out, tag) as replicas:
                 report.append(sessions_row(name, front, replicas, model, args, keyed))
                 if count == 1:
-                    cached = cached_against_uncached(replicas[0], model, 16, 900)
+                    cached = cached_against_uncached(replicas[0], model, 16, 880)
         report += [
-            "\nOne replica, 16 completions prompts of about 900 tokens, one at a time, each "
-            "sent new and then again:\n",
+            "\nOne replica, 16 chat prompts of about 900 tokens, one at a time, each sent new "
+            "and then again (TTFT: time to the first streamed text):\n",
             "| TTFT p50 ms uncached | cached | cached / uncached | requests |",
             "|---|---|---|---|",
             cached,
