@@ -56,6 +56,8 @@ GUARDED_AUTH = {"Authorization": "Bearer secret-inline-1"}
 GUARDED_READ_TIMEOUT_S = 3
 GUARDED_MAX_CONNECTIONS = 340
 GUARDED_PENDING_BYTES = 9 * 1024 * 1024  # the default body bound (8 MiB) must fit
+# A long greedy stream (greedy: no early end at a drawn EOS).
+LONG_STREAM = {"model": MODEL, "messages": HELLO, "temperature": 0, "stream": True}
 # Streamed tokens per output on the engine tests' variant server (vLLM's `stream_interval`).
 STREAM_INTERVAL = 8
 
@@ -179,6 +181,30 @@ def engine_core(proc: subprocess.Popen[bytes]) -> psutil.Process:
         for p in psutil.Process(proc.pid).children(recursive=True)
         if p.name() == "VLLM::EngineCore"
     )
+
+
+def killed_leaves_nothing(url: str, proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL of the server (as the kernel's OOM killer sends it) with a stream in flight:
+    every process it started (API processes, engine core, workers) is gone within 10 s."""
+    family = descendants(proc)
+    [core] = [p for p in family if p.name() == "VLLM::EngineCore"]
+    # In a group of its own, with its workers: a signal to the server's group misses them.
+    assert os.getpgid(core.pid) == core.pid != os.getpgid(proc.pid)
+    assert all(os.getpgid(p.pid) == core.pid for p in core.children(recursive=True))
+    with (
+        httpx.Client(base_url=url, timeout=30) as c,
+        c.stream("POST", CHAT, json={**LONG_STREAM, "max_tokens": 500}) as s,
+    ):
+        assert s.status_code == 200
+        next(s.iter_lines())
+        proc.kill()  # its process only: not its group, which would reach them all
+        proc.wait()
+    t0 = time.monotonic()
+    while not all(exited(p) for p in family):
+        left = [(p.pid, p.name()) for p in family if not exited(p)]
+        assert time.monotonic() - t0 < 10, f"still running 10 s after SIGKILL: {left}"
+        time.sleep(0.1)
+    print(f"{len(family)} processes gone {time.monotonic() - t0:.1f} s after SIGKILL")
 
 
 def json_log(path: Path, pattern: str) -> list[dict[str, Any]]:

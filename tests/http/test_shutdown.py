@@ -24,8 +24,8 @@ from ..helpers import (
     TINY_CARD,
     asse_lines,
     descendants,
-    exited,
     json_log,
+    killed_leaves_nothing,
     receiving,
     server_process,
     until_in_flight,
@@ -69,42 +69,17 @@ def _drain_by_group_signal(url: str, proc: Any, sig: int, streams: int) -> None:
     assert returncode == 0
 
 
-def _killed_leaves_nothing(url: str, proc: Any) -> None:
-    """SIGKILL of the server (as the kernel's OOM killer sends it) with a stream in flight:
-    every process it started (API processes, engine core, workers) is gone within 10 s."""
-    family = descendants(proc)
-    [core] = [p for p in family if p.name() == "VLLM::EngineCore"]
-    # In a group of its own, with its workers: a signal to the server's group misses them.
-    assert os.getpgid(core.pid) == core.pid != os.getpgid(proc.pid)
-    assert all(os.getpgid(p.pid) == core.pid for p in core.children(recursive=True))
-    with (
-        httpx.Client(base_url=url, timeout=30) as c,
-        c.stream("POST", CHAT, json={**HEAVY, "max_tokens": 500}) as s,
-    ):
-        assert s.status_code == 200
-        next(s.iter_lines())
-        proc.kill()  # its process only: not its group, which would reach them all
-        proc.wait()
-    t0 = time.monotonic()
-    while not all(exited(p) for p in family):
-        left = [(p.pid, p.name()) for p in family if not exited(p)]
-        assert time.monotonic() - t0 < 10, f"still running 10 s after SIGKILL: {left}"
-        time.sleep(0.1)
-    print(f"{len(family)} processes gone {time.monotonic() - t0:.1f} s after SIGKILL")
-
-
 def test_no_engine_outlives_a_killed_server_and_sigint_to_the_group_drains(
     cache_dir: Path, tmp_path: Path
 ) -> None:
-    """One server, then one of two API processes, killed in turn, each followed by a new server
-    on the same card that starts; the last drains on SIGINT to its group (Ctrl-C in the
-    terminal of `make serve`). SIGTERM to the group: `test_api_processes.py`."""
-    with server_process(TINY_CARD, cache_dir, tmp_path / "one.log") as (url, proc):
-        _killed_leaves_nothing(url, proc)
+    """A server of two API processes killed, then a new server on the same card that starts
+    and drains on SIGINT to its group (Ctrl-C in the terminal of `make serve`). One API process
+    killed: `test_timeouts.py`, at the end of its server; SIGTERM to the group:
+    `test_api_processes.py`."""
     two = {"DEEPINFRA_SERVE_API_PROCESSES": "2"}
     with server_process(TINY_CARD, cache_dir, tmp_path / "two.log", two) as (url, proc):
         assert sum("spawn_main" in " ".join(p.cmdline()) for p in descendants(proc)) == 2
-        _killed_leaves_nothing(url, proc)
+        killed_leaves_nothing(url, proc)
     log = tmp_path / "sigint.log"
     with server_process(TINY_CARD, cache_dir, log) as (url, proc):
         _drain_by_group_signal(url, proc, signal.SIGINT, 20)
