@@ -1,6 +1,6 @@
 """Two API processes over one engine core, on the real CPU engine: both serve, /metrics adds
 them up, the concurrency limit and API keys hold across them, a disconnect aborts the engine
-request whichever holds it, SIGTERM to their group drains both, and the engine core's death
+request whichever holds it, SIGINT to their group drains both, and the engine core's death
 stops them all."""
 
 from __future__ import annotations
@@ -40,7 +40,7 @@ OTHER_KEY = "two-process-other-key"
 AUTH = {"authorization": f"Bearer {KEY}"}
 SHORT = {"model": MODEL, "messages": HELLO, "max_tokens": 4, "temperature": 0}
 LONG = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "temperature": 1, "seed": 7}
-LIMIT = 20  # the SIGTERM test's streams fill it
+LIMIT = 20  # the drain test's streams fill it
 
 
 def _pids(log: Path, pattern: str) -> set[int]:
@@ -49,8 +49,8 @@ def _pids(log: Path, pattern: str) -> set[int]:
 
 
 def _drained(log: Path) -> dict[int, int]:
-    """Requests each process said it was draining on SIGTERM, by process id."""
-    draining = re.compile(r"SIGTERM: draining (\d+) ")
+    """Requests each process said it was draining on SIGINT, by process id."""
+    draining = re.compile(r"SIGINT: draining (\d+) ")
     return {r["pid"]: int(draining.match(r["message"])[1]) for r in json_log(log, draining.pattern)}
 
 
@@ -197,12 +197,13 @@ def test_keys_share_cached_prefixes_when_the_operator_says_so(two: tuple[str, An
     assert second["prompt_tokens_details"]["cached_tokens"] > 0
 
 
-def test_sigterm_to_the_group_drains_20_streams_in_both_processes(
+def test_sigint_to_the_group_drains_20_streams_in_both_processes(
     two: tuple[str, Any, Path],
 ) -> None:
-    """SIGTERM to the process group (a supervisor's stop, `kill -- -PGID`): it reaches only the
-    parent, which passes it on once to each API process, while the engine core, in a group of
-    its own, serves until they have drained."""
+    """SIGINT to the process group (Ctrl-C in the terminal of `make serve`) drains like SIGTERM
+    to the server: it reaches only the parent, which passes it on once to each API process,
+    while the engine core, in a group of its own, serves until they have drained. (SIGTERM to
+    a group: `test_shutdown.py`.)"""
     url, proc, log = two
     body = {"model": MODEL, "messages": HELLO, "max_tokens": 200, "stream": True, "temperature": 0}
 
@@ -218,7 +219,7 @@ def test_sigterm_to_the_group_drains_20_streams_in_both_processes(
             while metric_sum((await ac.get("/metrics")).text, "deepinfra_requests_in_flight") < 20:
                 assert time.monotonic() < deadline, "20 streams never ran together"
                 await asyncio.sleep(0.05)
-            os.killpg(proc.pid, signal.SIGTERM)
+            os.killpg(proc.pid, signal.SIGINT)
             return await asyncio.gather(*streams)
 
     results = asyncio.run(scenario())
