@@ -72,10 +72,8 @@ def serve_processes(card: ModelCard, settings: ServerSettings, engine_args: Any,
     engine_args._api_process_count = count
     engine_args._api_process_rank = -1
     vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
-    try:
-        sock = listening_socket(settings.host, settings.port)
-    except OSError as exc:
-        log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+    sock = listening_socket(settings.host, settings.port)
+    if sock is None:
         return 1
     context = multiprocessing.get_context("spawn")
     shared = SharedState(in_flight=context.Value("i", 0), core_dead=context.RawValue("b", 0))

@@ -107,7 +107,7 @@ class ObservabilityMiddleware:
             "path": scope["path"],
             "status": status,
             "prompt_tokens": usage.prompt_tokens,
-            "cached_tokens": usage.prompt_tokens_details.cached_tokens,
+            "cached_tokens": usage.cached_tokens,
             "completion_tokens": usage.completion_tokens,
             "finish_reason": record.finish_reason,
             "latency_ms": round(latency * 1000, 1),

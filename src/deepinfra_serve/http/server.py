@@ -35,9 +35,14 @@ _BACKLOG = 2048  # connections the kernel queues while none is accepted
 _SPARE_FILES = 256  # open files the process keeps for everything but client connections
 
 
-def listening_socket(host: str, port: int) -> socket.socket:
+def listening_socket(host: str, port: int) -> socket.socket | None:
+    """The server's bound socket; None (the reason logged) when the address cannot be had."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    return socket.create_server((host, port), family=family, backlog=_BACKLOG)
+    try:
+        return socket.create_server((host, port), family=family, backlog=_BACKLOG)
+    except OSError as exc:
+        log.error("cannot listen on %s:%d: %s", host, port, exc)
+        return None
 
 
 def connection_limit(settings: ServerSettings, admitted: int, processes: int = 1) -> int:
@@ -88,10 +93,8 @@ def run_server(
         server.should_exit = True
 
     if sock is None:
-        try:
-            sock = listening_socket(settings.host, settings.port)
-        except OSError as exc:
-            log.error("cannot listen on %s:%d: %s", settings.host, settings.port, exc)
+        sock = listening_socket(settings.host, settings.port)
+        if sock is None:
             return 1
     app = create_app(card, start_model, settings, on_fatal, shared)
     config = uvicorn.Config(

@@ -117,7 +117,7 @@ class Billing:
     def bill(self, usage: Usage) -> None:
         if usage.prompt_tokens:
             self.prompt.inc(usage.prompt_tokens)
-            cached = usage.prompt_tokens_details.cached_tokens
+            cached = usage.cached_tokens
             if cached:
                 self.cached.inc(cached)
         if usage.completion_tokens:
