@@ -50,6 +50,9 @@ KUBE_VERSION = "1.37.0"  # the Kubernetes schemas the chart is validated against
 ABORT_BOUND_S = 3.0
 # The concurrency limit of the HTTP tests' guarded server, and a key it accepts.
 GUARDED_LIMIT = 4
+GUARDED_KEY_LIMIT = 2  # secret-from-file's own limit
+GUARDED_ENGINE_SEQS = 3  # max_num_seqs: the 4th admitted request waits in the engine's queue
+GUARDED_FLEX_WAIT_S = 1
 GUARDED_AUTH = {"Authorization": "Bearer secret-inline-1"}
 # Its edges, set short for the tests of stalled clients: the read timeout, the connections it
 # holds and the bytes of request bodies still arriving.

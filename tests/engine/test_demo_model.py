@@ -75,3 +75,19 @@ def test_demo_calls_the_tool_with_the_city_asked_about(demo_url: str) -> None:
     [call] = choice["message"]["tool_calls"]
     assert call["function"]["name"] == "get_weather"
     assert json.loads(call["function"]["arguments"]) == {"city": "Paris"}
+
+
+def test_a_card_without_tiers_serves_and_bills_priority_as_default(demo_url: str) -> None:
+    body = {
+        "model": "HuggingFaceTB/SmolLM2-135M-Instruct",
+        "messages": [{"role": "user", "content": "Hello!"}],
+        "temperature": 0,
+        "max_tokens": 4,
+    }
+    url = f"{demo_url}/v1/openai/chat/completions"
+    plain = httpx.post(url, json=body, timeout=60).json()
+    asked = httpx.post(url, json={**body, "service_tier": "priority"}, timeout=60).json()
+    assert plain["service_tier"] == asked["service_tier"] == "default"
+    # What is billed is what is echoed: the same tokens cost the same.
+    assert asked["usage"]["completion_tokens"] == plain["usage"]["completion_tokens"]
+    assert asked["usage"]["estimated_cost"] == plain["usage"]["estimated_cost"] > 0

@@ -1,7 +1,9 @@
 """A tiny server for the checks at the HTTP edge that change what every request meets, shared
-by them: API keys (inline and from a file), a concurrency limit of 4, webhooks allowed to the
-receivers on 127.0.0.2, and short bounds on how long a request may take to arrive, how many
-connections are held and how many body bytes may be arriving at once."""
+by them: API keys (inline and from a file, one with its own limit of 2), a concurrency limit of
+4 (priority's reserve: 1 more; flex's share: 2), an engine that runs 3 sequences at once (so
+that requests wait in its queue), flex waits of 1 s, webhooks allowed to the receivers on
+127.0.0.2, and short bounds on how long a request may take to arrive, how many connections are
+held and how many body bytes may be arriving at once."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from ..helpers import (
+    GUARDED_ENGINE_SEQS,
+    GUARDED_FLEX_WAIT_S,
+    GUARDED_KEY_LIMIT,
     GUARDED_LIMIT,
     GUARDED_MAX_CONNECTIONS,
     GUARDED_PENDING_BYTES,
@@ -27,7 +33,11 @@ def guarded(
     """(base URL, log) of the guarded server."""
     work = tmp_path_factory.mktemp("guarded")
     keys = work / "api-keys"
-    keys.write_text("# mounted from a Secret\nsecret-from-file\n")
+    keys.write_text(f"# mounted from a Secret\nsecret-from-file rate_limit={GUARDED_KEY_LIMIT}\n")
+    card = yaml.safe_load(TINY_CARD.read_text())
+    card["engine"]["extra_args"]["max_num_seqs"] = GUARDED_ENGINE_SEQS
+    card_path = work / "tiny-random.yaml"
+    card_path.write_text(yaml.safe_dump(card))
     log = work / "server.log"
     env = {
         "DEEPINFRA_SERVE_API_KEYS": "secret-inline-1, secret-inline-2",
@@ -37,6 +47,7 @@ def guarded(
         "DEEPINFRA_SERVE_READ_TIMEOUT_S": str(GUARDED_READ_TIMEOUT_S),
         "DEEPINFRA_SERVE_MAX_CONNECTIONS": str(GUARDED_MAX_CONNECTIONS),
         "DEEPINFRA_SERVE_MAX_PENDING_BODY_BYTES": str(GUARDED_PENDING_BYTES),
+        "DEEPINFRA_SERVE_FLEX_MAX_WAIT_S": str(GUARDED_FLEX_WAIT_S),
     }
-    with server_process(TINY_CARD, cache_dir, log, env) as (url, _):
+    with server_process(card_path, cache_dir, log, env) as (url, _):
         yield url, log

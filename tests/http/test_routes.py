@@ -14,7 +14,7 @@ from deepinfra_serve.config.cards import load_card
 from deepinfra_serve.engine.errors import APIError
 from deepinfra_serve.engine.served_model import ServedModel
 from deepinfra_serve.http.app import create_app
-from deepinfra_serve.http.auth import ApiKeys
+from deepinfra_serve.http.auth import ApiKeys, KeyEntry
 from deepinfra_serve.http.routes import ROUTES, TABLE, RouteTable
 
 from ..helpers import CARDS
@@ -128,7 +128,7 @@ def test_a_route_with_a_body_must_pass_admission() -> None:
 
 
 def test_a_route_reads_its_key_from_the_headers_it_names() -> None:
-    keys = ApiKeys(["k1"])
+    keys = ApiKeys([KeyEntry("k1")])
     keys.check([(b"authorization", b"Bearer k1")], ("authorization",))
     keys.check([(b"x-api-key", b"k1")], ("x-api-key", "authorization"))
     with pytest.raises(APIError) as missing:

@@ -9,9 +9,13 @@ import httpx
 import pytest
 import respx
 
+from deepinfra_serve.config.tiers import DEFAULT, TierPolicy
 from deepinfra_serve.engine.lifecycle import Lifecycle
+from deepinfra_serve.http.auth import ApiKeys, KeyEntry
+from deepinfra_serve.http.capacity import Capacity
 from deepinfra_serve.native.webhook_targets import WebhookTargets
 from deepinfra_serve.native.webhooks import WebhookSender
+from deepinfra_serve.observability.record import RequestRecord, bind, unbind
 
 HOOK = "https://hooks.example.com/done"
 
@@ -99,19 +103,32 @@ async def test_a_job_holds_a_slot_while_it_generates_then_delivers() -> None:
     route = respx.post(HOOK).mock(return_value=httpx.Response(200))
     sender = Sender()
     lifecycle = sender.lifecycle
+    capacity = Capacity(TierPolicy.of(None, 4), lifecycle, 1, "test")
+    [tenant] = ApiKeys([KeyEntry("k")]).tenants
     release = asyncio.Event()
 
     async def generate() -> bytes:
         await release.wait()
         return b'{"status": "succeeded"}'
 
-    sender.submit(HOOK, "r1", generate(), lambda reason: b"failed")
+    # The request that asks for the webhook holds a place until it is answered, at once.
+    record = RequestRecord("r1", "test")
+    record.place = capacity.take(tenant, DEFAULT)
+    token = bind(record, {})
+    try:
+        sender.submit(HOOK, "r1", generate(), lambda reason: b"failed")
+    finally:
+        unbind(token)
+    record.place.release()
     await asyncio.sleep(0)
+    # The generation keeps the model's place and its key's.
     assert (lifecycle.in_flight, lifecycle.background, sender.pending) == (1, 1, 1)
+    assert capacity.counts() == (1, 0) and capacity._counts[2] == 1
     release.set()
     while sender.pending:
         await asyncio.sleep(0.01)
     assert (lifecycle.in_flight, lifecycle.background) == (0, 0)
+    assert capacity.counts() == (0, 0) and capacity._counts[2] == 0
     assert [c.request.content for c in route.calls] == [b'{"status": "succeeded"}']
     await sender.aclose()
 

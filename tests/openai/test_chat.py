@@ -55,7 +55,8 @@ def test_hello_example_has_the_documented_shape(client: httpx.Client, tiny_card:
     r = chat(client, messages=HELLO, max_tokens=16)
     assert r.status_code == 200
     body = r.json()
-    assert set(body) == {"id", "object", "created", "model", "choices", "usage"}
+    assert set(body) == {"id", "object", "created", "model", "service_tier", "choices", "usage"}
+    assert body["service_tier"] == "default"  # none asked for: default, as billed
     assert body["id"].startswith("chatcmpl-")
     assert body["object"] == "chat.completion"
     assert body["model"] == MODEL

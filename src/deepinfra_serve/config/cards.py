@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from . import strict_yaml
 from .pricing import Pricing
+from .tiers import ServiceTiers, TierPolicy
 
 Api = Literal["openai", "native"]
 
@@ -147,6 +148,11 @@ class ModelCard(_Strict):
     limits: Limits = Limits()
     defaults: Defaults = Defaults()
     pricing: Pricing
+    service_tiers: ServiceTiers | None = Field(
+        None,
+        description="Tiers sold beside default (`service_tier`); absent: every request is "
+        "served and billed as default.",
+    )
     chat_template: str | None = Field(
         None, description="Jinja chat template; overrides the tokenizer's own."
     )
@@ -161,6 +167,10 @@ class ModelCard(_Strict):
         if self.defaults.max_tokens and self.defaults.max_tokens >= self.engine.max_model_len:
             raise ValueError("defaults.max_tokens must be below engine.max_model_len")
         return self
+
+    def tier_policy(self, limit: int | None = None) -> TierPolicy:
+        """The tiers against `limit` concurrent requests (default: the card's)."""
+        return TierPolicy.of(self.service_tiers, limit or self.limits.max_concurrent_requests)
 
     @property
     def max_output_tokens(self) -> int:

@@ -31,15 +31,23 @@ class Pricing(BaseModel):
 
 
 def estimated_cost(
-    pricing: Pricing, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+    pricing: Pricing,
+    prompt_tokens: int,
+    completion_tokens: int,
+    cached_tokens: int = 0,
+    multiplier: float = 1.0,
 ) -> float:
     """USD for one request: uncached prompt tokens, cached ones (part of `prompt_tokens`) and
-    completion tokens, each at its price."""
+    completion tokens, each at its price, times the service tier's multiplier."""
     usd = (
-        (prompt_tokens - cached_tokens) * pricing.input_usd_per_mtok
-        + cached_tokens * pricing.cache_read
-        + completion_tokens * pricing.output_usd_per_mtok
-    ) / 1_000_000
+        (
+            (prompt_tokens - cached_tokens) * pricing.input_usd_per_mtok
+            + cached_tokens * pricing.cache_read
+            + completion_tokens * pricing.output_usd_per_mtok
+        )
+        * multiplier
+        / 1_000_000
+    )
     # Float noise (1.2000000000000002e-06) would leak into every response; 1e-12 USD is far
     # below the cheapest token.
     return round(usd, 12)
@@ -71,14 +79,19 @@ class Usage:
 
     @classmethod
     def of(
-        cls, pricing: Pricing, prompt_tokens: int, completion_tokens: int, cached_tokens: int = 0
+        cls,
+        pricing: Pricing,
+        prompt_tokens: int,
+        completion_tokens: int,
+        cached_tokens: int = 0,
+        multiplier: float = 1.0,
     ) -> Usage:
         return cls(
             prompt_tokens,
             completion_tokens,
             prompt_tokens + completion_tokens,
             _details(cached_tokens),
-            estimated_cost(pricing, prompt_tokens, completion_tokens, cached_tokens),
+            estimated_cost(pricing, prompt_tokens, completion_tokens, cached_tokens, multiplier),
         )
 
     @property

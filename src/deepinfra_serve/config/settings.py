@@ -55,6 +55,12 @@ class ServerSettings(BaseSettings):
     api_keys_file: Path | None = Field(
         None, description="File with one API key per line (a mounted Kubernetes Secret)."
     )
+    key_rate_limit: int = Field(
+        200,
+        ge=1,
+        description="Concurrent requests per API key to this model (DeepInfra's default); a "
+        'key\'s entry may set its own with `rate_limit=N`. Past it: 429 "Rate limited".',
+    )
     share_prompt_cache: bool = Field(
         False,
         description="Let the requests of different API keys share cached prompt prefixes (a "
@@ -69,7 +75,7 @@ class ServerSettings(BaseSettings):
         64 * 1024 * 1024,
         ge=1024,
         description="Bytes of request bodies still arriving that the server holds at once "
-        "(at least max_body_bytes); a body that would pass it gets 503.",
+        "(at least max_body_bytes); a body that would pass it waits for room.",
     )
     read_timeout_s: float = Field(
         30.0,
@@ -85,7 +91,15 @@ class ServerSettings(BaseSettings):
         "1,024 (within the open-file limit).",
     )
     request_timeout_s: float = Field(
-        600.0, gt=0, description="A request still running after this is aborted (504)."
+        600.0,
+        gt=0,
+        description="A request still running this long after it was admitted is aborted (504).",
+    )
+    flex_max_wait_s: float = Field(
+        600.0,
+        gt=0,
+        description="How long a service_tier flex request may wait for idle capacity before "
+        "429; its request timeout starts once it is admitted.",
     )
     keep_alive_s: float = Field(
         75.0,

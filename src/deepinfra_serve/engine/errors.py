@@ -60,6 +60,24 @@ def model_busy() -> APIError:
     )
 
 
+def rate_limited() -> APIError:
+    """The caller's key has as many requests in flight to this model as its limit allows
+    (DeepInfra's "Rate limited", distinct from "Model busy")."""
+    return APIError(
+        429, "Rate limited", type="rate_limit_error", code="rate_limited", headers=_RETRY
+    )
+
+
+def flex_timed_out(max_wait_s: float) -> APIError:
+    return APIError(
+        429,
+        f"No capacity for service_tier flex within {max_wait_s:g} s; retry later",
+        type="rate_limit_error",
+        code="flex_capacity_unavailable",
+        headers=_RETRY,
+    )
+
+
 def engine_dead() -> APIError:
     return APIError(
         503, "The inference engine stopped; retry later", type="server_error", code="engine_dead"

@@ -38,6 +38,7 @@ class Generation:
     __slots__ = (
         "_finish",
         "_first",
+        "_multiplier",
         "_pricing",
         "_reasons",
         "_record",
@@ -48,6 +49,7 @@ class Generation:
         "n",
         "outputs",
         "prompt_tokens",
+        "tier",
     )
 
     def __init__(
@@ -68,13 +70,15 @@ class Generation:
         self.cached_tokens = 0  # prompt tokens the engine read from its prefix cache
         self.n: int = params.n
         self._pricing = model.card.pricing
+        self.tier = record.tier.name  # the service tier applied, which the answer echoes
+        self._multiplier = record.tier.price_multiplier
         self._record = record
         self._finish = finish
         self._reasons: dict[int, str] = {}
         self._structured_param = structured_param
         self._first: Any = None
         self._texts: list[list[str]] | None = None
-        self.outputs = model.generate(prompt, params, request_id)
+        self.outputs = model.generate(prompt, params, request_id, record.tier.engine_priority)
 
     async def start(self) -> None:
         """Wait for the engine's first output; the engine's refusals become API errors."""
@@ -96,7 +100,11 @@ class Generation:
     def usage(self) -> Usage:
         """Usage so far; final once the generation has ended."""
         return Usage.of(
-            self._pricing, self.prompt_tokens, self.completion_tokens, self.cached_tokens
+            self._pricing,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.cached_tokens,
+            self._multiplier,
         )
 
     def finish_reason(self, o: Any) -> str:

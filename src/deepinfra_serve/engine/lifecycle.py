@@ -20,10 +20,10 @@ from ..observability import metrics
 @dataclass(frozen=True)
 class SharedState:
     """What the API processes over one engine core share (multiprocessing values): the
-    admission count that the concurrency limit bounds, and whether the engine core has died
-    (set by the parent process, which is the one that can see it)."""
+    admission counts that the limits bound (`http.capacity`), and whether the engine core has
+    died (set by the parent process, which is the one that can see it)."""
 
-    in_flight: Any  # Value("i"), with its lock
+    counts: Any  # Array("i"), with its lock
     core_dead: Any  # RawValue("b")
 
 
@@ -47,7 +47,7 @@ class Lifecycle:
         self.engine: Any = None  # the ServedModel once it is up
         self._stalled = False
         # Requests being served (until their last byte) and webhook generations in this
-        # process; admission bounds their sum over every API process of the server.
+        # process (`http.capacity` counts them, and bounds them across the server).
         self.in_flight = 0
         self.background = 0  # webhook jobs (generation and delivery) that SIGTERM waits for
 
@@ -64,28 +64,6 @@ class Lifecycle:
         """The engine core serving several API processes died (their engine clients cannot
         see it; the parent process can)."""
         return self._shared is not None and bool(self._shared.core_dead.value)
-
-    def admit(self, limit: int | None) -> bool:
-        """Take a slot for a request, unless `limit` are taken across the server."""
-        shared = self._shared
-        if shared is None:
-            if limit is not None and self.in_flight >= limit:
-                return False
-        else:
-            total = shared.in_flight
-            with total.get_lock():
-                if limit is not None and total.value >= limit:
-                    return False
-                total.value += 1
-        self.in_flight += 1
-        return True
-
-    def release(self) -> None:
-        self.in_flight -= 1
-        if self._shared is not None:
-            total = self._shared.in_flight
-            with total.get_lock():
-                total.value -= 1
 
     @property
     def dead(self) -> bool:

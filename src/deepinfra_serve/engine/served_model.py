@@ -59,8 +59,12 @@ class ServedModel:
             raise
         return model
 
-    def generate(self, prompt: dict[str, Any], params: Any, request_id: str) -> AsyncIterator[Any]:
-        return self.engine.generate(prompt, params, request_id)
+    def generate(
+        self, prompt: dict[str, Any], params: Any, request_id: str, priority: int = 0
+    ) -> AsyncIterator[Any]:
+        """The engine's outputs; `priority` (lower first) orders its waiting queue when the
+        card has service tiers (vLLM's priority scheduling)."""
+        return self.engine.generate(prompt, params, request_id, priority=priority)
 
     @property
     def has_work(self) -> bool:

@@ -8,16 +8,24 @@ from pathlib import Path
 
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
+from ..config.settings import ServerSettings
+from ..http.auth import key_digest, read_entries
 from .spec import Fleet
 
-# Above the replicas' request timeout (600 s by default) so that they end long requests.
-PROXY_TIMEOUT_S = 630
+# What the proxy allows beyond the replicas' own bounds, so that they end long requests.
+PROXY_MARGIN_S = 30
 
 _ERRORS = {
     502: ("Bad Gateway", "The replica failed to answer; retry", "bad_gateway"),
     503: ("Service Unavailable", "No replica can take the request now; retry later", "no_replica"),
     504: ("Gateway Timeout", "The replica did not answer in time", "gateway_timeout"),
 }
+
+
+def proxy_timeout_s(settings: ServerSettings) -> int:
+    """The proxy's client and server timeouts: a flex request may wait for room, then run for
+    the request timeout, before its first byte."""
+    return int(settings.flex_max_wait_s + settings.request_timeout_s + PROXY_MARGIN_S)
 
 
 def _templates() -> Environment:
@@ -39,8 +47,10 @@ def write_config(
     haproxy: str,
     max_body_bytes: int,
     stop_wait_s: float,
+    settings: ServerSettings,
 ) -> Path:
-    """Write haproxy.cfg, models.map, the error pages and supervisord.conf; returns the last."""
+    """Write haproxy.cfg, models.map, key_limits.map, the error pages and supervisord.conf;
+    returns the last."""
     (run_dir / "logs").mkdir(parents=True, exist_ok=True)
     (run_dir / "errors").mkdir(exist_ok=True)
     backends = [(fleet.backend(card), card.name) for card, _ in fleet.cards]
@@ -51,6 +61,16 @@ def write_config(
     (run_dir / "models.map").write_text(
         "".join(f"{name} {backend}\n" for backend, name in backends)
     )
+    # The keys' own limits, by digest: the front door never holds a key.
+    entries = read_entries(settings.api_keys, settings.api_keys_file)
+    (run_dir / "key_limits.map").write_text(
+        "".join(f"{key_digest(e.key)} {e.rate_limit}\n" for e in entries if e.rate_limit)
+    )
+    # What a replica admits of default and priority: past it, HAProxy queues.
+    maxconn_of = {}
+    for card, _ in fleet.cards:
+        policy = card.tier_policy(settings.max_concurrent_requests)
+        maxconn_of[fleet.backend(card)] = policy.limit + policy.reserve
     for status, (reason, message, code) in _ERRORS.items():
         body = json.dumps(
             {"error": {"message": message, "type": "server_error", "param": None, "code": code}}
@@ -67,7 +87,9 @@ def write_config(
             host=host,
             port=port,
             max_body_bytes=max_body_bytes,
-            timeout_s=PROXY_TIMEOUT_S,
+            timeout_s=proxy_timeout_s(settings),
+            key_rate_limit=settings.key_rate_limit,
+            maxconn_of=maxconn_of,
             policy=fleet.spec.policy,
             backends=backends,
             replicas_of=replicas_of,

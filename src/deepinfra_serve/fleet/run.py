@@ -55,6 +55,7 @@ def run_fleet(
         haproxy=haproxy or "haproxy",
         max_body_bytes=max_body_bytes,
         stop_wait_s=settings.shutdown_grace_s + 10,
+        settings=settings,
     )
     log.info("fleet configuration in %s", run_dir)
     if config_only:

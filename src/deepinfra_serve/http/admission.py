@@ -4,14 +4,13 @@ take on, before anything is parsed or reaches the engine.
 - while draining for shutdown: 503 with Retry-After (another replica should take it);
 - once the engine is dead or hung: 503 (the process is about to exit and be restarted);
 - a body over the size bound: 413; one that does not arrive within the read timeout: 408, and
-  the connection is closed;
-- more requests in flight than the bound: 429 "Model busy, retry later" with Retry-After,
-  rather than an unbounded queue in front of the engine.
+  the connection is closed.
 
 The body is read here (up to the bound) and replayed to the app, so a client cannot get round
-the bound by leaving out Content-Length. A request takes its concurrency slot only once its
-body is in: a client that sends a body slowly, or never finishes it, holds no slot that
-others need. The bytes of the bodies still arriving are bounded apart from the slots: a body
+the bound by leaving out Content-Length. A request takes its place in the model's capacity
+(`capacity`: its key's limit, its tier's share) only once its body is in and valid, in the
+dispatcher: a client that sends a body slowly, or never finishes it, holds nothing others
+need. The bytes of the bodies still arriving are bounded apart from the slots: a body
 that would pass the bound waits, unread (TCP holds its sender back), until others are in,
 within its read timeout. Answering it at once would close a connection with unread bytes,
 and the kernel's reset could destroy the answer before the client reads it.
@@ -27,7 +26,6 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from ..engine.errors import (
     APIError,
     engine_dead,
-    model_busy,
     read_timed_out,
     shutting_down,
 )
@@ -47,7 +45,6 @@ class AdmissionMiddleware:
         app: ASGIApp,
         *,
         lifecycle: Lifecycle,
-        max_in_flight: int,
         max_body_bytes: int,
         max_pending_body_bytes: int,
         read_timeout_s: float,
@@ -55,7 +52,6 @@ class AdmissionMiddleware:
     ) -> None:
         self.app = app
         self.lifecycle = lifecycle
-        self.max_in_flight = max_in_flight
         self.max_body_bytes = max_body_bytes
         self.max_pending = max_pending_body_bytes
         self.read_timeout_s = read_timeout_s
@@ -99,13 +95,7 @@ class AdmissionMiddleware:
         if lifecycle.draining:  # while the body arrived
             await send_error(send, shutting_down(), family)
             return
-        if not lifecycle.admit(self.max_in_flight):
-            await send_error(send, model_busy(), family)
-            return
-        try:
-            await self.app(scope, _replay(body, receive), send)
-        finally:
-            lifecycle.release()
+        await self.app(scope, _replay(body, receive), send)
 
     async def _read_body(self, receive: Receive) -> bytes | None:
         """The whole body, or None if the client disconnected first; its bytes count against

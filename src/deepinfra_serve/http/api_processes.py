@@ -7,7 +7,8 @@ an ordinary API process (`server.run_server`) whose `AsyncLLM` is one client of 
 core, and all accept on the one listening socket, each connection taken by the process with
 the fewest open (as vLLM's accept loop does). What they must agree on is shared:
 
-- the concurrency limit: one admission count in shared memory (`lifecycle.SharedState`);
+- the limits: the admission counts (the model's, each key's) in shared memory
+  (`lifecycle.SharedState`, `capacity`);
 - /metrics: prometheus_client's multiprocess mode, every process writing to one directory;
 - API keys and settings: each process reads the same ones;
 - request ids: random, so unique whichever process draws them; a disconnect aborts the
@@ -42,6 +43,8 @@ from ..config.cards import ModelCard
 from ..config.settings import ServerSettings
 from ..engine.core_process import die_with_parent, tied_engine_cores
 from ..engine.lifecycle import SharedState
+from .auth import read_entries
+from .capacity import COUNTS_BEFORE_KEYS
 from .server import listening_socket
 
 log = logging.getLogger(__name__)
@@ -76,7 +79,11 @@ def serve_processes(card: ModelCard, settings: ServerSettings, engine_args: Any,
     if sock is None:
         return 1
     context = multiprocessing.get_context("spawn")
-    shared = SharedState(in_flight=context.Value("i", 0), core_dead=context.RawValue("b", 0))
+    # The admission counts (`capacity`): the model's, then one per API key.
+    keys = len(read_entries(settings.api_keys, settings.api_keys_file))
+    shared = SharedState(
+        counts=context.Array("i", COUNTS_BEFORE_KEYS + keys), core_dead=context.RawValue("b", 0)
+    )
     processes: list[BaseProcess] = []
     stopping = False
 

@@ -27,6 +27,7 @@ from ..engine.watchdog import watch_engine
 from ..observability.metrics import exposition, publish_prices
 from .admission import AdmissionMiddleware
 from .auth import ApiKeys
+from .capacity import Capacity
 from .dispatch import Dispatch
 from .errors import install_error_handlers
 from .middleware import ObservabilityMiddleware
@@ -60,7 +61,14 @@ def create_app(
     settings = settings or ServerSettings()
     lifecycle = Lifecycle(card.name, shared)
     publish_prices(card.name, card.pricing)
-    api_keys = ApiKeys.load(settings.api_keys, settings.api_keys_file)
+    api_keys = ApiKeys.load(settings.api_keys, settings.api_keys_file, settings.key_rate_limit)
+    capacity = Capacity(
+        card.tier_policy(settings.max_concurrent_requests),
+        lifecycle,
+        len(api_keys),
+        card.name,
+        None if shared is None else shared.counts,
+    )
     if api_keys.required:
         log.info("API keys required (%d configured)", len(api_keys))
     else:
@@ -82,7 +90,9 @@ def create_app(
         app.state.model = model
         # Each API's services over the engine (the route table's families).
         app.state.apis = {
-            name: family.start(model, lifecycle, settings) for name, family in FAMILIES.items()
+            name: family.start(model, lifecycle, settings)
+            for name, family in FAMILIES.items()
+            if family.start is not None
         }
         # What start-up built (modules, the engine client, the tokenizer) lives as long as
         # the process: frozen, the collector stops walking it on every oldest-generation pass,
@@ -125,6 +135,8 @@ def create_app(
     app.state.api_keys = api_keys
     app.state.shared_prompt_cache = settings.share_prompt_cache
     app.state.lifecycle = lifecycle
+    app.state.capacity = capacity
+    app.state.flex_max_wait_s = settings.flex_max_wait_s
     app.state.watchdog = None
     app.state.request_timeout_s = settings.request_timeout_s
     app.state.created = int(time.time())
@@ -166,7 +178,6 @@ def create_app(
         AdmissionMiddleware(
             Dispatch(app.state, app.build_middleware_stack()),
             lifecycle=lifecycle,
-            max_in_flight=settings.max_concurrent_requests or card.limits.max_concurrent_requests,
             max_body_bytes=settings.max_body_bytes,
             max_pending_body_bytes=settings.max_pending_body_bytes,
             read_timeout_s=settings.read_timeout_s,

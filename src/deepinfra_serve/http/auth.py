@@ -1,8 +1,11 @@
-"""API keys: `Authorization: Bearer <key>`, checked in constant time.
+"""API keys: `Authorization: Bearer <key>` (or the route's other key header), checked in
+constant time, and the tenant each key is.
 
 Keys come from DEEPINFRA_SERVE_API_KEYS (comma-separated) and/or a file with one key per line
-(DEEPINFRA_SERVE_API_KEYS_FILE, the shape of a mounted Kubernetes Secret). No key configured
-means the API is open; the server warns about it at start. Keys are never logged.
+(DEEPINFRA_SERVE_API_KEYS_FILE, the shape of a mounted Kubernetes Secret). An entry may carry
+options after the key: `sk-team-a rate_limit=50` gives that key its own limit of concurrent
+requests. No key configured means the API is open; the server warns about it at start. Keys
+are never logged: what leaves this module is a tenant, known by its index and digests.
 """
 
 from __future__ import annotations
@@ -11,23 +14,73 @@ import hashlib
 import hmac
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..engine.errors import APIError
 
 log = logging.getLogger(__name__)
 
+_OPTIONS = ("rate_limit",)
+
+
+@dataclass(frozen=True, slots=True)
+class Tenant:
+    """One API key, as the rest of the server knows it."""
+
+    index: int  # its place in the configuration: the same in every API process
+    rate_limit: int  # concurrent requests to this model
+    cache_salt: str  # its part of the prefix cache (`cache_salt`)
+
+
+@dataclass(frozen=True, slots=True)
+class KeyEntry:
+    key: str
+    rate_limit: int | None = None  # None: the server's default
+
+
+def parse_entry(text: str) -> KeyEntry:
+    """`<key> [rate_limit=<n>]`; a bad option raises ValueError naming it (never the key)."""
+    key, *options = text.split()
+    limit = None
+    for option in options:
+        name, _, value = option.partition("=")
+        if name not in _OPTIONS:
+            raise ValueError(f"unknown API key option {name!r} (known: {', '.join(_OPTIONS)})")
+        if not value.isdigit() or int(value) < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        limit = int(value)
+    return KeyEntry(key, limit)
+
+
+def read_entries(inline: str, file: Path | None) -> list[KeyEntry]:
+    """The configured keys, inline first, then the file's lines (# starts a comment)."""
+    lines = [part.strip() for part in inline.split(",")]
+    if file is not None:
+        lines += [line.strip() for line in file.read_text().splitlines()]
+    entries = [parse_entry(line) for line in lines if line and not line.startswith("#")]
+    if len({e.key for e in entries}) != len(entries):
+        raise ValueError("an API key is listed twice")
+    return entries
+
+
+def key_digest(key: str) -> str:
+    """sha256 of the key: how the front door and the logs may know a key without holding it."""
+    return hashlib.sha256(key.encode()).hexdigest()
+
 
 class ApiKeys:
-    def __init__(self, keys: list[str]) -> None:
-        self._keys = tuple(k.encode() for k in keys if k)
+    def __init__(self, entries: list[KeyEntry], default_rate_limit: int = 200) -> None:
+        self._keys = tuple(e.key.encode() for e in entries)
+        self.tenants = tuple(
+            Tenant(i, e.rate_limit or default_rate_limit, cache_salt(e.key))
+            for i, e in enumerate(entries)
+        )
+        self.default_rate_limit = default_rate_limit
 
     @classmethod
-    def load(cls, inline: str, file: Path | None) -> ApiKeys:
-        keys = [k.strip() for k in inline.split(",")]
-        if file is not None:
-            keys += [line.strip() for line in file.read_text().splitlines()]
-        return cls([k for k in keys if k and not k.startswith("#")])
+    def load(cls, inline: str, file: Path | None, default_rate_limit: int = 200) -> ApiKeys:
+        return cls(read_entries(inline, file), default_rate_limit)
 
     @property
     def required(self) -> bool:
@@ -36,28 +89,35 @@ class ApiKeys:
     def __len__(self) -> int:
         return len(self._keys)
 
-    def accepts(self, given: str | None) -> bool:
-        """Whether `given` (the key itself) is one of the keys."""
+    def tenant(self, given: str | None) -> Tenant | None:
+        """The tenant whose key `given` is, or None."""
         if not given:
-            return False
+            return None
         token = given.encode()
         # Compare against every key, so the time taken says nothing about which one matched.
-        matched = False
-        for key in self._keys:
-            matched |= hmac.compare_digest(key, token)
-        return matched
+        found = -1
+        for i, key in enumerate(self._keys):
+            if hmac.compare_digest(key, token):
+                found = i
+        return self.tenants[found] if found >= 0 else None
 
-    def check(self, headers: Iterable[tuple[bytes, bytes]], names: tuple[str, ...]) -> str | None:
-        """The caller's key, or None when no keys are configured; 401 unless one of the
-        headers `names` (the route's, in the route table) carries a key that matches.
+    def accepts(self, given: str | None) -> bool:
+        """Whether `given` (the key itself) is one of the keys."""
+        return self.tenant(given) is not None
+
+    def check(
+        self, headers: Iterable[tuple[bytes, bytes]], names: tuple[str, ...]
+    ) -> Tenant | None:
+        """The caller, or None when no keys are configured; 401 unless one of the headers
+        `names` (the route's, in the route table) carries a key that matches.
         `Authorization` carries it as a bearer token; any other header is the key itself."""
         if not self._keys:
             return None
         wanted = {name.encode(): name for name in names}
         found = next(((wanted[k], v) for k, v in headers if k in wanted), None)
-        key = None if found is None else _key(*found)
-        if key is not None and self.accepts(key):
-            return key
+        tenant = None if found is None else self.tenant(_key(*found))
+        if tenant is not None:
+            return tenant
         raise APIError(
             401,
             f"Missing API key: send {_how(names[0])}" if found is None else "Invalid API key",

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..engine.errors import APIError, validation_error
 from ..observability.record import record_of
-from .auth import cache_salt
+from .capacity import Capacity, Place
 from .lifetime import send_error, serve_request
 from .responses import send_json
 from .routes import Route, check_served
@@ -39,6 +39,8 @@ class Dispatch:
             return
         state = self.state
         rest = route.rest(scope["path"])
+        place: Place | None = None
+        admit = None
         try:
             if scope["method"] != route.method:
                 raise APIError(
@@ -47,10 +49,11 @@ class Dispatch:
                     code="method_not_allowed",
                     headers={"Allow": route.method},
                 )
+            tenant = None
             if route.auth:
-                key = state.api_keys.check(scope["headers"], route.auth)
-                if key is not None and not state.shared_prompt_cache:
-                    record.cache_salt = cache_salt(key)  # type: ignore[union-attr]
+                tenant = state.api_keys.check(scope["headers"], route.auth)
+                if tenant is not None and not state.shared_prompt_cache:
+                    record.cache_salt = tenant.cache_salt  # type: ignore[union-attr]
             body = None
             if route.body is not None:
                 body = _validated(route, (await receive()).get("body", b""))
@@ -58,20 +61,39 @@ class Dispatch:
                 model = rest if route.model_in == "path" else body.model  # type: ignore[union-attr]
                 check_served(state.card, model, route.family)
             if not route.admitted:  # an answer from what the server knows: no engine work
-                answer = await route.handle(state, body, rest)
+                answer = await route.handle(state, body, rest, tenant)
                 payload = answer.model_dump_json(exclude_none=route.family.exclude_none)
                 await send_json(send, 200, payload.encode())
                 return
+            # Its place in the model's capacity: its key's limit, its tier's share.
+            capacity: Capacity = state.capacity
+            tier = capacity.policy.applied(body.service_tier if route.tiered else None)  # type: ignore[union-attr]
+            record.tier = tier  # type: ignore[union-attr]
+            if tier.name != "flex":
+                place = record.place = capacity.take(tenant, tier)  # type: ignore[union-attr]
+            else:
+
+                async def admit() -> None:
+                    nonlocal place
+                    place = record.place = await capacity.wait_flex(  # type: ignore[union-attr]
+                        tenant, tier, state.flex_max_wait_s
+                    )
+
         except APIError as err:
             await send_error(send, err, route.family)
             return
-        await serve_request(
-            receive,
-            send,
-            route.handle(state, body, rest),
-            timeout_s=state.request_timeout_s,
-            family=route.family,
-        )
+        try:
+            await serve_request(
+                receive,
+                send,
+                lambda: route.handle(state, body, rest, tenant),
+                timeout_s=state.request_timeout_s,
+                family=route.family,
+                admit=admit,
+            )
+        finally:
+            if place is not None:
+                place.release()
 
 
 def _validated(route: Route, body: bytes) -> object:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import orjson
@@ -31,12 +31,17 @@ CLIENT_CLOSED = 499  # nginx's "client closed request"; nobody reads it
 async def serve_request(
     receive: Receive,
     send: Send,
-    work: Awaitable[Answer],
+    work: Callable[[], Awaitable[Answer]],
     *,
     timeout_s: float,
     family: ApiFamily,
+    admit: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
     """Run a handler's work and send its answer: a JSON body, or a stream of frames.
+
+    `admit`, when given, is awaited first (a flex request's wait for room, under its own
+    bound); the request's timeout starts once it returns, and a client that goes away while
+    it waits leaves at once.
 
     An `APIError` before the headers is the answer; after them (a stream that times out, an
     engine that dies mid-way) it becomes the API's error event, as the status line can no
@@ -46,12 +51,15 @@ async def serve_request(
     task = asyncio.current_task()
     assert task is not None
     client = _Disconnect(task, receive)
-    deadline = asyncio.timeout(timeout_s)
+    deadline = asyncio.timeout(timeout_s if admit is None else None)
     stream: Stream | None = None
     sent = False  # the headers went out
     try:
         async with deadline:
-            answer = await work
+            if admit is not None:
+                await admit()
+                deadline.reschedule(asyncio.get_running_loop().time() + timeout_s)
+            answer = await work()
             if isinstance(answer, Stream):
                 stream = answer
                 await send(stream_start())

@@ -93,11 +93,17 @@ class ObservabilityMiddleware:
         counter.inc()
         series.e2e.observe(latency)
         usage = record.usage
+        tier = record.tier.name
         if record.first_token_at is not None:
             series.ttft.observe(record.first_token_at - record.started)
+            metrics.child(metrics.TIER_TTFT, model, tier).observe(
+                record.first_token_at - record.started
+            )
             if usage.completion_tokens > 1:
                 series.itl.observe((ended - record.first_token_at) / (usage.completion_tokens - 1))
         series.billing.bill(usage)
+        if usage.estimated_cost:
+            metrics.child(metrics.TIER_COST, model, tier).inc(usage.estimated_cost)
         record.accounted = True
         line: dict[str, Any] = {
             "request_id": record.request_id,
@@ -117,6 +123,7 @@ class ObservabilityMiddleware:
                 else None
             ),
             "estimated_cost": usage.estimated_cost,
+            "service_tier": tier,
             "user": record.user,
         }
         if record.content is not None:

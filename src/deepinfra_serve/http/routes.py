@@ -31,9 +31,11 @@ from ..openai import errors as openai_errors
 from ..openai import routes as openai
 from ..openai.responses import ChatCompletion, Completion, ModelList, ModelOut
 from ..openai.schema import ChatCompletionRequest, CompletionRequest
+from . import account
 
-# handle(app state, the validated body or None, what the path holds past the route's prefix)
-Handler = Callable[[State, Any, str], Awaitable[Answer]]
+# handle(app state, the validated body or None, what the path holds past the route's prefix,
+# the caller's `auth.Tenant` or None)
+Handler = Callable[[State, Any, str, Any], Awaitable[Answer]]
 
 MODEL = "{model}"  # at the end of a route's path: the rest of the path, a model name
 
@@ -46,7 +48,7 @@ class ApiServices(Protocol):
 class ApiFamily:
     """What the routes of one API share."""
 
-    name: Api  # as cards list it in `apis`
+    name: Api | Literal["account"]  # an API's as cards list it in `apis`
     mounts: tuple[str, ...]  # where its routes are served; the first is documented
     where: str  # where a model is reached through it, for messages ({model}: its name)
     error_model: type[BaseModel]  # its error body, for the OpenAPI document
@@ -54,8 +56,8 @@ class ApiFamily:
     stream_error: Callable[[APIError], bytes]  # an error after a stream's headers went out
     exclude_none: bool  # its JSON answers leave out fields that are null
     # Its services over the engine, made once the engine is ready (`app.state.apis[name]`);
-    # their `aclose()` runs at shutdown, after the drain.
-    start: Callable[[ServedModel, Lifecycle, ServerSettings], ApiServices]
+    # their `aclose()` runs at shutdown, after the drain. None: it needs none.
+    start: Callable[[ServedModel, Lifecycle, ServerSettings], ApiServices] | None
 
 
 OPENAI = ApiFamily(
@@ -79,7 +81,19 @@ NATIVE = ApiFamily(
     exclude_none=True,
     start=InferenceService.start,
 )
-FAMILIES = {family.name: family for family in (OPENAI, NATIVE)}
+# DeepInfra's account routes, as far as one server knows them (its keys configuration); its
+# errors in DeepInfra's own shape.
+ACCOUNT = ApiFamily(
+    name="account",
+    mounts=("/v1",),
+    where="/v1",
+    error_model=native_errors.NativeError,
+    error_body=native_errors.error_body,
+    stream_error=native_errors.stream_error,
+    exclude_none=True,
+    start=None,
+)
+FAMILIES = {family.name: family for family in (OPENAI, NATIVE, ACCOUNT)}
 # The error shape of a path no route serves.
 DEFAULT_FAMILY = OPENAI
 
@@ -104,6 +118,7 @@ class Route:
     auth: tuple[str, ...] = ()  # headers that may carry the API key (when keys are set)
     model_in: Literal["body", "path"] | None = None  # where it names a model the card serves
     streams: bool = False  # `stream: true` answers with server-sent events
+    tiered: bool = False  # its body's `service_tier` picks the tier (else: default)
     errors: tuple[int, ...] = ()  # statuses besides 200, for the OpenAPI document
 
     @property
@@ -138,6 +153,7 @@ ROUTES = (
         label="chat",
         model_in="body",
         streams=True,
+        tiered=True,
         **_GENERATION,
     ),
     Route(
@@ -151,6 +167,7 @@ ROUTES = (
         label="completions",
         model_in="body",
         streams=True,
+        tiered=True,
         **_GENERATION,
     ),
     Route(
@@ -182,6 +199,17 @@ ROUTES = (
         model_in="path",
         streams=True,
         **_GENERATION,
+    ),
+    Route(
+        ACCOUNT,
+        "GET",
+        "/me/rate_limit",
+        account.rate_limit,
+        account.RateLimitOut,
+        "The caller's limits on this model: concurrent requests (`rate_limit`); "
+        "`tpm_rate_limit` 0: tokens per minute are not limited.",
+        auth=("authorization", "x-api-key"),
+        errors=(401,),
     ),
 )
 

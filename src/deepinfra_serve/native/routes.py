@@ -11,7 +11,7 @@ from .schema import InferenceRequest
 from .service import InferenceService
 
 
-async def inference(state: State, body: InferenceRequest, _: str) -> Answer:
+async def inference(state: State, body: InferenceRequest, _: str, __: object) -> Answer:
     service: InferenceService | None = state.apis.get("native")
     if service is None:
         raise model_loading()

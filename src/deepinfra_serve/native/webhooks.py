@@ -20,6 +20,7 @@ import httpx
 from ..engine.errors import APIError
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
+from ..observability.record import current
 from .webhook_targets import PinnedTransport, TargetRefused, WebhookTargets
 
 log = logging.getLogger(__name__)
@@ -75,9 +76,12 @@ class WebhookSender:
     ) -> None:
         """Run `generate` (the payload of a finished inference) and deliver it in the
         background; `failed(reason)` is the payload when it cannot finish."""
-        self.lifecycle.admit(None)  # the generation's slot, until it ends
+        # The generation keeps the request's place (its key's count, the model's) until it
+        # ends, though the request itself has been answered.
+        place = current().place
+        held = place.again() if place is not None else None
         self.lifecycle.background += 1  # the job, until its delivery ends
-        task = asyncio.create_task(self._job(url, request_id, generate, failed))
+        task = asyncio.create_task(self._job(url, request_id, generate, failed, held))
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
@@ -87,6 +91,7 @@ class WebhookSender:
         request_id: str,
         generate: Awaitable[bytes],
         failed: Callable[[str], bytes],
+        held: Any,
     ) -> None:
         generation = asyncio.ensure_future(generate)
         self._generating.add(generation)
@@ -105,7 +110,8 @@ class WebhookSender:
                 payload = failed(f"the generation failed: {exc}")
             finally:
                 self._generating.discard(generation)
-                self.lifecycle.release()
+                if held is not None:
+                    held.release()
             delivered = await self.deliver(url, payload)
             metrics.WEBHOOK_DELIVERIES.labels(self.model, str(delivered).lower()).inc()
         finally:

@@ -8,6 +8,7 @@ re-implementing either.
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
@@ -168,6 +169,52 @@ READ_TIMEOUTS = Counter(
     "Requests whose headers or body did not arrive within the read timeout (408, closed).",
     ["model", "stage"],
 )
+
+
+TIER_REQUESTS = Counter(
+    "deepinfra_tier_requests",
+    "Generation requests by the service tier applied and what admission did: admitted, or "
+    "why not (rate_limited: the key's limit; model_busy; flex_timeout; shutting_down).",
+    ["model", "tier", "outcome"],
+)
+ADMISSION_WAIT = Histogram(
+    "deepinfra_admission_wait_seconds",
+    "Time from a request's arrival to its admission (flex: its wait for idle capacity).",
+    ["model", "tier"],
+    buckets=_LATENCY_BUCKETS,
+)
+FLEX_WAITING = Gauge(
+    "deepinfra_flex_waiting_requests",
+    "service_tier flex requests waiting for idle capacity.",
+    ["model"],
+    multiprocess_mode="livesum",
+)
+TIER_TTFT = Histogram(
+    "deepinfra_tier_time_to_first_token_seconds",
+    "Time from request arrival to the first streamed token, by service tier.",
+    ["model", "tier"],
+    buckets=_LATENCY_BUCKETS,
+)
+TIER_COST = Counter(
+    "deepinfra_tier_estimated_cost_usd",
+    "Estimated cost billed, in USD, by service tier (its price multiplier applied).",
+    ["model", "tier"],
+)
+
+_children: dict[tuple[object, ...], Any] = {}
+
+
+def child(metric: Any, *labels: str) -> Any:
+    """`metric.labels(*labels)`, looked up once."""
+    key = (metric, *labels)
+    found = _children.get(key)
+    if found is None:
+        found = _children[key] = metric.labels(*labels)
+    return found
+
+
+def tier_outcome(model: str, tier: str, outcome: str) -> Any:
+    return child(TIER_REQUESTS, model, tier, outcome)
 
 
 def publish_prices(model: str, pricing: Pricing) -> None:

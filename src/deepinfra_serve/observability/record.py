@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.pricing import NO_USAGE, Usage
+from ..config.tiers import DEFAULT as DEFAULT_TIER
+from ..config.tiers import Tier
 from . import metrics
 
 # An ASGI scope: the record rides on it for code outside the request's context.
@@ -65,6 +67,8 @@ class RequestRecord:
     finish_reason: str | None = None
     user: str | None = None
     cache_salt: str | None = None  # the caller's prefix-cache partition; never logged
+    tier: Tier = DEFAULT_TIER  # the service tier it is served and billed at
+    place: Any = None  # its place in the model's capacity (`http.capacity.Place`)
     content: dict[str, Any] | None = None
     # Set once the middleware has billed the request: usage settled later (a webhook job
     # outlives its HTTP request) is billed on its own.
@@ -89,6 +93,10 @@ class RequestRecord:
         if self.accounted:
             if self.api is not None:
                 metrics.billing(self.model, self.api).bill(usage)
+                if usage.estimated_cost:
+                    metrics.child(metrics.TIER_COST, self.model, self.tier.name).inc(
+                        usage.estimated_cost
+                    )
         else:
             self.usage = usage
             self.finish_reason = finish_reason

@@ -142,6 +142,7 @@ class ChatService:
             id=request_id,
             created=int(time.time()),
             model=self.card.name,
+            service_tier=gen.tier,
             choices=choices,
             usage=gen.usage(),
         )

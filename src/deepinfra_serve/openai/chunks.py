@@ -71,7 +71,13 @@ def sse_chunks(
     no newlines, so an SSE frame is "data: " + JSON + a blank line.
     """
     head = orjson.dumps(
-        {"id": request_id, "object": obj, "created": int(time.time()), "model": model}
+        {
+            "id": request_id,
+            "object": obj,
+            "created": int(time.time()),
+            "model": model,
+            "service_tier": gen.tier,
+        }
     )
     prefix = b"data: " + head[:-1] + b',"choices":['
     dumps = orjson.dumps

@@ -108,6 +108,7 @@ class CompletionService:
             id=request_id,
             created=int(time.time()),
             model=self.card.name,
+            service_tier=gen.tier,
             choices=choices,
             usage=gen.usage(),
         )

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from ..config.pricing import Usage
+from ..config.tiers import TierName
 from .schema import FunctionCall, ToolCall
 
 
@@ -75,6 +76,7 @@ class ChatCompletion(_Out):
     object: Literal["chat.completion"] = "chat.completion"
     created: int
     model: str
+    service_tier: TierName = Field(description="The tier applied, and billed.")
     choices: list[ChatChoice]
     usage: Usage
 
@@ -111,6 +113,7 @@ class ChatCompletionChunk(_Out):
     object: Literal["chat.completion.chunk"] = "chat.completion.chunk"
     created: int
     model: str
+    service_tier: TierName = Field(description="The tier applied, and billed.")
     choices: list[ChatChunkChoice]
     usage: Usage | None = None
 
@@ -127,6 +130,7 @@ class Completion(_Out):
     object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
+    service_tier: TierName = Field(description="The tier applied, and billed.")
     choices: list[CompletionChoice]
     usage: Usage
 
@@ -138,6 +142,7 @@ class CompletionChunk(_Out):
     object: Literal["text_completion"] = "text_completion"
     created: int
     model: str
+    service_tier: TierName = Field(description="The tier applied, and billed.")
     choices: list[CompletionChoice]
     usage: Usage | None = None
 

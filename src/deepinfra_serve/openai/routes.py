@@ -40,11 +40,11 @@ def _services(state: State) -> OpenAIServices:
     return services
 
 
-async def chat_completions(state: State, body: ChatCompletionRequest, _: str) -> Answer:
+async def chat_completions(state: State, body: ChatCompletionRequest, _: str, __: object) -> Answer:
     return await _services(state).chat.create(body)
 
 
-async def completions(state: State, body: CompletionRequest, _: str) -> Answer:
+async def completions(state: State, body: CompletionRequest, _: str, __: object) -> Answer:
     return await _services(state).completions.create(body)
 
 
@@ -68,11 +68,11 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
     )
 
 
-async def list_models(state: State, _: None, __: str) -> ModelList:
+async def list_models(state: State, _: None, __: str, ___: object) -> ModelList:
     return ModelList(data=[model_out(card, state.created) for card in state.listed])
 
 
-async def get_model(state: State, _: None, model: str) -> ModelOut:
+async def get_model(state: State, _: None, model: str, __: object) -> ModelOut:
     # Only what the list shows can be retrieved.
     for card in state.listed:
         if card.name == model:

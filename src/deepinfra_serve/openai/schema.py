@@ -8,6 +8,7 @@ from typing import Annotated, Any, ClassVar, Literal
 import jsonschema
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from ..config.tiers import TierName
 from ..engine.response_format import ResponseFormat
 from ..engine.sampling import (
     ApiProfile,
@@ -57,6 +58,13 @@ class SamplingFields(BaseModel):
     )
     response_format: ResponseFormat | None = None
     stream: bool = False
+    service_tier: TierName | None = Field(
+        None,
+        description="default; priority: ahead of the queue and admitted while default traffic "
+        "is refused, at 1.5x; flex: idle capacity, may wait up to 10 minutes, at 0.8x. The "
+        "response's service_tier says which was applied (and billed): a model without the "
+        "tier serves and bills the request as default.",
+    )
 
     # The endpoint's documented defaults and field names.
     profile: ClassVar[ApiProfile] = CHAT_PROFILE

@@ -1,0 +1,28 @@
+"""DeepInfra's account route the server can answer: `GET /v1/me/rate_limit`, the caller's
+limits on this model, from the keys configuration (`auth`)."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+from starlette.datastructures import State
+
+from .auth import Tenant
+
+
+class RateLimitOut(BaseModel):
+    """DeepInfra's RateLimitOut."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    rate_limit: int = Field(description="Per model outstanding request rate limit")
+    tpm_rate_limit: int = Field(
+        description="Per model token per minute rate limit; 0: tokens per minute are not "
+        "limited (this server limits concurrent requests only)."
+    )
+
+
+async def rate_limit(state: State, _: None, __: str, tenant: Tenant | None) -> RateLimitOut:
+    # An open server (no keys) has no per-key limit: the model's own bound is what a caller
+    # meets.
+    limit = tenant.rate_limit if tenant is not None else state.capacity.policy.limit
+    return RateLimitOut(rate_limit=limit, tpm_rate_limit=0)
