@@ -527,6 +527,8 @@ def assemble(chunks: list[dict[str, Any]]) -> tuple[str, list[dict[str, Any]], s
 # --- fleets ----------------------------------------------------------------------------------
 
 FLEET_KEY = "fleet-test-key"  # the test fleet's API key
+FLEET_LIMITED_KEY = "fleet-limited-key"  # another, with its own limit
+FLEET_KEY_LIMIT = 2
 MISTRAL = "deepinfra-serve/tiny-mistral"
 
 

@@ -17,7 +17,15 @@ from pathlib import Path
 import httpx
 import pytest
 
-from ..helpers import FLEET_KEY, ROOT, START_TIMEOUT_S, RunningFleet, free_port
+from ..helpers import (
+    FLEET_KEY,
+    FLEET_KEY_LIMIT,
+    FLEET_LIMITED_KEY,
+    ROOT,
+    START_TIMEOUT_S,
+    RunningFleet,
+    free_port,
+)
 
 SPEC = ROOT / "fleets" / "dev" / "tiny.yaml"
 
@@ -46,7 +54,9 @@ def fleet(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     port, first = free_port(), _free_ports(3)
     env = {
         **os.environ,
-        "DEEPINFRA_SERVE_API_KEYS": FLEET_KEY,
+        "DEEPINFRA_SERVE_API_KEYS": (
+            f"{FLEET_KEY}, {FLEET_LIMITED_KEY} rate_limit={FLEET_KEY_LIMIT}"
+        ),
         "DEEPINFRA_SERVE_SHUTDOWN_GRACE_S": "60",
         "PYTHONUNBUFFERED": "1",
     }

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import socket
 import time
 from contextlib import AbstractContextManager
 
@@ -9,8 +12,17 @@ import httpx
 import pytest
 from openai import OpenAI
 
+from ..helpers import (
+    FLEET_KEY,
+    FLEET_KEY_LIMIT,
+    FLEET_LIMITED_KEY,
+    MISTRAL,
+    RunningFleet,
+    eventually,
+    json_log,
+    sse_lines,
+)
 from ..helpers import FLEET_KEY as KEY
-from ..helpers import MISTRAL, RunningFleet, eventually, json_log, sse_lines
 from ..helpers import MODEL as LLAMA
 
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -307,3 +319,72 @@ def test_the_front_door_has_its_own_probes_and_metrics(fleet: RunningFleet) -> N
     assert (
         metrics.count('haproxy_server_status{proxy="model_deepinfra-serve-tiny-random-llama"') >= 2
     )
+
+
+def _table(fleet: RunningFleet) -> str:
+    """The front door's table of keys in flight, from its operators' socket."""
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(fleet.run_dir / "haproxy.sock"))
+        s.sendall(b"show table key_limits\n")
+        return b"".join(iter(lambda: s.recv(65536), b"")).decode()
+
+
+def test_the_front_door_holds_a_key_to_its_limit_across_replicas(fleet: RunningFleet) -> None:
+    limited = {"Authorization": f"Bearer {FLEET_LIMITED_KEY}"}
+    digest = hashlib.sha256(FLEET_LIMITED_KEY.encode()).hexdigest()
+    long = {"model": LLAMA, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 1000}
+
+    async def scenario() -> None:
+        async with httpx.AsyncClient(base_url=fleet.url, timeout=60) as ac:
+            # Its requests spread over both replicas (each would take 2 more of them itself).
+            held = [
+                ac.stream(
+                    "POST",
+                    "/v1/openai/chat/completions",
+                    json={**long, "stream": True, "prompt_cache_key": f"session-{i}"},
+                    headers=limited,
+                )
+                for i in range(FLEET_KEY_LIMIT)
+            ]
+            assert [(await h.__aenter__()).status_code for h in held] == [200] * FLEET_KEY_LIMIT
+            table = _table(fleet)
+            third = await ac.post("/v1/openai/chat/completions", json=long, headers=limited)
+            native = await ac.post(f"/v1/inference/{LLAMA}", json={"input": "Hi"}, headers=limited)
+            other = await ac.post(
+                "/v1/openai/chat/completions", json={**long, "max_tokens": 2}, headers=AUTH
+            )
+            for h in held:
+                await h.__aexit__(None, None, None)
+        # The front door answered: a replica's answers carry a request id.
+        assert third.status_code == 429 and "x-request-id" not in third.headers
+        assert third.headers["retry-after"] == "1"
+        assert third.json()["error"]["code"] == "rate_limited"
+        assert native.status_code == 429 and native.json() == {"error": "Rate limited"}
+        assert other.status_code == 200
+        # Only the key's digest is held, with its requests in flight.
+        assert f"key={digest} " in table and f"conn_cur={FLEET_KEY_LIMIT}" in table
+        assert FLEET_LIMITED_KEY not in table and FLEET_KEY not in table
+        assert FLEET_LIMITED_KEY not in (fleet.run_dir / "haproxy.cfg").read_text()
+        assert FLEET_LIMITED_KEY not in (fleet.run_dir / "key_limits.map").read_text()
+
+    asyncio.run(scenario())
+    eventually(lambda: f"key={digest} " not in _table(fleet) or "conn_cur=0" in _table(fleet), 10)
+    again = httpx.post(
+        f"{fleet.url}/v1/openai/chat/completions",
+        json={**long, "max_tokens": 2},
+        headers=limited,
+        timeout=60,
+    )
+    assert again.status_code == 200
+
+
+@pytest.mark.parametrize("tier", ["priority", "flex"])
+def test_tiers_pass_the_front_door(fleet: RunningFleet, tier: str) -> None:
+    body = {"model": LLAMA, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    r = httpx.post(
+        f"{fleet.url}/v1/openai/chat/completions",
+        json={**body, "service_tier": tier},
+        headers=AUTH,
+        timeout=60,
+    )
+    assert r.status_code == 200 and r.json()["service_tier"] == tier

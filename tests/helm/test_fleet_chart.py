@@ -280,3 +280,50 @@ def test_the_fleet_file_and_the_chart_agree_on_the_node() -> None:
     assert files == CARD_FILES
     gpus = sum(load_card(ROOT / "model_cards" / f).engine.tensor_parallel_size for f in files)
     assert gpus == spec["gpus"] == 8
+
+
+def test_the_front_door_holds_keys_by_digest_and_keeps_the_tiers_apart(tmp_path: Path) -> None:
+    values = {
+        **FLEET,
+        "apiKeys": {"secretName": "keys", "rateLimit": 200},
+        "frontDoor": {"replicaCount": 3, "keyLimits": {"secretName": "key-limits"}},
+    }
+    docs = render(values, name="fleet")
+    data = named(docs, "ConfigMap", "fleet-deepinfra-serve-front-door")["data"]
+    config = data["haproxy.cfg"]
+    # Each of 3 front doors holds ceil(limit / 3) of a key's requests; the keys' own limits come
+    # from the Secret, by digest.
+    assert "map(/usr/local/etc/haproxy/keys/key_limits.map,200),add(2),div(3)" in config
+    assert "track-sc0 var(txn.key_id) table key_limits" in config
+    assert "digest(sha256),hex,lower" in config
+    [door] = [
+        d
+        for d in of_kind(docs, "Deployment")
+        if d["metadata"]["name"] == "fleet-deepinfra-serve-front-door"
+    ]
+    volumes = {v["name"]: v for v in door["spec"]["template"]["spec"]["volumes"]}
+    assert volumes["key-limits"]["secret"]["secretName"] == "key-limits"
+    # A replica takes default's limit and priority's reserve (200 + 20) from the front door,
+    # which queues priority first past it; flex goes through a backend of its own.
+    backend = config.index("backend model_mythomax-l2-13b-turbo\n")
+    assert "default-server maxconn 220" in config[backend : backend + 1500]
+    assert "backend model_mythomax-l2-13b-turbo_flex\n" in config
+    assert "set-priority-class int(-10) if { var(txn.tier) -m str priority }" in config
+    # A replica's 429 is an answer: retries are for connection failures and 503s only.
+    assert "retry-on conn-failure empty-response 503\n" in config
+    # Replicas hold each key to the same default.
+    for pod in of_kind(docs, "Deployment"):
+        if pod is not door:
+            [server] = pod["spec"]["template"]["spec"]["containers"]
+            env = {e["name"]: e.get("value") for e in server["env"]}
+            assert env["DEEPINFRA_SERVE_KEY_RATE_LIMIT"] == "200"
+    if shutil.which("haproxy") is None:
+        pytest.skip("Debian's haproxy is not installed here (`make test` installs it as root)")
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "key_limits.map").write_text(f"{'0' * 64} 5\n")
+    for key, text in data.items():
+        (tmp_path / key).write_text(text.replace("/usr/local/etc/haproxy", str(tmp_path)))
+    check = subprocess.run(
+        ["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True
+    )
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -19,8 +19,11 @@ from ..helpers import (
     INFERENCE,
     MODEL,
     engine_load,
+    metric_sum,
     receiving,
 )
+
+IN_FLIGHT = "deepinfra_requests_in_flight"
 
 LIMIT = GUARDED_LIMIT
 
@@ -34,14 +37,17 @@ def test_the_concurrency_limit_is_forced_429_and_the_engine_never_holds_more(
 
     async def scenario() -> tuple[list[httpx.Response], list[float]]:
         async with httpx.AsyncClient(base_url=url, timeout=60, headers=GUARDED_AUTH) as ac:
-            held = [ac.stream("POST", CHAT, json=long) for _ in range(LIMIT)]
-            streams = [await h.__aenter__() for h in held]  # the limit, taken
-            assert [r.status_code for r in streams] == [200] * LIMIT
+            # The limit, taken (the engine runs 3 at once: the 4th waits in its queue).
+            held = [asyncio.ensure_future(ac.post(CHAT, json=long)) for _ in range(LIMIT)]
+            while metric_sum((await ac.get("/metrics")).text, IN_FLIGHT, api="chat") < LIMIT:
+                await asyncio.sleep(0.02)
             refused = await asyncio.gather(*(ac.post(CHAT, json=short) for _ in range(8)))
             native = await ac.post(f"/v1/inference/{MODEL}", json={"input": "Hi"})
             engine = [engine_load((await ac.get("/metrics")).text) for _ in range(5)]
+            assert not any(h.done() for h in held)
             for h in held:
-                await h.__aexit__(None, None, None)
+                h.cancel()
+            await asyncio.gather(*held, return_exceptions=True)
         return [*refused, native], engine
 
     refused, engine = asyncio.run(scenario())
@@ -60,6 +66,10 @@ def test_the_concurrency_limit_is_forced_429_and_the_engine_never_holds_more(
     assert refused[-1].json() == {"error": "Model busy, retry later"}  # the native shape
     assert max(engine) <= LIMIT  # running + waiting, as the engine counts them
     with httpx.Client(base_url=url, timeout=60, headers=GUARDED_AUTH) as c:  # the slots came back
+        deadline = time.monotonic() + 10
+        while metric_sum(c.get("/metrics").text, IN_FLIGHT, api="chat") > 0:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
         assert c.post(CHAT, json=short).status_code == 200
 
 

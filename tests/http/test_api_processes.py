@@ -37,6 +37,7 @@ from ..helpers import (
 
 KEY = "two-process-key"
 OTHER_KEY = "two-process-other-key"
+LIMITED_KEY = "two-process-limited-key"  # its own limit: 2
 AUTH = {"authorization": f"Bearer {KEY}"}
 SHORT = {"model": MODEL, "messages": HELLO, "max_tokens": 4, "temperature": 0}
 LONG = {"model": MODEL, "messages": HELLO, "max_tokens": 480, "n": 3, "temperature": 1, "seed": 7}
@@ -61,7 +62,7 @@ def _server(cache_dir: Path, log: Path, **env: str) -> Any:
         log,
         {
             "DEEPINFRA_SERVE_API_PROCESSES": "2",
-            "DEEPINFRA_SERVE_API_KEYS": f"{KEY},{OTHER_KEY}",
+            "DEEPINFRA_SERVE_API_KEYS": f"{KEY},{OTHER_KEY},{LIMITED_KEY} rate_limit=2",
             "DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS": str(LIMIT),
             # This operator lets its tenants share cached prefixes (the default keeps them apart).
             "DEEPINFRA_SERVE_SHARE_PROMPT_CACHE": "true",
@@ -159,6 +160,36 @@ def test_the_concurrency_limit_holds_across_processes(two: tuple[str, Any, Path]
     # Each process alone would have admitted up to LIMIT; together they admit LIMIT.
     assert set(refused) == {429}
     assert len(_pids(log, r'"message":"access".*"status":429')) == 2
+
+
+def test_a_keys_limit_holds_across_processes(two: tuple[str, Any, Path]) -> None:
+    url, _, log = two
+    limited = {"authorization": f"Bearer {LIMITED_KEY}"}
+
+    async def scenario() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=url, timeout=120, headers=limited) as ac:
+            held = [ac.stream("POST", CHAT, json={**LONG, "stream": True}) for _ in range(2)]
+            assert [(await h.__aenter__()).status_code for h in held] == [200, 200]
+            refused: list[httpx.Response] = []
+            for round in range(10):  # new connections, until both processes have said no
+                async with httpx.AsyncClient(base_url=url, timeout=60, headers=limited) as new:
+                    refused += await asyncio.gather(
+                        *(
+                            new.post(CHAT, json=SHORT, headers={"x-request-id": f"lim-{round}-{i}"})
+                            for i in range(4)
+                        )
+                    )
+                if len(_pids(log, r'"request_id":"lim-.*"status":429')) == 2:
+                    break
+            for h in held:
+                await h.__aexit__(None, None, None)
+        return refused
+
+    refused = asyncio.run(scenario())
+    assert {r.status_code for r in refused} == {429}
+    assert {r.json()["error"]["code"] for r in refused} == {"rate_limited"}
+    # Each process alone holds at most what it serves; together they hold the key to 2.
+    assert len(_pids(log, r'"request_id":"lim-.*"status":429')) == 2
 
 
 def test_a_disconnect_aborts_the_engine_request(two: tuple[str, Any, Path]) -> None:

@@ -31,7 +31,9 @@ class StandInEngine:
         self.texts = texts
         self.ran_to_end = False
 
-    async def generate(self, prompt: Any, params: Any, request_id: str) -> AsyncIterator[Any]:
+    async def generate(
+        self, prompt: Any, params: Any, request_id: str, priority: int = 0
+    ) -> AsyncIterator[Any]:
         for i, text in enumerate(self.texts):
             await asyncio.sleep(0)
             last = i == len(self.texts) - 1
@@ -79,7 +81,7 @@ async def test_the_last_frames_go_out_with_the_end_of_the_body(tiny_card: ModelC
         return {"type": "http.disconnect"}
 
     try:
-        await serve_request(receive, send, work(), timeout_s=60, family=OPENAI)
+        await serve_request(receive, send, work, timeout_s=60, family=OPENAI)
     finally:
         unbind(token)
     start, *bodies = sent

@@ -26,6 +26,7 @@ from ..helpers import (
     asse_lines,
     descendants,
     killed_leaves_nothing,
+    metric_sum,
     receiving,
     server_process,
     until_in_flight,
@@ -58,16 +59,23 @@ def test_no_engine_outlives_a_killed_server(cache_dir: Path, tmp_path: Path) -> 
 
 HEAVY = {"model": MODEL, "messages": HELLO, "max_tokens": 1000, "temperature": 0, "stream": True}
 STREAMS = 150
+FLEX_WAITERS = 3
 
 
 async def _cut_short(
-    url: str, proc: Any, signals: int, jobs: dict[str, Any] | None = None, group: bool = False
+    url: str,
+    proc: Any,
+    signals: int,
+    jobs: dict[str, Any] | None = None,
+    group: bool = False,
+    flex: list[httpx.Response] | None = None,
 ) -> tuple[list[list[str]], float, list[str]]:
     """STREAMS heavy streams; once all run, four webhook `jobs` if given (they share the engine
-    with the streams, so that none can finish within a short grace), then `signals` SIGTERMs
-    (the second after readiness turned 503), the first to the server's process group if
-    `group`. The streams' lines, the seconds from the first signal to the exit, and the jobs'
-    request ids."""
+    with the streams, so that none can finish within a short grace), then, given a `flex`
+    list, FLEX_WAITERS flex requests that wait for room (their answers go into it), then
+    `signals` SIGTERMs (the second after readiness turned 503), the first to the server's
+    process group if `group`. The streams' lines, the seconds from the first signal to the
+    exit, and the jobs' request ids."""
 
     async def one(ac: httpx.AsyncClient) -> list[str]:
         lines: list[str] = []
@@ -86,6 +94,16 @@ async def _cut_short(
         if jobs is not None:
             for _ in range(4):
                 queued.append((await ac.post(INFERENCE, json=jobs)).json()["request_id"])
+        waiters = []
+        if flex is not None:
+            body = {**HEAVY, "stream": False, "service_tier": "flex"}
+            waiters = [asyncio.create_task(ac.post(CHAT, json=body)) for _ in range(FLEX_WAITERS)]
+            deadline = time.monotonic() + 20
+            text = ""
+            while metric_sum(text, "deepinfra_flex_waiting_requests") < FLEX_WAITERS:
+                assert time.monotonic() < deadline, "the flex requests are not waiting"
+                await asyncio.sleep(0.05)
+                text = (await ac.get("/metrics")).text
         if group:  # as a supervisor that stops groups, or `kill -- -PGID`, sends it
             os.killpg(proc.pid, signal.SIGTERM)
         else:
@@ -101,6 +119,8 @@ async def _cut_short(
             assert time.monotonic() - signalled < 60, "the server did not stop"
             await asyncio.sleep(0.05)
         stopped = time.monotonic() - signalled
+        if flex is not None:
+            flex += await asyncio.gather(*waiters)
         return await asyncio.gather(*streams), stopped, queued
 
 
@@ -119,6 +139,7 @@ class CutShort:
     log: str
     queued: list[str]  # the webhook jobs' request ids
     delivered: list[dict[str, Any]]  # what their webhook received
+    flex: list[httpx.Response]  # the answers of the flex requests waiting at SIGTERM
 
 
 @pytest.fixture(scope="module")
@@ -131,16 +152,19 @@ def cut_short(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> CutS
     env = {
         "DEEPINFRA_SERVE_SHUTDOWN_GRACE_S": "2",
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
+        # The streams and the webhook generations fill the model: flex requests wait.
+        "DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS": str(STREAMS + 4),
     }
     log = tmp_path_factory.mktemp("grace") / "grace.log"
+    flex: list[httpx.Response] = []
     with receiving() as receiver:
         with server_process(TINY_CARD, cache_dir, log, env) as (url, proc):
             job = {"input": "Hi", "max_new_tokens": 1000, "webhook": receiver.url}
-            scenario = _cut_short(url, proc, signals=1, jobs=job, group=True)
+            scenario = _cut_short(url, proc, signals=1, jobs=job, group=True, flex=flex)
             results, stopped, queued = asyncio.run(scenario)
         delivered = list(receiver.bodies)
     return CutShort(
-        results, stopped, proc.returncode, log.read_text(errors="replace"), queued, delivered
+        results, stopped, proc.returncode, log.read_text(errors="replace"), queued, delivered, flex
     )
 
 
@@ -160,6 +184,13 @@ def test_a_group_sigterm_drains_until_the_grace_period_is_over(cut_short: CutSho
     assert cut_short.returncode == 0
     assert not all(_complete(lines) for lines in results)
     assert "grace period over with" in cut_short.log
+
+
+def test_sigterm_answers_the_flex_requests_still_waiting(cut_short: CutShort) -> None:
+    assert len(cut_short.flex) == FLEX_WAITERS
+    for r in cut_short.flex:
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        assert r.json()["error"]["code"] == "shutting_down"
 
 
 def test_sigterm_delivers_every_queued_webhook_exactly_once(cut_short: CutShort) -> None:
