@@ -44,6 +44,12 @@ def _parser() -> argparse.ArgumentParser:
     fleet.add_argument("--first-replica-port", type=int, help="default: the front door's + 1")
     fleet.add_argument("--max-body-bytes", type=int, default=None, help="default: 1 MiB")
     fleet.add_argument("--config-only", action="store_true", help="write the config and exit")
+    keys = sub.add_parser(
+        "key-limits",
+        help="print a front door's key_limits.map: the sha256 digest and limit of each API key "
+        "with its own rate_limit (from DEEPINFRA_SERVE_API_KEYS and the keys file)",
+    )
+    keys.add_argument("--api-keys-file", type=Path, help="(DEEPINFRA_SERVE_API_KEYS_FILE)")
     return parser
 
 
@@ -60,6 +66,20 @@ def main(argv: list[str] | None = None) -> int:
     overrides = {k: v for k, v in vars(args).items() if v is not None and k in setting_names}
     settings = ServerSettings(**overrides)
     configure_logging(settings.log_level)
+    if args.command in ("key-limits", "serve", "fleet"):
+        # A typo in the keys fails the start, naming the option (never the key).
+        from .http.auth import read_entries
+
+        try:
+            entries = read_entries(settings.api_keys, settings.api_keys_file)
+        except (OSError, ValueError) as exc:
+            print(f"deepinfra-serve: API keys: {exc}", file=sys.stderr)
+            return 2
+        if args.command == "key-limits":
+            from .fleet.config import key_limits_map
+
+            print(key_limits_map(entries), end="")
+            return 0
     if args.command == "fleet":
         from .fleet.run import DEFAULT_MAX_BODY_BYTES, run_fleet
 

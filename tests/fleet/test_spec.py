@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import configparser
+import hashlib
 import os
 import shutil
 import subprocess
@@ -150,3 +151,21 @@ def test_every_replica_lists_the_fleet_in_one_order() -> None:
     assert names == [expected, expected]
     alone = listed_cards(load_card(cards / "codellama-70b-instruct.yaml"), "")
     assert [c.name for c in alone] == ["codellama/CodeLlama-70b-Instruct-hf"]
+
+
+def test_key_limits_print_digests_and_a_typo_fails_naming_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keys = tmp_path / "api-keys"
+    keys.write_text("sk-open\nsk-small rate_limit=3\n")
+    monkeypatch.setenv("DEEPINFRA_SERVE_API_KEYS", "sk-inline rate_limit=7")
+    assert main(["key-limits", "--api-keys-file", str(keys)]) == 0
+    printed = capsys.readouterr().out
+    digest = hashlib.sha256
+    assert printed == (
+        f"{digest(b'sk-inline').hexdigest()} 7\n{digest(b'sk-small').hexdigest()} 3\n"
+    )
+    keys.write_text("sk-small rate=3\n")
+    assert main(["key-limits", "--api-keys-file", str(keys)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown API key option 'rate'" in err and "sk-small" not in err

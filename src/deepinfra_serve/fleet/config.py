@@ -9,7 +9,7 @@ from pathlib import Path
 from jinja2 import Environment, PackageLoader, StrictUndefined
 
 from ..config.settings import ServerSettings
-from ..http.auth import key_digest, read_entries
+from ..http.auth import KeyEntry, key_digest, read_entries
 from .spec import Fleet
 
 # What the proxy allows beyond the replicas' own bounds, so that they end long requests.
@@ -20,6 +20,12 @@ _ERRORS = {
     503: ("Service Unavailable", "No replica can take the request now; retry later", "no_replica"),
     504: ("Gateway Timeout", "The replica did not answer in time", "gateway_timeout"),
 }
+
+
+def key_limits_map(entries: list[KeyEntry]) -> str:
+    """The front door's map of the keys' own limits, by sha256 digest: it never holds a key.
+    Keys without one get the default limit."""
+    return "".join(f"{key_digest(e.key)} {e.rate_limit}\n" for e in entries if e.rate_limit)
 
 
 def proxy_timeout_s(settings: ServerSettings) -> int:
@@ -61,11 +67,8 @@ def write_config(
     (run_dir / "models.map").write_text(
         "".join(f"{name} {backend}\n" for backend, name in backends)
     )
-    # The keys' own limits, by digest: the front door never holds a key.
     entries = read_entries(settings.api_keys, settings.api_keys_file)
-    (run_dir / "key_limits.map").write_text(
-        "".join(f"{key_digest(e.key)} {e.rate_limit}\n" for e in entries if e.rate_limit)
-    )
+    (run_dir / "key_limits.map").write_text(key_limits_map(entries))
     # What a replica admits of default and priority: past it, HAProxy queues.
     maxconn_of = {}
     for card, _ in fleet.cards:
