@@ -41,7 +41,7 @@ def test_mythomax_card_matches_its_reference_page() -> None:
     assert (card.limits.max_n, card.limits.max_stop) == (4, 16)
     assert (card.pricing.input_usd_per_mtok, card.pricing.output_usd_per_mtok) == (0.08, 0.08)
     assert card.chat_template is not None and "### Instruction:" in card.chat_template
-    assert card.apis == ["openai", "native"]
+    assert card.apis == ["openai", "native", "anthropic"]
 
 
 def test_mistral_nemo_card() -> None:
@@ -129,7 +129,7 @@ BASE = (CARDS / "dev" / "tiny-random.yaml").read_text()
             "pricing.cache_read_usd_per_mtok",
         ),
         (BASE.replace("source: generated", "source: ftp"), "weights"),
-        (BASE.replace("apis: [openai, native]", "apis: [grpc]"), "apis.0"),
+        (BASE.replace("apis: [openai, native, anthropic]", "apis: [grpc]"), "apis.0"),
         (BASE.replace("name: deepinfra-serve/tiny-random-llama", "name: tiny"), "Owner/Name"),
         ("engine: [unclosed", "not valid YAML"),
         # A key given twice is refused (YAML readers differ on which one wins), with its line.

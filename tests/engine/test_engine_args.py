@@ -48,6 +48,8 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
         "structured_outputs_config": COMPACT_JSON,
+        # The card sells service tiers: the engine queues by priority.
+        "scheduling_policy": "priority",
         "enable_prefix_caching": True,
     },
     "codellama-70b-instruct.yaml": {
@@ -62,6 +64,8 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
         "structured_outputs_config": COMPACT_JSON,
+        # The card sells service tiers: the engine queues by priority.
+        "scheduling_policy": "priority",
         "enable_prefix_caching": True,
     },
     "mistral-nemo-instruct-2407.yaml": {
@@ -76,6 +80,8 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "mistral",
         "structured_outputs_config": COMPACT_JSON,
+        # The card sells service tiers: the engine queues by priority.
+        "scheduling_policy": "priority",
         "enable_prefix_caching": True,
         "config_format": "mistral",
         "load_format": "mistral",
@@ -116,6 +122,7 @@ GPU_ARGS = {
         **TINY,
         "model": "/cache/deepinfra-serve--tiny-random-llama",
         "served_model_name": ["deepinfra-serve/tiny-random-llama"],
+        "scheduling_policy": "priority",
         "enable_log_requests": True,
     },
 }

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
+import json
 import socket
 import time
 from contextlib import AbstractContextManager
 
+import anthropic
 import httpx
 import pytest
 from openai import OpenAI
@@ -111,10 +114,16 @@ def test_models_lists_the_whole_fleet_with_its_metadata(fleet: RunningFleet, pat
             prices = {"input_tokens": 1.0, "output_tokens": 2.0, **cache_read}
             assert m["metadata"]["pricing"] == prices
             assert m["metadata"]["context_length"] == 1024
-            assert m["metadata"]["tags"] == ["test", "cpu"]
+            assert m["metadata"]["tags"] == m["tags"] == ["test", "cpu", "tools"]
             assert m["metadata"]["description"]
     one = httpx.get(f"{fleet.url}/v1/openai/models/{MISTRAL}", timeout=10).json()
     assert one["id"] == MISTRAL
+    # DeepInfra's own model routes, whichever replica answers.
+    for _ in range(4):
+        info = httpx.get(f"{fleet.url}/models/{MISTRAL}", timeout=10).json()
+        assert info["model_name"] == MISTRAL and "tools" in info["tags"]
+        listing = httpx.get(f"{fleet.url}/models/list", timeout=10).json()
+        assert {m["model_name"] for m in listing} == {LLAMA, MISTRAL}
 
 
 def test_an_unknown_model_is_404_in_each_apis_shape(fleet: RunningFleet) -> None:
@@ -378,6 +387,16 @@ def test_the_front_door_holds_a_key_to_its_limit_across_replicas(fleet: RunningF
     assert again.status_code == 200
 
 
+def test_a_model_named_at_its_version_reaches_its_replicas(fleet: RunningFleet) -> None:
+    body = {"model": f"{LLAMA}:1", "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    r = httpx.post(f"{fleet.url}/v1/openai/chat/completions", json=body, headers=AUTH, timeout=60)
+    assert r.status_code == 200 and r.json()["model"] == LLAMA
+    native = httpx.post(
+        f"{fleet.url}/v1/inference/{LLAMA}:1", json={"input": "Hi"}, headers=AUTH, timeout=60
+    )
+    assert native.status_code == 200
+
+
 @pytest.mark.parametrize("tier", ["priority", "flex"])
 def test_tiers_pass_the_front_door(fleet: RunningFleet, tier: str) -> None:
     body = {"model": LLAMA, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
@@ -388,3 +407,30 @@ def test_tiers_pass_the_front_door(fleet: RunningFleet, tier: str) -> None:
         timeout=60,
     )
     assert r.status_code == 200 and r.json()["service_tier"] == tier
+
+
+@pytest.mark.parametrize("model", [LLAMA, MISTRAL])
+def test_gzip_bodies_reach_their_models_replicas(fleet: RunningFleet, model: str) -> None:
+    body = {"model": model, "messages": [{"role": "user", "content": "Hi"}], "max_tokens": 2}
+    headers = {**AUTH, "content-encoding": "gzip", "content-type": "application/json"}
+    for _ in range(4):  # whichever replica the front door tries first
+        r = httpx.post(
+            f"{fleet.url}/v1/openai/chat/completions",
+            content=gzip.compress(json.dumps(body).encode()),
+            headers=headers,
+            timeout=60,
+        )
+        assert r.status_code == 200 and r.json()["model"] == model
+
+
+@pytest.mark.parametrize("model", [LLAMA, MISTRAL])
+def test_the_messages_api_through_the_front_door(fleet: RunningFleet, model: str) -> None:
+    client = anthropic.Anthropic(base_url=f"{fleet.url}/anthropic", api_key=KEY, max_retries=0)
+    message = client.messages.create(
+        model=model, max_tokens=3, messages=[{"role": "user", "content": "Hi"}]
+    )
+    assert message.model == model and message.usage.output_tokens <= 3
+    with client.messages.stream(
+        model=model, max_tokens=3, messages=[{"role": "user", "content": "Hi"}]
+    ) as stream:
+        assert stream.get_final_message().model == model

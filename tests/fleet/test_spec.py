@@ -137,35 +137,36 @@ def test_the_files_device_applies_unless_the_command_line_names_one() -> None:
 
 def test_every_replica_lists_the_fleet_in_one_order() -> None:
     from deepinfra_serve.config.cards import load_card
-    from deepinfra_serve.http.app import listed_cards
+    from deepinfra_serve.http.app import fleet_cards
 
     cards = ROOT / "model_cards"
     fleet = f"{cards / 'mythomax-l2-13b-turbo.yaml'},{cards / 'pygmalion-13b-4bit-128g.yaml'},"
     fleet += str(cards / "mistral-nemo-instruct-2407.yaml")
     names = [
-        [c.name for c in listed_cards(load_card(cards / f), fleet)]
+        [c.name for c in fleet_cards(load_card(cards / f), fleet)]
         for f in ("mistral-nemo-instruct-2407.yaml", "mythomax-l2-13b-turbo.yaml")
     ]
-    # pygmalion offers the native API only: not in the OpenAI list.
-    expected = ["Gryphe/MythoMax-L2-13b-turbo", "mistralai/Mistral-Nemo-Instruct-2407"]
+    expected = [
+        "Gryphe/MythoMax-L2-13b-turbo",
+        "DeepInfra/pygmalion-13b-4bit-128g",
+        "mistralai/Mistral-Nemo-Instruct-2407",
+    ]
     assert names == [expected, expected]
-    alone = listed_cards(load_card(cards / "codellama-70b-instruct.yaml"), "")
+    alone = fleet_cards(load_card(cards / "codellama-70b-instruct.yaml"), "")
     assert [c.name for c in alone] == ["codellama/CodeLlama-70b-Instruct-hf"]
 
 
-def test_key_limits_print_digests_and_a_typo_fails_naming_the_option(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_key_limits_print_digests_and_a_typo_fails_naming_the_option(tmp_path: Path) -> None:
     keys = tmp_path / "api-keys"
     keys.write_text("sk-open\nsk-small rate_limit=3\n")
-    monkeypatch.setenv("DEEPINFRA_SERVE_API_KEYS", "sk-inline rate_limit=7")
-    assert main(["key-limits", "--api-keys-file", str(keys)]) == 0
-    printed = capsys.readouterr().out
+    env = {**os.environ, "DEEPINFRA_SERVE_API_KEYS": "sk-inline rate_limit=7"}
+    cmd = [sys.executable, "-m", "deepinfra_serve.cli", "key-limits", "--api-keys-file", str(keys)]
+    printed = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True).stdout
     digest = hashlib.sha256
     assert printed == (
         f"{digest(b'sk-inline').hexdigest()} 7\n{digest(b'sk-small').hexdigest()} 3\n"
     )
     keys.write_text("sk-small rate=3\n")
-    assert main(["key-limits", "--api-keys-file", str(keys)]) == 2
-    err = capsys.readouterr().err
-    assert "unknown API key option 'rate'" in err and "sk-small" not in err
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    assert bad.returncode == 2
+    assert "unknown API key option 'rate'" in bad.stderr and "sk-small" not in bad.stderr

@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import anthropic
 import httpx
 import orjson
 import pytest
@@ -227,3 +228,24 @@ def test_flex_fills_idle_room_waits_behind_default_and_leaves_on_disconnect(
         assert done.status_code == 200 and done.json()["service_tier"] == "flex"
 
     asyncio.run(scenario())
+
+
+def test_the_messages_api_takes_the_key_as_x_api_key_or_bearer(guarded: tuple[str, Path]) -> None:
+    url, _ = guarded
+    base = f"{url}/anthropic"
+    for client in (
+        anthropic.Anthropic(base_url=base, api_key="secret-inline-2", max_retries=0),
+        anthropic.Anthropic(base_url=base, auth_token="secret-inline-2", max_retries=0),
+    ):
+        message = client.messages.create(
+            model=MODEL, max_tokens=1, messages=[{"role": "user", "content": "Hi"}]
+        )
+        assert message.type == "message"
+    with pytest.raises(anthropic.AuthenticationError) as wrong:
+        anthropic.Anthropic(base_url=base, api_key="wrong", max_retries=0).messages.create(
+            model=MODEL, max_tokens=1, messages=[{"role": "user", "content": "Hi"}]
+        )
+    assert wrong.value.body["error"] == {
+        "type": "authentication_error",
+        "message": "Invalid API key",
+    }

@@ -160,16 +160,22 @@ def test_one_json_access_line_per_request_without_content(
     r = client.post(
         "/v1/openai/chat/completions",
         json={"model": MODEL, "messages": [{"role": "user", "content": secret}], "max_tokens": 3},
-        headers={"X-Request-ID": "access-line-1"},
+        headers={"X-Request-ID": "access-line-1", "x-deepinfra-source": "claude-code/2.1"},
     )
+    unusable = client.post(
+        "/v1/openai/chat/completions",
+        json={"model": MODEL, "messages": HELLO, "max_tokens": 1},
+        headers={"X-Request-ID": "access-line-2", "x-deepinfra-source": 'a b"c' + "x" * 80},
+    )
+    assert unusable.status_code == 200
     usage = r.json()["usage"]
     output = r.json()["choices"][0]["message"]["content"]
 
-    def lines() -> list[dict[str, Any]]:
-        entries = json_log(server_log, '"access-line-1"')
+    def lines(rid: str = "access-line-1") -> list[dict[str, Any]]:
+        entries = json_log(server_log, f'"{rid}"')
         return [e for e in entries if e.get("logger") == "deepinfra_serve.access"]
 
-    eventually(lambda: len(lines()) == 1)
+    eventually(lambda: len(lines()) == 1 and len(lines("access-line-2")) == 1)
     [entry] = lines()
     assert entry["model"] == MODEL and entry["api"] == "chat" and entry["status"] == 200
     assert entry["prompt_tokens"] == usage["prompt_tokens"]
@@ -177,6 +183,10 @@ def test_one_json_access_line_per_request_without_content(
     assert entry["estimated_cost"] == pytest.approx(usage["estimated_cost"])
     assert entry["latency_ms"] > 0 and entry["finish_reason"] in ("stop", "length")
     assert "content" not in entry
+    # The agent's attribution, when it is a short plain token; the tier served and billed.
+    assert entry["source"] == "claude-code/2.1" and entry["service_tier"] == "default"
+    [other] = lines("access-line-2")
+    assert other["source"] is None  # spaces, a quote, past 64 characters: not kept
     log_text = server_log.read_text(errors="replace")
     assert secret not in log_text
     if len(output) >= 8:

@@ -230,9 +230,13 @@ def test_models_lists_deepinfra_metadata(client: httpx.Client) -> None:
             # The cache-read price, where the card sets one (absent otherwise:
             # test_prompt_cache.py).
             "pricing": {"input_tokens": 1.0, "output_tokens": 2.0, "cache_read_tokens": 0.25},
-            "tags": ["test", "cpu"],
+            "tags": ["test", "cpu", "tools"],  # the card calls functions
         }
+        assert model["tags"] == ["test", "cpu", "tools"]
     assert client.get(f"/v1/openai/models/{MODEL}").json()["id"] == MODEL
+    # As llama-index's DeepInfra integration asks (its api_base is .../v1): a top-level `tags`
+    # with `tools` tells it the model can call functions.
+    assert "tools" in client.get(f"/v1/models/{MODEL}").json()["tags"]
     assert client.get("/v1/openai/models/nobody/nothing").status_code == 404
 
 
@@ -284,3 +288,18 @@ def test_inline_and_thread_pool_rendering_give_the_same_prompt(
     ).json()
     assert inline["usage"]["prompt_tokens"] == pooled["usage"]["prompt_tokens"] > 1
     assert inline["choices"][0]["message"] == pooled["choices"][0]["message"]
+
+
+def test_a_model_may_be_named_at_its_version(client: httpx.Client) -> None:
+    body = {"messages": HELLO, "max_tokens": 2}
+    assert client.post(CHAT, json={**body, "model": f"{MODEL}:1"}).status_code == 200
+    native = client.post(f"/v1/inference/{MODEL}:1", json={"input": "Hi", "max_new_tokens": 2})
+    assert native.status_code == 200
+    other = client.post(CHAT, json={**body, "model": f"{MODEL}:2"})
+    assert other.status_code == 404
+    assert other.json()["error"] == {
+        "message": f"The model `{MODEL}:2` does not exist: `{MODEL}` is served at version `1`",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }

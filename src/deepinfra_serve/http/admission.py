@@ -4,7 +4,7 @@ take on, before anything is parsed or reaches the engine.
 - while draining for shutdown: 503 with Retry-After (another replica should take it);
 - once the engine is dead or hung: 503 (the process is about to exit and be restarted);
 - a body over the size bound: 413; one that does not arrive within the read timeout: 408, and
-  the connection is closed.
+  the connection is closed; a gzip body is inflated here, within the same bound (`encoding`).
 
 The body is read here (up to the bound) and replayed to the app, so a client cannot get round
 the bound by leaving out Content-Length. A request takes its place in the model's capacity
@@ -32,6 +32,7 @@ from ..engine.errors import (
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
 from ..observability.record import record_of
+from .encoding import TooLarge, decoded
 from .lifetime import CLIENT_CLOSED, send_error
 
 
@@ -83,15 +84,21 @@ class AdmissionMiddleware:
             await send_error(send, read_timed_out(self.read_timeout_s), family)
             return
         except _TooLarge:
-            limit = self.max_body_bytes
-            err = APIError(
-                413, f"Request body is larger than {limit} bytes", code="request_too_large"
-            )
-            await send_error(send, err, family)
+            await send_error(send, _too_large(self.max_body_bytes), family)
             return
         if body is None:  # the client went away before sending it all
             record.status = CLIENT_CLOSED
             return
+        encoding = next((v for k, v in scope["headers"] if k == b"content-encoding"), None)
+        if encoding is not None:
+            try:
+                body = decoded(body, encoding, self.max_body_bytes)
+            except TooLarge:
+                await send_error(send, _too_large(self.max_body_bytes, "inflated"), family)
+                return
+            except APIError as err:
+                await send_error(send, err, family)
+                return
         if lifecycle.draining:  # while the body arrived
             await send_error(send, shutting_down(), family)
             return
@@ -123,6 +130,13 @@ class AdmissionMiddleware:
             if held:
                 self.pending -= held
                 self._room.set()
+
+
+def _too_large(limit: int, how: str = "") -> APIError:
+    what = f" ({how})" if how else ""
+    return APIError(
+        413, f"Request body{what} is larger than {limit} bytes", code="request_too_large"
+    )
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:

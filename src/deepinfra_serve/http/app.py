@@ -37,13 +37,14 @@ from .routes import FAMILIES
 log = logging.getLogger(__name__)
 
 
-def listed_cards(card: ModelCard, fleet_cards: str) -> list[ModelCard]:
-    """What /v1/openai/models lists: this card and, behind a fleet's front door, every other
-    card of the fleet, so that one base URL shows the whole fleet whichever replica answers."""
-    cards = {c.name: c for c in load_cards(fleet_cards)}  # in the fleet's order, on every replica
+def fleet_cards(card: ModelCard, spec: str) -> list[ModelCard]:
+    """This card and, behind a fleet's front door, every other card of the fleet, so that one
+    base URL shows the whole fleet whichever replica answers (/v1/openai/models lists those
+    with the OpenAI API, /models/list all)."""
+    cards = {c.name: c for c in load_cards(spec)}  # in the fleet's order, on every replica
     if card.name not in cards:
         cards = {card.name: card, **cards}
-    return [c for c in cards.values() if "openai" in c.apis]
+    return list(cards.values())
 
 
 def create_app(
@@ -131,7 +132,8 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.card = card
-    app.state.listed = listed_cards(card, settings.fleet_cards)
+    app.state.fleet_cards = fleet_cards(card, settings.fleet_cards)
+    app.state.listed = [c for c in app.state.fleet_cards if "openai" in c.apis]
     app.state.api_keys = api_keys
     app.state.shared_prompt_cache = settings.share_prompt_cache
     app.state.lifecycle = lifecycle

@@ -66,18 +66,19 @@ class Dispatch:
                 await send_json(send, 200, payload.encode())
                 return
             # Its place in the model's capacity: its key's limit, its tier's share.
-            capacity: Capacity = state.capacity
-            tier = capacity.policy.applied(body.service_tier if route.tiered else None)  # type: ignore[union-attr]
-            record.tier = tier  # type: ignore[union-attr]
-            if tier.name != "flex":
-                place = record.place = capacity.take(tenant, tier)  # type: ignore[union-attr]
-            else:
+            if route.holds_place:
+                capacity: Capacity = state.capacity
+                tier = capacity.policy.applied(body.service_tier if route.tiered else None)  # type: ignore[union-attr]
+                record.tier = tier  # type: ignore[union-attr]
+                if tier.name != "flex":
+                    place = record.place = capacity.take(tenant, tier)  # type: ignore[union-attr]
+                else:
 
-                async def admit() -> None:
-                    nonlocal place
-                    place = record.place = await capacity.wait_flex(  # type: ignore[union-attr]
-                        tenant, tier, state.flex_max_wait_s
-                    )
+                    async def admit() -> None:
+                        nonlocal place
+                        place = record.place = await capacity.wait_flex(  # type: ignore[union-attr]
+                            tenant, tier, state.flex_max_wait_s
+                        )
 
         except APIError as err:
             await send_error(send, err, route.family)

@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..observability import metrics
 from ..observability.logs import access_log
-from ..observability.record import RequestRecord, bind, request_id_from, unbind
+from ..observability.record import RequestRecord, bind, request_id_from, source_from, unbind
 from .routes import TABLE
 
 
@@ -51,12 +51,18 @@ class ObservabilityMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        header = next((v for k, v in scope["headers"] if k == b"x-request-id"), None)
+        header = source = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                header = value
+            elif name == b"x-deepinfra-source":
+                source = value
         record = RequestRecord(
             request_id=request_id_from(header.decode("latin-1") if header else None),
             model=self.model,
             route=TABLE.classify(scope["path"]),
             capture_content=self.log_content,
+            source=source_from(source),
         )
         token = bind(record, scope)
         api = record.api
@@ -125,6 +131,7 @@ class ObservabilityMiddleware:
             "estimated_cost": usage.estimated_cost,
             "service_tier": tier,
             "user": record.user,
+            "source": record.source,
         }
         if record.content is not None:
             line["content"] = record.content

@@ -16,9 +16,10 @@ _ERROR_STATUSES = {
     400: "Bad request (a prompt longer than the context, a template the messages break)",
     401: "Missing or invalid API key",
     404: "Unknown model",
-    413: "Request body too large",
+    413: "Request body too large (a gzip body: once inflated)",
+    415: "A Content-Encoding other than gzip",
     422: "A field is out of range or malformed; `param` names it",
-    429: "Model busy, retry later",
+    429: "Rate limited (the key's limit) or Model busy, retry later",
     503: "Loading, shutting down, or the engine stopped",
     504: "The request ran past its time limit",
 }

@@ -17,6 +17,10 @@ from typing import Any, Literal, Protocol
 from pydantic import BaseModel
 from starlette.datastructures import State
 
+from ..anthropic import errors as anthropic_errors
+from ..anthropic import routes as anthropic
+from ..anthropic.messages import MessagesService
+from ..anthropic.schema import MessageOut, MessagesRequest, TokenCount, TokenCountRequest
 from ..config.cards import Api, ModelCard
 from ..config.settings import ServerSettings
 from ..engine.errors import APIError, not_found
@@ -31,7 +35,7 @@ from ..openai import errors as openai_errors
 from ..openai import routes as openai
 from ..openai.responses import ChatCompletion, Completion, ModelList, ModelOut
 from ..openai.schema import ChatCompletionRequest, CompletionRequest
-from . import account
+from . import account, model_info
 
 # handle(app state, the validated body or None, what the path holds past the route's prefix,
 # the caller's `auth.Tenant` or None)
@@ -48,7 +52,7 @@ class ApiServices(Protocol):
 class ApiFamily:
     """What the routes of one API share."""
 
-    name: Api | Literal["account"]  # an API's as cards list it in `apis`
+    name: Api | Literal["account", "models"]  # an API's as cards list it in `apis`
     mounts: tuple[str, ...]  # where its routes are served; the first is documented
     where: str  # where a model is reached through it, for messages ({model}: its name)
     error_model: type[BaseModel]  # its error body, for the OpenAPI document
@@ -81,6 +85,16 @@ NATIVE = ApiFamily(
     exclude_none=True,
     start=InferenceService.start,
 )
+ANTHROPIC = ApiFamily(
+    name="anthropic",
+    mounts=("/anthropic/v1",),
+    where="/anthropic/v1/messages",
+    error_model=anthropic_errors.AnthropicError,
+    error_body=anthropic_errors.error_body,
+    stream_error=anthropic_errors.stream_error,
+    exclude_none=False,
+    start=MessagesService.start,
+)
 # DeepInfra's account routes, as far as one server knows them (its keys configuration); its
 # errors in DeepInfra's own shape.
 ACCOUNT = ApiFamily(
@@ -93,12 +107,23 @@ ACCOUNT = ApiFamily(
     exclude_none=True,
     start=None,
 )
-FAMILIES = {family.name: family for family in (OPENAI, NATIVE, ACCOUNT)}
+# DeepInfra's model information routes, from the cards of the server's fleet.
+MODELS = ApiFamily(
+    name="models",
+    mounts=("/models",),
+    where="/models",
+    error_model=native_errors.NativeError,
+    error_body=native_errors.error_body,
+    stream_error=native_errors.stream_error,
+    exclude_none=False,
+    start=None,
+)
+FAMILIES = {family.name: family for family in (OPENAI, NATIVE, ANTHROPIC, ACCOUNT, MODELS)}
 # The error shape of a path no route serves.
 DEFAULT_FAMILY = OPENAI
 
 # Every status a generation route can answer besides 200, for the OpenAPI document.
-GENERATION_ERRORS = (400, 401, 404, 413, 422, 429, 503, 504)
+GENERATION_ERRORS = (400, 401, 404, 413, 415, 422, 429, 503, 504)
 
 
 @dataclass(frozen=True)
@@ -119,6 +144,9 @@ class Route:
     model_in: Literal["body", "path"] | None = None  # where it names a model the card serves
     streams: bool = False  # `stream: true` answers with server-sent events
     tiered: bool = False  # its body's `service_tier` picks the tier (else: default)
+    # An admitted route that runs no generation (a token count) takes no place in the model's
+    # capacity.
+    holds_place: bool = True
     errors: tuple[int, ...] = ()  # statuses besides 200, for the OpenAPI document
 
     @property
@@ -201,6 +229,50 @@ ROUTES = (
         **_GENERATION,
     ),
     Route(
+        ANTHROPIC,
+        "POST",
+        "/messages",
+        anthropic.messages,
+        MessageOut,
+        "Anthropic's Messages API; with `stream`, its named server-sent events.",
+        body=MessagesRequest,
+        label="messages",
+        model_in="body",
+        streams=True,
+        **{**_GENERATION, "auth": ("x-api-key", "authorization")},
+    ),
+    Route(
+        ANTHROPIC,
+        "POST",
+        "/messages/count_tokens",
+        anthropic.count_tokens,
+        TokenCount,
+        "The prompt tokens a Messages request would send to the model.",
+        body=TokenCountRequest,
+        label="count_tokens",
+        model_in="body",
+        holds_place=False,
+        **{**_GENERATION, "auth": ("x-api-key", "authorization")},
+    ),
+    Route(
+        MODELS,
+        "GET",
+        "/list",
+        model_info.models_list,
+        model_info.ModelList,
+        "Every model behind this base URL, in DeepInfra's shape.",
+    ),
+    Route(
+        MODELS,
+        "GET",
+        "/" + MODEL,
+        model_info.model_info,
+        model_info.ModelInfo,
+        "One model (`Owner/Name`, or `Owner/Name:VERSION`), in DeepInfra's shape, with its "
+        "`tags` (`tools`: it calls functions).",
+        errors=(404,),
+    ),
+    Route(
         ACCOUNT,
         "GET",
         "/me/rate_limit",
@@ -247,9 +319,21 @@ TABLE = RouteTable(ROUTES)
 
 
 def check_served(card: ModelCard, model: str, family: ApiFamily) -> None:
-    """404 for a model this server does not serve; 400 for an API its card does not offer."""
-    if model != card.name:
+    """404 for a model this server does not serve (`Owner/Name`, or `Owner/Name:VERSION` at
+    another version than the card's); 400 for an API its card does not offer."""
+    name, versioned, version = model.partition(":")
+    if name != card.name:
         raise not_found(model)
+    if versioned and version != card.served_version:
+        served = card.served_version
+        raise APIError(
+            404,
+            f"The model `{model}` does not exist: `{name}` is served at version `{served}`"
+            if served
+            else f"The model `{model}` does not exist: `{name}` has no versions",
+            param="model",
+            code="model_not_found",
+        )
     if family.name not in card.apis:
         where = " and ".join(FAMILIES[a].where.format(model=card.name) for a in card.apis)
         raise APIError(

@@ -31,6 +31,9 @@ _ALPHABET = (string.ascii_letters + string.digits).encode()
 _TO_ALPHABET = bytes.maketrans(bytes(range(248)), _ALPHABET * 4)
 _DROPPED = bytes(range(248, 256))
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
+# What a client says it is (`x-deepinfra-source`, sent by coding agents for attribution): kept
+# for the access line only when it is a short, plain token.
+_SOURCE = re.compile(r"[A-Za-z0-9._:/@+-]{1,64}")
 _SCOPE_KEY = "deepinfra_record"
 
 
@@ -44,6 +47,14 @@ def new_request_id() -> str:
         chars = os.urandom(32).translate(_TO_ALPHABET, _DROPPED)
         if len(chars) >= 24:
             return chars[:24].decode()
+
+
+def source_from(header: bytes | None) -> str | None:
+    """The client's `x-deepinfra-source`, or None when absent or not a plain token."""
+    if header is None:
+        return None
+    text = header.decode("latin-1")
+    return text if _SOURCE.fullmatch(text) else None
 
 
 def request_id_from(header: str | None) -> str:
@@ -66,6 +77,7 @@ class RequestRecord:
     usage: Usage = NO_USAGE
     finish_reason: str | None = None
     user: str | None = None
+    source: str | None = None  # the client's x-deepinfra-source
     cache_salt: str | None = None  # the caller's prefix-cache partition; never logged
     tier: Tier = DEFAULT_TIER  # the service tier it is served and billed at
     place: Any = None  # its place in the model's capacity (`http.capacity.Place`)

@@ -14,7 +14,7 @@ from typing import Any
 import orjson
 
 from ..engine.errors import APIError
-from ..engine.function_calling.calls import ChoiceReader, ToolRequest
+from ..engine.function_calling.calls import ChoiceReader, Reply, ToolRequest, replies
 from ..engine.function_calling.prompt import conversation
 from ..engine.generation import Generation, Stream
 from ..engine.sampling import to_sampling_params
@@ -44,9 +44,6 @@ def _refuse_unsupported(req: ChatCompletionRequest) -> None:
     if req.reasoning is not None and (req.reasoning.enabled or req.reasoning.effort):
         raise APIError(422, "reasoning: this model does not reason", param="reasoning")
     check_stream_options(req.stream, req.stream_options)
-
-
-Reply = tuple[str | None, list[dict[str, Any]] | None]
 
 
 class ChatService:
@@ -98,7 +95,7 @@ class ChatService:
         if req.stream:
             delta, finish = (_delta, plain_finish) if calls is None else _tool_stream(calls, prompt)
         else:
-            reply = _replies(calls)
+            reply = replies(calls)
             finish = lambda o: finish_reason(o.finish_reason, bool(reply(o)[1]))  # noqa: E731
         gen = Generation(
             self.model,
@@ -146,22 +143,6 @@ class ChatService:
             choices=choices,
             usage=gen.usage(),
         )
-
-
-def _replies(calls: ToolRequest | None) -> Callable[[Any], Reply]:
-    """A finished choice's (content, tool calls), read once: the finish label needs it too."""
-    replies: dict[int, Reply] = {}
-
-    def reply(o: Any) -> Reply:
-        if o.index not in replies:
-            replies[o.index] = (
-                calls.parse(o.text, o.token_ids, o.finish_reason)
-                if calls is not None
-                else (o.text, None)
-            )
-        return replies[o.index]
-
-    return reply
 
 
 # Content deltas are nearly all a chat stream sends: the text is spliced into the choice's

@@ -173,6 +173,10 @@ class ModelOut(_Out):
     owned_by: str
     root: str
     parent: None = None
+    tags: list[str] = Field(
+        description="What the model can do, as DeepInfra lists it (`tools`: function calling); "
+        "clients such as llama-index read it here."
+    )
     metadata: ModelMetadata
 
 

@@ -54,6 +54,7 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
         created=created,
         owned_by=card.owned_by,
         root=card.name,
+        tags=card.listed_tags,
         metadata=ModelMetadata(
             description=card.description,
             context_length=card.engine.max_model_len,
@@ -63,7 +64,7 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
                 output_tokens=card.pricing.output_usd_per_mtok,
                 cache_read_tokens=card.pricing.cache_read_usd_per_mtok,
             ),
-            tags=card.tags,
+            tags=card.listed_tags,
         ),
     )
 

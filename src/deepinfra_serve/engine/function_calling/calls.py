@@ -3,6 +3,7 @@ read, through vLLM's parser for the card's tool format."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from ...config.cards import ModelCard
@@ -141,6 +142,27 @@ class ChoiceReader:
         if flush is not None and (rest := flush()):
             delta["content"] = delta.get("content", "") + rest
         return delta or None
+
+
+# A finished choice's (content, tool calls).
+Reply = tuple[str | None, list[dict[str, Any]] | None]
+
+
+def replies(calls: ToolRequest | None) -> Callable[[Any], Reply]:
+    """A finished choice's reply, read once per choice (its finish reason needs it too); text
+    alone without tools."""
+    read: dict[int, Reply] = {}
+
+    def reply(o: Any) -> Reply:
+        if o.index not in read:
+            read[o.index] = (
+                calls.parse(o.text, o.token_ids, o.finish_reason)
+                if calls is not None
+                else (o.text, None)
+            )
+        return read[o.index]
+
+    return reply
 
 
 def _tool_call(call_id: str | None, name: str, arguments: str) -> dict[str, Any]:
