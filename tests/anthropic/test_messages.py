@@ -10,7 +10,7 @@ import anthropic
 import httpx
 import pytest
 
-from ..helpers import MODEL, metric_sum
+from ..helpers import ABORT_BOUND_S, MODEL, metric_sum, running, settles_to_zero
 
 WEATHER = {
     "name": "get_weather",
@@ -177,3 +177,25 @@ def test_messages_are_metered_as_their_own_api(base_url: str, sdk: anthropic.Ant
     before = served()
     sdk.messages.create(model=MODEL, max_tokens=1, messages=_ask("Hi"))
     assert served() == before + 1
+
+
+def test_a_stream_closed_by_its_client_aborts_the_engine_request(
+    client: httpx.Client, base_url: str
+) -> None:
+    body = {
+        "model": MODEL,
+        "max_tokens": 900,
+        "messages": _ask("Tell me everything"),
+        "stream": True,
+        "temperature": 0,  # greedy: long by construction (this prompt draws no early end)
+    }
+    whole = client.post("/anthropic/v1/messages", json={**body, "stream": False}).json()
+    assert whole["usage"]["output_tokens"] == 900  # it would run to its end
+    with (
+        httpx.Client(base_url=base_url, timeout=30) as other,
+        other.stream("POST", "/anthropic/v1/messages", json=body) as r,
+    ):
+        assert next(r.iter_lines()) == "event: message_start"
+        assert running(client) > 0
+    # Leaving the block closed the connection mid-stream.
+    assert settles_to_zero(client) < ABORT_BOUND_S
