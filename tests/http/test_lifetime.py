@@ -16,8 +16,8 @@ from vllm.outputs import CompletionOutput, RequestOutput
 
 from deepinfra_serve.config.cards import ModelCard
 from deepinfra_serve.engine.generation import Generation
+from deepinfra_serve.http.families import OPENAI
 from deepinfra_serve.http.lifetime import serve_request
-from deepinfra_serve.http.routes import OPENAI
 from deepinfra_serve.observability.record import RequestRecord, bind, unbind
 from deepinfra_serve.openai.chat import _delta, _finish
 from deepinfra_serve.openai.chunks import UsagePolicy, plain_finish, sse_chunks

@@ -66,6 +66,7 @@ def _choice(req: TokenCountRequest, can_call: bool) -> CoreChoice:
 
 @dataclass(frozen=True)
 class _Prompt:
+    messages: list[dict[str, Any]]  # the conversation as the request gave it
     prompt: dict[str, Any]
     calls: ToolRequest | None
 
@@ -101,9 +102,10 @@ class MessagesService:
         functions = self.model.functions
         choice = _choice(req, functions is not None)
         tools = req.function_tools() if choice.mode != "none" else None
+        given = req.engine_messages()
         messages, template_tools = conversation(
             self.card.tool_calling,
-            req.engine_messages(),
+            given,
             tools,
             choice,
             self.card.engine.tokenizer_mode == "mistral",
@@ -113,7 +115,7 @@ class MessagesService:
         calls = (
             functions.request(tools, choice, parallel) if tools and functions is not None else None
         )
-        return _Prompt(prompt, calls)
+        return _Prompt(given, prompt, calls)
 
     async def count_tokens(self, req: TokenCountRequest) -> TokenCount:
         """The prompt tokens the same request would send to the engine."""
@@ -125,7 +127,7 @@ class MessagesService:
             record.user = req.metadata.user_id
         built = await self._prompt(req)
         prompt, calls = built.prompt, built.calls
-        record.capture("messages", req.engine_messages())
+        record.capture("messages", built.messages)
         extra: dict[str, Any] = {}
         if calls is not None:
             extra["skip_special_tokens"] = calls.skip_special_tokens

@@ -30,9 +30,9 @@ from .auth import ApiKeys
 from .capacity import Capacity
 from .dispatch import Dispatch
 from .errors import install_error_handlers
+from .families import FAMILIES
 from .middleware import ObservabilityMiddleware
 from .openapi import document
-from .routes import FAMILIES
 
 log = logging.getLogger(__name__)
 

@@ -32,7 +32,7 @@ import orjson
 
 from ..engine.errors import APIError, read_timed_out, too_many_connections
 from ..observability import metrics
-from .routes import DEFAULT_FAMILY
+from .families import DEFAULT_FAMILY
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,10 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from ..engine.errors import APIError, validation_error
 from ..observability.record import record_of
 from .capacity import Capacity, Place
+from .families import check_served
 from .lifetime import send_error, serve_request
 from .responses import send_json
-from .routes import Route, check_served
+from .routes import Route
 
 
 class Dispatch:

@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ..engine.errors import APIError, internal_error, validation_error
-from .routes import DEFAULT_FAMILY
+from .families import DEFAULT_FAMILY
 
 log = logging.getLogger(__name__)
 

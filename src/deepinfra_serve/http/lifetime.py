@@ -20,8 +20,8 @@ from starlette.types import Receive, Send
 
 from ..engine.errors import APIError, engine_dead, internal_error, timed_out
 from ..engine.generation import Answer, Stream
+from .families import ApiFamily
 from .responses import response_start, send_json, stream_start
-from .routes import ApiFamily
 
 log = logging.getLogger(__name__)
 

@@ -3,8 +3,8 @@
 Which route a path is (`classify`, decided once per request by the outermost middleware), how
 it is served (`dispatch`), whether it passes admission, which headers carry its API key, its
 metrics label, its error shape and its entry in the OpenAPI document (`openapi`) are all read
-from the entries below. An API is a package (schema, formatter, handlers) plus a family and
-its routes here; nothing else names its paths.
+from the entries below. An API is a package (schema, formatter, handlers) plus a family
+(`families`) and its routes here; nothing else names its paths.
 """
 
 from __future__ import annotations
@@ -12,30 +12,21 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import cached_property
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from starlette.datastructures import State
 
-from ..anthropic import errors as anthropic_errors
 from ..anthropic import routes as anthropic
-from ..anthropic.messages import MessagesService
 from ..anthropic.schema import MessageOut, MessagesRequest, TokenCount, TokenCountRequest
-from ..config.cards import Api, ModelCard
-from ..config.settings import ServerSettings
-from ..engine.errors import APIError, not_found
 from ..engine.generation import Answer
-from ..engine.lifecycle import Lifecycle
-from ..engine.served_model import ServedModel
-from ..native import errors as native_errors
 from ..native import routes as native
 from ..native.schema import InferenceRequest, InferenceResponse
-from ..native.service import InferenceService
-from ..openai import errors as openai_errors
 from ..openai import routes as openai
 from ..openai.responses import ChatCompletion, Completion, ModelList, ModelOut
 from ..openai.schema import ChatCompletionRequest, CompletionRequest
 from . import account, model_info
+from .families import ACCOUNT, ANTHROPIC, MODELS, NATIVE, OPENAI, ApiFamily
 
 # handle(app state, the validated body or None, what the path holds past the route's prefix,
 # the caller's `auth.Tenant` or None)
@@ -43,84 +34,6 @@ Handler = Callable[[State, Any, str, Any], Awaitable[Answer]]
 
 MODEL = "{model}"  # at the end of a route's path: the rest of the path, a model name
 
-
-class ApiServices(Protocol):
-    async def aclose(self) -> None: ...
-
-
-@dataclass(frozen=True)
-class ApiFamily:
-    """What the routes of one API share."""
-
-    name: Api | Literal["account", "models"]  # an API's as cards list it in `apis`
-    mounts: tuple[str, ...]  # where its routes are served; the first is documented
-    where: str  # where a model is reached through it, for messages ({model}: its name)
-    error_model: type[BaseModel]  # its error body, for the OpenAPI document
-    error_body: Callable[[APIError], dict[str, Any]]
-    stream_error: Callable[[APIError], bytes]  # an error after a stream's headers went out
-    exclude_none: bool  # its JSON answers leave out fields that are null
-    # Its services over the engine, made once the engine is ready (`app.state.apis[name]`);
-    # their `aclose()` runs at shutdown, after the drain. None: it needs none.
-    start: Callable[[ServedModel, Lifecycle, ServerSettings], ApiServices] | None
-
-
-OPENAI = ApiFamily(
-    name="openai",
-    # DeepInfra serves the OpenAI API without the /openai segment too.
-    mounts=("/v1/openai", "/v1"),
-    where="/v1/openai",
-    error_model=openai_errors.OpenAIError,
-    error_body=openai_errors.error_body,
-    stream_error=openai_errors.stream_error,
-    exclude_none=False,
-    start=openai.OpenAIServices.start,
-)
-NATIVE = ApiFamily(
-    name="native",
-    mounts=("/v1/inference",),
-    where="/v1/inference/{model}",
-    error_model=native_errors.NativeError,
-    error_body=native_errors.error_body,
-    stream_error=native_errors.stream_error,
-    exclude_none=True,
-    start=InferenceService.start,
-)
-ANTHROPIC = ApiFamily(
-    name="anthropic",
-    mounts=("/anthropic/v1",),
-    where="/anthropic/v1/messages",
-    error_model=anthropic_errors.AnthropicError,
-    error_body=anthropic_errors.error_body,
-    stream_error=anthropic_errors.stream_error,
-    exclude_none=False,
-    start=MessagesService.start,
-)
-# DeepInfra's account routes, as far as one server knows them (its keys configuration); its
-# errors in DeepInfra's own shape.
-ACCOUNT = ApiFamily(
-    name="account",
-    mounts=("/v1",),
-    where="/v1",
-    error_model=native_errors.NativeError,
-    error_body=native_errors.error_body,
-    stream_error=native_errors.stream_error,
-    exclude_none=True,
-    start=None,
-)
-# DeepInfra's model information routes, from the cards of the server's fleet.
-MODELS = ApiFamily(
-    name="models",
-    mounts=("/models",),
-    where="/models",
-    error_model=native_errors.NativeError,
-    error_body=native_errors.error_body,
-    stream_error=native_errors.stream_error,
-    exclude_none=False,
-    start=None,
-)
-FAMILIES = {family.name: family for family in (OPENAI, NATIVE, ANTHROPIC, ACCOUNT, MODELS)}
-# The error shape of a path no route serves.
-DEFAULT_FAMILY = OPENAI
 
 # Every status a generation route can answer besides 200, for the OpenAPI document.
 GENERATION_ERRORS = (400, 401, 404, 413, 415, 422, 429, 503, 504)
@@ -316,29 +229,3 @@ class RouteTable:
 
 
 TABLE = RouteTable(ROUTES)
-
-
-def check_served(card: ModelCard, model: str, family: ApiFamily) -> None:
-    """404 for a model this server does not serve (`Owner/Name`, or `Owner/Name:VERSION` at
-    another version than the card's); 400 for an API its card does not offer."""
-    name, versioned, version = model.partition(":")
-    if name != card.name:
-        raise not_found(model)
-    if versioned and version != card.served_version:
-        served = card.served_version
-        raise APIError(
-            404,
-            f"The model `{model}` does not exist: `{name}` is served at version `{served}`"
-            if served
-            else f"The model `{model}` does not exist: `{name}` has no versions",
-            param="model",
-            code="model_not_found",
-        )
-    if family.name not in card.apis:
-        where = " and ".join(FAMILIES[a].where.format(model=card.name) for a in card.apis)
-        raise APIError(
-            400,
-            f"The model `{model}` is served through {where} only",
-            param="model",
-            code="api_not_supported",
-        )
