@@ -15,7 +15,8 @@ import orjson
 from vllm.outputs import CompletionOutput, RequestOutput
 
 from deepinfra_serve.config.cards import ModelCard
-from deepinfra_serve.engine.generation import Generation
+from deepinfra_serve.config.served import Served
+from deepinfra_serve.engine.generation import Generation, Raw
 from deepinfra_serve.http.families import OPENAI
 from deepinfra_serve.http.lifetime import serve_request
 from deepinfra_serve.observability.record import RequestRecord, bind, unbind
@@ -48,7 +49,7 @@ class Params:
 
 async def test_the_last_frames_go_out_with_the_end_of_the_body(tiny_card: ModelCard) -> None:
     engine = StandInEngine(tiny_card, ["Hel", "lo", "!"])
-    record = RequestRecord("rid", tiny_card.name)
+    record = RequestRecord("rid", tiny_card.name, served=Served.card_itself(tiny_card))
     token = bind(record, {})
 
     async def work() -> Any:
@@ -81,7 +82,7 @@ async def test_the_last_frames_go_out_with_the_end_of_the_body(tiny_card: ModelC
         return {"type": "http.disconnect"}
 
     try:
-        await serve_request(receive, send, work, timeout_s=60, family=OPENAI)
+        await serve_request(receive, send, work, record=record, timeout_s=60, family=OPENAI)
     finally:
         unbind(token)
     start, *bodies = sent
@@ -95,3 +96,35 @@ async def test_the_last_frames_go_out_with_the_end_of_the_body(tiny_card: ModelC
     assert chunks[-1]["choices"][0]["finish_reason"] == "length"
     assert chunks[-1]["usage"]["completion_tokens"] == 3
     assert engine.ran_to_end and record.usage.completion_tokens == 3
+
+
+async def test_a_raw_answer_goes_out_with_its_media_type_chunk_by_chunk() -> None:
+    record = RequestRecord("rid", "m")
+
+    async def chunks() -> AsyncIterator[bytes]:
+        for line in (b'{"id": 1}\n', b'{"id": 2}\n'):
+            await asyncio.sleep(0)
+            yield line
+
+    async def work() -> Any:
+        return Raw("application/jsonl", chunks())
+
+    sent: list[dict[str, Any]] = []
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def receive() -> dict[str, Any]:
+        await asyncio.Event().wait()
+        return {"type": "http.disconnect"}
+
+    await serve_request(receive, send, work, record=record, timeout_s=60, family=OPENAI)
+    start, *bodies = sent
+    assert start["status"] == 200 == record.status
+    assert (b"content-type", b"application/jsonl") in start["headers"]
+    assert (b"x-request-id", b"rid") in start["headers"]
+    assert [(m["body"], m["more_body"]) for m in bodies] == [
+        (b'{"id": 1}\n', True),
+        (b'{"id": 2}\n', True),
+        (b"", False),
+    ]

@@ -73,8 +73,36 @@ def test_openai_only_model_refuses_the_native_route() -> None:
 
 def test_every_path_of_a_route_is_classified_as_that_route() -> None:
     for route in ROUTES:
-        for path in route.paths:
-            assert TABLE.classify(path + "Owner/Name" if route.prefixed else path) is route
+        for template, _ in route.paths:
+            path = template.replace("{model:path}", "Owner/Name")
+            assert TABLE.classify(route.method, path) is route
+            assert route.match(path) == ({"model": "Owner/Name"} if route.parameters else {})
+
+
+def test_a_method_and_path_template_declared_twice_raises() -> None:
+    [route] = [r for r in ROUTES if r.label == "chat"]
+    again = replace(route, description="the same method and path once more")
+    with pytest.raises(ValueError, match="POST /v1/openai/chat/completions: declared twice"):
+        RouteTable((*ROUTES, again))
+    # Another name for the same parameter is the same template.
+    [native] = [r for r in ROUTES if r.label == "inference"]
+    with pytest.raises(ValueError, match="declared twice"):
+        RouteTable((*ROUTES, replace(native, path="/{name:path}")))
+    # Another method on the same path is another route, and the path allows both.
+    deleting = replace(route, method="DELETE", body=None, admitted=False)
+    table = RouteTable((*ROUTES, deleting))
+    assert table.classify("DELETE", "/v1/openai/chat/completions") is deleting
+    assert table.classify("POST", "/v1/openai/chat/completions") is route
+    assert table.allowed("/v1/openai/chat/completions") == ("POST", "DELETE")
+
+
+def test_a_segment_parameter_matches_one_segment_and_a_path_parameter_the_rest() -> None:
+    [info] = [r for r in ROUTES if r.path == "/{model:path}" and r.method == "GET"]
+    by_id = replace(info, path="/files/{file_id}/content")
+    assert by_id.match("/models/files/f-1/content") == {"file_id": "f-1"}
+    assert by_id.match("/models/files/a/b/content") is None
+    assert info.match("/models/Owner/Name:2") == {"model": "Owner/Name:2"}
+    assert info.match("/models/") is None
 
 
 @pytest.mark.parametrize(
@@ -82,12 +110,14 @@ def test_every_path_of_a_route_is_classified_as_that_route() -> None:
     ["/health", "/metrics", "/docs", "/v1/inference/", "/v1/openai/chat", "/v2/chat/completions"],
 )
 def test_paths_no_route_serves_are_left_to_fastapi(path: str) -> None:
-    assert TABLE.classify(path) is None
+    assert TABLE.classify("GET", path) is None and TABLE.classify("POST", path) is None
 
 
 def test_the_openapi_document_declares_the_table_and_nothing_else() -> None:
     doc = TestClient(create_app(MYTHOMAX, _no_engine)).get("/openapi.json").json()
-    declared = {route.family.mounts[0] + route.path: route for route in ROUTES}
+    declared = {
+        route.family.mounts[0] + route.path.replace(":path}", "}"): route for route in ROUTES
+    }
     assert {p for p in doc["paths"] if p.startswith(("/v1/", "/anthropic/", "/models/"))} == set(
         declared
     )
@@ -108,9 +138,7 @@ def test_the_openapi_document_declares_the_table_and_nothing_else() -> None:
         else:
             body = operation["requestBody"]["content"]["application/json"]["schema"]
             assert body["$ref"].endswith("/" + route.body.__name__)
-        assert [p["name"] for p in operation.get("parameters", [])] == (
-            ["model"] if route.prefixed else []
-        )
+        assert [p["name"] for p in operation.get("parameters", [])] == (list(route.parameters))
 
 
 def test_a_wrong_method_is_405_naming_the_allowed_one_in_the_routes_shape(

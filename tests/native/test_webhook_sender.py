@@ -6,16 +6,20 @@ import asyncio
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 import respx
 
 from deepinfra_serve.config.tiers import DEFAULT, TierPolicy
+from deepinfra_serve.engine.call import Outcome
+from deepinfra_serve.engine.errors import APIError
 from deepinfra_serve.engine.lifecycle import Lifecycle
 from deepinfra_serve.http.auth import ApiKeys, KeyEntry
 from deepinfra_serve.http.capacity import Capacity
+from deepinfra_serve.native.schema import InferenceResponse, InferenceStatus
 from deepinfra_serve.native.webhook_targets import WebhookTargets
 from deepinfra_serve.native.webhooks import WebhookSender
-from deepinfra_serve.observability.record import RequestRecord, bind, unbind
+from deepinfra_serve.observability.record import RequestRecord
 
 HOOK = "https://hooks.example.com/done"
 
@@ -106,19 +110,23 @@ async def test_a_job_holds_a_slot_while_it_generates_then_delivers() -> None:
     capacity = Capacity(TierPolicy.of(None, 4), lifecycle, 1, "test")
     [tenant] = ApiKeys([KeyEntry("k")]).tenants
     release = asyncio.Event()
-
-    async def generate() -> bytes:
-        await release.wait()
-        return b'{"status": "succeeded"}'
-
-    # The request that asks for the webhook holds a place until it is answered, at once.
+    # The request that asks for the webhook holds a place until it is answered, at once; its
+    # job (`Call.detach`) takes the same place again first and keeps it while it generates.
     record = RequestRecord("r1", "test")
     record.place = capacity.take(tenant, DEFAULT)
-    token = bind(record, {})
-    try:
-        sender.submit(HOOK, "r1", generate(), lambda reason: b"failed")
-    finally:
-        unbind(token)
+    held = record.place.again()
+
+    async def generate() -> Outcome:
+        try:
+            await release.wait()
+            answer = InferenceResponse(
+                request_id="r1", inference_status=InferenceStatus(status="succeeded")
+            )
+            return Outcome(200, answer, None, record)
+        finally:
+            held.release()
+
+    sender.submit(HOOK, "r1", generate(), lambda reason: b"failed")
     record.place.release()
     await asyncio.sleep(0)
     # The generation keeps the model's place and its key's.
@@ -129,7 +137,27 @@ async def test_a_job_holds_a_slot_while_it_generates_then_delivers() -> None:
         await asyncio.sleep(0.01)
     assert (lifecycle.in_flight, lifecycle.background) == (0, 0)
     assert capacity.counts() == (0, 0) and capacity._counts[2] == 0
-    assert [c.request.content for c in route.calls] == [b'{"status": "succeeded"}']
+    [delivered] = [orjson.loads(c.request.content) for c in route.calls]
+    assert delivered["request_id"] == "r1"
+    assert delivered["inference_status"]["status"] == "succeeded"
+    await sender.aclose()
+
+
+@respx.mock
+async def test_a_job_whose_generation_fails_delivers_failed_with_the_reason() -> None:
+    route = respx.post(HOOK).mock(return_value=httpx.Response(200))
+    sender = Sender()
+
+    async def refused() -> Outcome:
+        error = APIError(400, "the prompt is longer than the context")
+        return Outcome(400, None, error, RequestRecord("r1", "test"))
+
+    sender.submit(HOOK, "r1", refused(), lambda reason: reason.encode())
+    while sender.pending:
+        await asyncio.sleep(0.01)
+    assert [c.request.content for c in route.calls] == [
+        b"the generation failed: the prompt is longer than the context"
+    ]
     await sender.aclose()
 
 
@@ -138,9 +166,9 @@ async def test_shutdown_delivers_unfinished_generations_as_failed_once() -> None
     route = respx.post(HOOK).mock(return_value=httpx.Response(200))
     sender = Sender()
 
-    async def never() -> bytes:
+    async def never() -> Outcome:
         await asyncio.Event().wait()
-        return b"unreachable"
+        raise AssertionError("unreachable")
 
     for i in range(3):
         sender.submit(HOOK, f"r{i}", never(), lambda reason: reason.encode())

@@ -6,12 +6,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx
 import pytest
 
 from ..helpers import INFERENCE as URL
-from ..helpers import Receiver, receiving
+from ..helpers import Receiver, eventually, json_log, receiving
 
 
 @pytest.fixture
@@ -34,6 +35,27 @@ def test_answers_queued_then_posts_the_result(client: httpx.Client, receiver: Re
     assert delivered["inference_status"]["tokens_generated"] == 5
     assert delivered["num_tokens"] == 5
     assert isinstance(delivered["results"][0]["generated_text"], str)
+
+
+def test_a_webhook_job_writes_its_own_access_line_with_its_tokens_and_cost(
+    client: httpx.Client, receiver: Receiver, server_log: Path
+) -> None:
+    body = {"input": "Hello", "max_new_tokens": 4, "webhook": receiver.url}
+    queued = client.post(URL, json=body).json()
+    rid = queued["request_id"]
+    receiver.wait_for(lambda: receiver.bodies)
+    [delivered] = receiver.bodies
+    eventually(lambda: len(json_log(server_log, f'"request_id":"{rid}"')) == 2)
+    http, job = sorted(json_log(server_log, f'"request_id":"{rid}"'), key=lambda e: "via" in e)
+    # The HTTP request is answered at once: queued, no tokens, nothing billed.
+    assert http["finish_reason"] == "queued" and http["completion_tokens"] == 0
+    assert http["estimated_cost"] == 0
+    # The job no client waits on: the same request id, its tokens and its cost.
+    assert job["via"] == "background" and job["request_id"] == rid and job["status"] == 200
+    assert job["path"] == http["path"] and job["api"] == "inference"
+    assert job["completion_tokens"] == 4 == delivered["num_tokens"]
+    assert job["prompt_tokens"] == delivered["num_input_tokens"]
+    assert job["estimated_cost"] == delivered["inference_status"]["cost"] > 0
 
 
 @pytest.mark.parametrize("receiver", [{"fail_first": 2}], indirect=True)

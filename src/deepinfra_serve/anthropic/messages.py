@@ -24,7 +24,7 @@ from ..engine.function_calling.prompt import conversation
 from ..engine.generation import Generation, Stream
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
-from ..observability.record import current
+from ..observability.record import RequestRecord
 from .schema import (
     TOOL_USE_PREFIX,
     MessageOut,
@@ -121,8 +121,7 @@ class MessagesService:
         """The prompt tokens the same request would send to the engine."""
         return TokenCount(input_tokens=len((await self._prompt(req)).prompt["prompt_token_ids"]))
 
-    async def create(self, req: MessagesRequest) -> MessageOut | Stream:
-        record = current()
+    async def create(self, req: MessagesRequest, record: RequestRecord) -> MessageOut | Stream:
         if req.metadata is not None:
             record.user = req.metadata.user_id
         built = await self._prompt(req)
@@ -163,7 +162,7 @@ class MessagesService:
         return MessageOut(
             id=message_id,
             content=_blocks(content, tool_calls),
-            model=self.card.name,
+            model=gen.name,
             stop_reason=reason,  # type: ignore[arg-type]
             stop_sequence=sequence,
             usage=MessageUsage.of(gen.usage()),
@@ -176,7 +175,7 @@ class MessagesService:
         calls: ToolRequest | None,
         settled: dict[int, str],
     ) -> Stream:
-        model = self.card.name
+        model = gen.name
         start = {
             "type": "message_start",
             "message": {

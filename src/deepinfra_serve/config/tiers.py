@@ -92,8 +92,3 @@ class TierPolicy:
         """The tier a request for `requested` gets: that one if the card offers it, else
         default."""
         return DEFAULT if requested is None else self.tiers.get(requested, DEFAULT)
-
-    @property
-    def holds(self) -> int:
-        """The most requests a replica has in flight over every tier."""
-        return self.limit + self.reserve + self.flex_slots

@@ -13,7 +13,7 @@ the request).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -47,6 +47,7 @@ class Generation:
         "cached_tokens",
         "completion_tokens",
         "n",
+        "name",
         "outputs",
         "prompt_tokens",
         "tier",
@@ -69,7 +70,9 @@ class Generation:
         self.completion_tokens = 0
         self.cached_tokens = 0  # prompt tokens the engine read from its prefix cache
         self.n: int = params.n
-        self._pricing = model.card.pricing
+        served = record.serves
+        self.name = served.name  # the model the answer names
+        self._pricing = served.pricing
         self.tier = record.tier.name  # the service tier applied, which the answer echoes
         self._multiplier = record.tier.price_multiplier
         self._record = record
@@ -204,5 +207,14 @@ class Stream:
         await self.gen.close()
 
 
-# What a route's handler answers: a whole response, or a stream.
-Answer = BaseModel | Stream
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """An answer of raw bytes with its media type (a file's content), sent as its chunks
+    come."""
+
+    media_type: str
+    chunks: AsyncIterable[bytes]
+
+
+# What a route's handler answers: a whole JSON response, a stream of events, or raw bytes.
+Answer = BaseModel | Stream | Raw

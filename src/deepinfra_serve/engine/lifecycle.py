@@ -92,13 +92,11 @@ class Lifecycle:
             self._phase = Phase.DRAINING
         self._gauge.set(0)
 
-    def died(self) -> None:
-        """The watchdog saw the engine die: no more traffic, whatever the phase was."""
-        self._gauge.set(0)
-
-    def stalled(self) -> None:
-        """The watchdog saw the engine make no progress while it had work: as good as dead."""
-        self._stalled = True
+    def lost(self, *, stalled: bool = False) -> None:
+        """The watchdog saw the engine die, or make no progress while it had work (`stalled`:
+        as good as dead, which the engine itself cannot tell): no more traffic, whatever the
+        phase was."""
+        self._stalled = self._stalled or stalled
         self._gauge.set(0)
 
     def fail(self) -> None:

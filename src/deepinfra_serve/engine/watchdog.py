@@ -35,11 +35,11 @@ async def watch_engine(
         await asyncio.sleep(_POLL_S)
         if model.errored:
             log.critical("the inference engine died; exiting")
-            lifecycle.died()
+            lifecycle.lost()
             break
         if lifecycle.core_died:
             log.critical("the engine core died; exiting")
-            lifecycle.died()
+            lifecycle.lost()
             model.fail_in_flight("The inference engine died")  # its client cannot tell them
             break
         now = time.monotonic()
@@ -55,7 +55,7 @@ async def watch_engine(
                 silent,
                 model.engine.get_num_unfinished_requests(),
             )
-            lifecycle.stalled()
+            lifecycle.lost(stalled=True)
             model.fail_in_flight(f"The inference engine made no progress for {stall_timeout_s:g} s")
             break
     await asyncio.sleep(1.0)  # in-flight requests get their errors out

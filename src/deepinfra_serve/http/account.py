@@ -4,9 +4,9 @@ limits on this model, from the keys configuration (`auth`)."""
 from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
-from starlette.datastructures import State
 
-from .auth import Tenant
+from ..config.catalog import Catalog
+from ..engine.call import Call
 
 
 class RateLimitOut(BaseModel):
@@ -21,8 +21,9 @@ class RateLimitOut(BaseModel):
     )
 
 
-async def rate_limit(state: State, _: None, __: str, tenant: Tenant | None) -> RateLimitOut:
+async def rate_limit(call: Call[Catalog, None]) -> RateLimitOut:
     # An open server (no keys) has no per-key limit: the model's own bound is what a caller
     # meets.
-    limit = tenant.rate_limit if tenant is not None else state.capacity.policy.limit
+    tenant = call.tenant
+    limit = tenant.rate_limit if tenant is not None else call.services.rate_limit
     return RateLimitOut(rate_limit=limit, tpm_rate_limit=0)

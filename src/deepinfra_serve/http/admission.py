@@ -63,16 +63,16 @@ class AdmissionMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         record = record_of(scope) if scope["type"] == "http" else None
         route = None if record is None else record.route
-        if route is None or not route.admitted:
+        if record is None or route is None or not route.admitted:
             await self.app(scope, receive, send)
             return
         lifecycle = self.lifecycle
         family = route.family
         if lifecycle.draining:
-            await send_error(send, shutting_down(), family)
+            await send_error(send, record, shutting_down(), family)
             return
         if lifecycle.dead:
-            await send_error(send, engine_dead(), family)
+            await send_error(send, record, engine_dead(), family)
             return
         try:
             # The headers arrived when the record was made; the body has as long again.
@@ -81,10 +81,10 @@ class AdmissionMiddleware:
                 body = await self._read_body(receive)
         except TimeoutError:
             self._late.inc()
-            await send_error(send, read_timed_out(self.read_timeout_s), family)
+            await send_error(send, record, read_timed_out(self.read_timeout_s), family)
             return
         except _TooLarge:
-            await send_error(send, _too_large(self.max_body_bytes), family)
+            await send_error(send, record, _too_large(self.max_body_bytes), family)
             return
         if body is None:  # the client went away before sending it all
             record.status = CLIENT_CLOSED
@@ -94,13 +94,13 @@ class AdmissionMiddleware:
             try:
                 body = decoded(body, encoding, self.max_body_bytes)
             except TooLarge:
-                await send_error(send, _too_large(self.max_body_bytes, "inflated"), family)
+                await send_error(send, record, _too_large(self.max_body_bytes, "inflated"), family)
                 return
             except APIError as err:
-                await send_error(send, err, family)
+                await send_error(send, record, err, family)
                 return
         if lifecycle.draining:  # while the body arrived
-            await send_error(send, shutting_down(), family)
+            await send_error(send, record, shutting_down(), family)
             return
         await self.app(scope, _replay(body, receive), send)
 

@@ -19,6 +19,7 @@ from fastapi.responses import JSONResponse
 
 from .. import __version__
 from ..config.cards import ModelCard, load_cards
+from ..config.catalog import Catalog
 from ..config.settings import ServerSettings
 from ..engine.core_process import in_lasting_thread
 from ..engine.lifecycle import Lifecycle, Phase, SharedState
@@ -33,6 +34,7 @@ from .errors import install_error_handlers
 from .families import FAMILIES
 from .middleware import ObservabilityMiddleware
 from .openapi import document
+from .runner import Runner
 
 log = logging.getLogger(__name__)
 
@@ -132,8 +134,6 @@ def create_app(
         lifespan=lifespan,
     )
     app.state.card = card
-    app.state.fleet_cards = fleet_cards(card, settings.fleet_cards)
-    app.state.listed = [c for c in app.state.fleet_cards if "openai" in c.apis]
     app.state.api_keys = api_keys
     app.state.shared_prompt_cache = settings.share_prompt_cache
     app.state.lifecycle = lifecycle
@@ -141,9 +141,13 @@ def create_app(
     app.state.flex_max_wait_s = settings.flex_max_wait_s
     app.state.watchdog = None
     app.state.request_timeout_s = settings.request_timeout_s
-    app.state.created = int(time.time())
     app.state.model = None
     app.state.apis = {}
+    # What the routes that run no engine work answer from, and what runs every route's calls.
+    catalog = Catalog(
+        fleet_cards(card, settings.fleet_cards), int(time.time()), capacity.policy.limit
+    )
+    app.state.runner = Runner(app.state, catalog)
     install_error_handlers(app)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]
 
@@ -178,7 +182,7 @@ def create_app(
     # route table's routes are answered ahead of FastAPI's own stack, which serves the rest.
     app.middleware_stack = ObservabilityMiddleware(
         AdmissionMiddleware(
-            Dispatch(app.state, app.build_middleware_stack()),
+            Dispatch(app.state.runner, app.build_middleware_stack()),
             lifecycle=lifecycle,
             max_body_bytes=settings.max_body_bytes,
             max_pending_body_bytes=settings.max_pending_body_bytes,

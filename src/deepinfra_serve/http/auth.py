@@ -17,20 +17,12 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from ..config.served import Tenant
 from ..engine.errors import APIError
 
 log = logging.getLogger(__name__)
 
 _OPTIONS = ("rate_limit",)
-
-
-@dataclass(frozen=True, slots=True)
-class Tenant:
-    """One API key, as the rest of the server knows it."""
-
-    index: int  # its place in the configuration: the same in every API process
-    rate_limit: int  # concurrent requests to this model
-    cache_salt: str  # its part of the prefix cache (`cache_salt`)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +68,6 @@ class ApiKeys:
             Tenant(i, e.rate_limit or default_rate_limit, cache_salt(e.key))
             for i, e in enumerate(entries)
         )
-        self.default_rate_limit = default_rate_limit
 
     @classmethod
     def load(cls, inline: str, file: Path | None, default_rate_limit: int = 200) -> ApiKeys:
@@ -100,10 +91,6 @@ class ApiKeys:
             if hmac.compare_digest(key, token):
                 found = i
         return self.tenants[found] if found >= 0 else None
-
-    def accepts(self, given: str | None) -> bool:
-        """Whether `given` (the key itself) is one of the keys."""
-        return self.tenant(given) is not None
 
     def check(
         self, headers: Iterable[tuple[bytes, bytes]], names: tuple[str, ...]

@@ -29,6 +29,7 @@ from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
+from ..config.served import Tenant
 from ..config.tiers import Tier, TierPolicy
 from ..engine.errors import (
     APIError,
@@ -39,7 +40,6 @@ from ..engine.errors import (
 )
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
-from .auth import Tenant
 
 _RUNNING, _FLEX = 0, 1  # the model's counts: default and priority; flex
 _KEYS = COUNTS_BEFORE_KEYS = 2  # a tenant's count is at _KEYS + its index

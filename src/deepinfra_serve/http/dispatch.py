@@ -12,90 +12,75 @@ Everything else (probes, metrics, the OpenAPI document) stays with FastAPI.
 
 from __future__ import annotations
 
-from pydantic import ValidationError
-from starlette.datastructures import State
+from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..engine.errors import APIError, validation_error
 from ..observability.record import record_of
-from .capacity import Capacity, Place
-from .families import check_served
 from .lifetime import send_error, serve_request
 from .responses import send_json
-from .routes import Route
+from .routes import TABLE, Route
+from .runner import Admission, Runner
 
 
 class Dispatch:
     """Serves the routes of the table and hands every other request to `fallback` (FastAPI)."""
 
-    def __init__(self, state: State, fallback: ASGIApp) -> None:
-        self.state = state
+    def __init__(self, runner: Runner, fallback: ASGIApp) -> None:
+        self.runner = runner
+        self.state = runner.state
         self.fallback = fallback
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         record = record_of(scope) if scope["type"] == "http" else None
         route: Route | None = None if record is None else record.route
-        if route is None:
+        if record is None or route is None:
             await self.fallback(scope, receive, send)
             return
-        state = self.state
-        rest = route.rest(scope["path"])
-        place: Place | None = None
+        state, runner = self.state, self.runner
         admit = None
         try:
             if scope["method"] != route.method:
+                allowed = ", ".join(TABLE.allowed(scope["path"]))
                 raise APIError(
-                    405,
-                    "Method Not Allowed",
-                    code="method_not_allowed",
-                    headers={"Allow": route.method},
+                    405, "Method Not Allowed", code="method_not_allowed", headers={"Allow": allowed}
                 )
-            tenant = None
             if route.auth:
-                tenant = state.api_keys.check(scope["headers"], route.auth)
-                if tenant is not None and not state.shared_prompt_cache:
-                    record.cache_salt = tenant.cache_salt  # type: ignore[union-attr]
+                record.tenant = state.api_keys.check(scope["headers"], route.auth)
+            params = route.match(scope["path"]) or {}
             body = None
             if route.body is not None:
                 body = _validated(route, (await receive()).get("body", b""))
-            if route.model_in is not None:
-                model = rest if route.model_in == "path" else body.model  # type: ignore[union-attr]
-                check_served(state.card, model, route.family)
+            call = runner.call(route, body, params, record)
             if not route.admitted:  # an answer from what the server knows: no engine work
-                answer = await route.handle(state, body, rest, tenant)
+                answer = await route.handle(call)
+                assert isinstance(answer, BaseModel)  # these routes answer JSON models only
                 payload = answer.model_dump_json(exclude_none=route.family.exclude_none)
-                await send_json(send, 200, payload.encode())
+                await send_json(send, record, 200, payload.encode())
                 return
-            # Its place in the model's capacity: its key's limit, its tier's share.
-            if route.holds_place:
-                capacity: Capacity = state.capacity
-                tier = capacity.policy.applied(body.service_tier if route.tiered else None)  # type: ignore[union-attr]
-                record.tier = tier  # type: ignore[union-attr]
-                if tier.name != "flex":
-                    place = record.place = capacity.take(tenant, tier)  # type: ignore[union-attr]
-                else:
+            if record.tier.name == "flex":
+                # Waits for room inside `serve_request`: a client that goes away leaves at once.
+                async def admit() -> None:
+                    await runner.admit(route, record, Admission.TIER)
 
-                    async def admit() -> None:
-                        nonlocal place
-                        place = record.place = await capacity.wait_flex(  # type: ignore[union-attr]
-                            tenant, tier, state.flex_max_wait_s
-                        )
-
+            else:
+                await runner.admit(route, record, Admission.TIER)
         except APIError as err:
-            await send_error(send, err, route.family)
+            await send_error(send, record, err, route.family)
             return
         try:
             await serve_request(
                 receive,
                 send,
-                lambda: route.handle(state, body, rest, tenant),
+                lambda: route.handle(call),
+                record=record,
                 timeout_s=state.request_timeout_s,
                 family=route.family,
                 admit=admit,
             )
         finally:
-            if place is not None:
-                place.release()
+            if record.place is not None:
+                record.place.release()
 
 
 def _validated(route: Route, body: bytes) -> object:

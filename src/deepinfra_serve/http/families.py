@@ -1,5 +1,5 @@
 """The API families: what the routes of one API share (where it is mounted, its error shape,
-its services over the engine), and whether a model is served through one.
+its services over the engine), and what a model a request names is served as through one.
 
 The route table (`routes`) declares each route with its family.
 """
@@ -15,6 +15,7 @@ from pydantic import BaseModel
 from ..anthropic import errors as anthropic_errors
 from ..anthropic.messages import MessagesService
 from ..config.cards import Api, ModelCard
+from ..config.served import Served
 from ..config.settings import ServerSettings
 from ..engine.errors import APIError, not_found
 from ..engine.lifecycle import Lifecycle
@@ -104,9 +105,10 @@ FAMILIES = {family.name: family for family in (OPENAI, NATIVE, ANTHROPIC, ACCOUN
 DEFAULT_FAMILY = OPENAI
 
 
-def check_served(card: ModelCard, model: str, family: ApiFamily) -> None:
-    """404 for a model this server does not serve (`Owner/Name`, or `Owner/Name:VERSION` at
-    another version than the card's); 400 for an API its card does not offer."""
+def served_as(card: ModelCard, model: str, family: ApiFamily) -> Served:
+    """What `model` (`Owner/Name`, or `Owner/Name:VERSION`) is served as here: 404 for a model
+    this server does not serve (or at another version than the card's); 400 for an API its
+    card does not offer."""
     name, versioned, version = model.partition(":")
     if name != card.name:
         raise not_found(model)
@@ -128,3 +130,4 @@ def check_served(card: ModelCard, model: str, family: ApiFamily) -> None:
             param="model",
             code="api_not_supported",
         )
+    return Served(card.name, version if versioned else None, card, card.pricing)

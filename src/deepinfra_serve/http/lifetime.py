@@ -19,9 +19,10 @@ import orjson
 from starlette.types import Receive, Send
 
 from ..engine.errors import APIError, engine_dead, internal_error, timed_out
-from ..engine.generation import Answer, Stream
+from ..engine.generation import Answer, Raw, Stream
+from ..observability.record import RequestRecord
 from .families import ApiFamily
-from .responses import response_start, send_json, stream_start
+from .responses import raw_start, response_start, send_json, stream_start
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,13 @@ async def serve_request(
     send: Send,
     work: Callable[[], Awaitable[Answer]],
     *,
+    record: RequestRecord,
     timeout_s: float,
     family: ApiFamily,
     admit: Callable[[], Awaitable[None]] | None = None,
 ) -> None:
-    """Run a handler's work and send its answer: a JSON body, or a stream of frames.
+    """Run a handler's work and send its answer: a JSON body, a stream of frames, or raw
+    bytes as they come.
 
     `admit`, when given, is awaited first (a flex request's wait for room, under its own
     bound); the request's timeout starts once it returns, and a client that goes away while
@@ -53,6 +56,7 @@ async def serve_request(
     client = _Disconnect(task, receive)
     deadline = asyncio.timeout(timeout_s if admit is None else None)
     stream: Stream | None = None
+    raw: Raw | None = None
     sent = False  # the headers went out
     try:
         async with deadline:
@@ -62,27 +66,35 @@ async def serve_request(
             answer = await work()
             if isinstance(answer, Stream):
                 stream = answer
-                await send(stream_start())
+                await send(stream_start(record))
                 sent = True
                 last = await stream.run(
                     lambda data: send(
                         {"type": "http.response.body", "body": data, "more_body": True}
                     )
                 )
+            elif isinstance(answer, Raw):
+                raw = answer
+                await send(raw_start(record, raw.media_type))
+                sent = True
+                async for chunk in raw.chunks:
+                    await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                last = b""
             deadline.reschedule(None)
         client.stop()
-        if stream is not None:
+        if stream is not None or raw is not None:
             await send({"type": "http.response.body", "body": last, "more_body": False})
         else:
+            assert not isinstance(answer, Raw | Stream)
             body = answer.model_dump_json(exclude_none=family.exclude_none).encode()
-            await send_json(send, 200, body)
+            await send_json(send, record, 200, body)
     except asyncio.CancelledError:
         client.stop()
         if not client.gone or task.uncancel() > 0:
             raise  # a cancellation from outside
         log.info("client disconnected; request aborted")
         if not sent:  # the access line and metrics read the status; the client is gone
-            await send(response_start(CLIENT_CLOSED, []))
+            await send(response_start(record, CLIENT_CLOSED, []))
             await send({"type": "http.response.body", "body": b""})
     except Exception as exc:
         client.stop()
@@ -95,19 +107,21 @@ async def serve_request(
         else:
             log.exception("request failed" if not sent else "stream failed")
             err = engine_failure(exc)
-        if sent:
+        if sent and raw is not None:  # a raw body has no error event: cut it short
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        elif sent:
             body = family.stream_error(err)
             await send({"type": "http.response.body", "body": body, "more_body": False})
         else:
-            await send_error(send, err, family)
+            await send_error(send, record, err, family)
     finally:
         if stream is not None:
             await stream.close()  # before the end, vLLM aborts the request
 
 
-async def send_error(send: Send, err: APIError, family: ApiFamily) -> None:
+async def send_error(send: Send, record: RequestRecord, err: APIError, family: ApiFamily) -> None:
     """An error answer in the API's shape."""
-    await send_json(send, err.status, orjson.dumps(family.error_body(err)), err.headers)
+    await send_json(send, record, err.status, orjson.dumps(family.error_body(err)), err.headers)
 
 
 class _Disconnect:

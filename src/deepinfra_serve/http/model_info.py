@@ -13,9 +13,10 @@ from __future__ import annotations
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, RootModel
-from starlette.datastructures import State
 
 from ..config.cards import ModelCard
+from ..config.catalog import Catalog
+from ..engine.call import Call
 from ..engine.errors import not_found
 
 TEXT_GENERATION = "text-generation"
@@ -132,13 +133,14 @@ def _curl(card: ModelCard) -> str:
     )
 
 
-async def models_list(state: State, _: None, __: str, ___: object) -> ModelList:
-    return ModelList([ModelSummary(**_summary(card)) for card in state.fleet_cards])
+async def models_list(call: Call[Catalog, None]) -> ModelList:
+    return ModelList([ModelSummary(**_summary(card)) for card in call.services.cards])
 
 
-async def model_info(state: State, _: None, model: str, __: object) -> ModelInfo:
+async def model_info(call: Call[Catalog, None]) -> ModelInfo:
+    model = call.params["model"]
     name, _sep, version = model.partition(":")
-    for card in state.fleet_cards:
+    for card in call.services.cards:
         if card.name == name and (not version or version == card.served_version):
             return ModelInfo(
                 **_summary(card),

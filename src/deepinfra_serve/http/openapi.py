@@ -10,7 +10,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
-from .routes import MODEL, ROUTES, Route
+from .routes import ROUTES, Route
 
 _ERROR_STATUSES = {
     400: "Bad request (a prompt longer than the context, a template the messages break)",
@@ -25,13 +25,17 @@ _ERROR_STATUSES = {
 }
 
 
-_MODEL_PARAMETER = {
-    "name": "model",
-    "in": "path",
-    "required": True,
-    "description": "The model's name, Owner/Name.",
-    "schema": {"type": "string", "title": "Model"},
-}
+_PARAMETERS = {"model": "The model's name, Owner/Name."}
+
+
+def _parameter(name: str) -> dict[str, Any]:
+    return {
+        "name": name,
+        "in": "path",
+        "required": True,
+        "description": _PARAMETERS[name],
+        "schema": {"type": "string", "title": name.title()},
+    }
 
 
 def _declaration(route: Route) -> APIRoute:
@@ -53,11 +57,12 @@ def _declaration(route: Route) -> APIRoute:
     if route.streams:
         responses[200] = {"content": {"text/event-stream": {}}}
     family = route.family
-    # The path's model is declared as it is, not as a parameter FastAPI would validate (and
-    # then document a 422 of its own for).
-    extra = {"parameters": [_MODEL_PARAMETER]} if route.prefixed else None
+    # The path's parameters are declared as they are, not as parameters FastAPI would validate
+    # (and then document a 422 of its own for).
+    names = route.parameters
+    extra = {"parameters": [_parameter(n) for n in names]} if names else None
     return APIRoute(
-        family.mounts[0] + route.path.replace(MODEL, "{model:path}"),
+        family.mounts[0] + route.path,
         endpoint,
         methods=[route.method],
         name=route.handle.__name__,

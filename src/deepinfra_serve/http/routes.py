@@ -9,16 +9,16 @@ from the entries below. An API is a package (schema, formatter, handlers) plus a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from functools import cached_property
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from pydantic import BaseModel
-from starlette.datastructures import State
 
 from ..anthropic import routes as anthropic
 from ..anthropic.schema import MessageOut, MessagesRequest, TokenCount, TokenCountRequest
+from ..engine.call import Call
 from ..engine.generation import Answer
 from ..native import routes as native
 from ..native.schema import InferenceRequest, InferenceResponse
@@ -28,25 +28,38 @@ from ..openai.schema import ChatCompletionRequest, CompletionRequest
 from . import account, model_info
 from .families import ACCOUNT, ANTHROPIC, MODELS, NATIVE, OPENAI, ApiFamily
 
-# handle(app state, the validated body or None, what the path holds past the route's prefix,
-# the caller's `auth.Tenant` or None)
-Handler = Callable[[State, Any, str, Any], Awaitable[Answer]]
+Handler = Callable[[Call[Any, Any]], Awaitable[Answer]]
+Method = Literal["GET", "POST", "DELETE"]
 
-MODEL = "{model}"  # at the end of a route's path: the rest of the path, a model name
-
+# A path parameter: `{name}` is one segment, `{name:path}` the rest of the path, slashes and
+# all (a model's `Owner/Name`).
+_PARAMETER = re.compile(r"\{(\w+)(:path)?\}")
 
 # Every status a generation route can answer besides 200, for the OpenAPI document.
 GENERATION_ERRORS = (400, 401, 404, 413, 415, 422, 429, 503, 504)
 
 
+def _pattern(template: str) -> re.Pattern[str] | None:
+    """The regular expression of a path template; None for a path without parameters."""
+    if _PARAMETER.search(template) is None:
+        return None
+    parts: list[str] = []
+    at = 0
+    for m in _PARAMETER.finditer(template):
+        parts.append(re.escape(template[at : m.start()]))
+        parts.append(f"(?P<{m[1]}>{'.+' if m[2] else '[^/]+'})")
+        at = m.end()
+    parts.append(re.escape(template[at:]))
+    return re.compile("".join(parts))
+
+
 @dataclass(frozen=True)
 class Route:
-    """One API route. `path` is under each of its family's mounts; ending in {model}, it
-    matches every longer path and the handler gets the rest."""
+    """One API route: a method and a path template under each of its family's mounts."""
 
     family: ApiFamily
-    method: Literal["GET", "POST"]
-    path: str
+    method: Method
+    path: str  # a template: `{name}` is a segment, `{name:path}` the rest of the path
     handle: Handler
     response: type[BaseModel]
     description: str
@@ -61,23 +74,31 @@ class Route:
     # capacity.
     holds_place: bool = True
     errors: tuple[int, ...] = ()  # statuses besides 200, for the OpenAPI document
+    # (mount + template, its pattern or None): where it is served.
+    paths: tuple[tuple[str, re.Pattern[str] | None], ...] = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        paths = tuple((m + self.path, _pattern(m + self.path)) for m in self.family.mounts)
+        object.__setattr__(self, "paths", paths)
 
     @property
-    def prefixed(self) -> bool:
-        return self.path.endswith(MODEL)
+    def parameters(self) -> tuple[str, ...]:
+        """Its path parameters' names, in order."""
+        return tuple(m[1] for m in _PARAMETER.finditer(self.path))
 
-    @cached_property
-    def paths(self) -> tuple[str, ...]:
-        """Where it is served: one path per mount (a prefix, for a prefixed route)."""
-        return tuple(mount + self.path.removesuffix(MODEL) for mount in self.family.mounts)
+    def path_for(self, params: Mapping[str, str]) -> str:
+        """Its path (under its family's first mount) with `params` filled in."""
+        return _PARAMETER.sub(lambda m: params[m[1]], self.paths[0][0])
 
-    def rest(self, path: str) -> str:
-        """What `path` holds past this route's prefix ("" for an exact route)."""
-        if self.prefixed:
-            for prefix in self.paths:
-                if path.startswith(prefix):
-                    return path[len(prefix) :]
-        return ""
+    def match(self, path: str) -> Mapping[str, str] | None:
+        """`path`'s parameters when this route serves it, else None."""
+        for template, pattern in self.paths:
+            if pattern is None:
+                if path == template:
+                    return {}
+            elif (m := pattern.fullmatch(path)) is not None:
+                return m.groupdict()
+        return None
 
 
 _GENERATION = {"admitted": True, "auth": ("authorization",), "errors": GENERATION_ERRORS}
@@ -122,7 +143,7 @@ ROUTES = (
     Route(
         OPENAI,
         "GET",
-        "/models/" + MODEL,
+        "/models/{model:path}",
         openai.get_model,
         ModelOut,
         "One model of the list.",
@@ -131,7 +152,7 @@ ROUTES = (
     Route(
         NATIVE,
         "POST",
-        "/" + MODEL,
+        "/{model:path}",
         native.inference,
         InferenceResponse,
         "Generate from raw input; with `stream`, one TGI-style event per token.",
@@ -178,7 +199,7 @@ ROUTES = (
     Route(
         MODELS,
         "GET",
-        "/" + MODEL,
+        "/{model:path}",
         model_info.model_info,
         model_info.ModelInfo,
         "One model (`Owner/Name`, or `Owner/Name:VERSION`), in DeepInfra's shape, with its "
@@ -200,32 +221,49 @@ ROUTES = (
 
 
 class RouteTable:
-    """Paths -> routes: exact paths by lookup, prefixed routes by their longest prefix."""
+    """(method, path) -> route: paths without parameters by lookup, templates by the longest
+    literal prefix first. A method and path template declared twice raises."""
 
     def __init__(self, routes: tuple[Route, ...]) -> None:
         self.routes = routes
-        self._exact: dict[str, Route] = {}
-        prefixes: list[tuple[str, Route]] = []
+        self._exact: dict[str, dict[str, Route]] = {}
+        templates: list[tuple[str, re.Pattern[str], Route]] = []
+        seen: set[tuple[str, str]] = set()
         for route in routes:
             if route.body is not None and not route.admitted:
                 # Admission reads a body whole (bounded) before the dispatcher validates it.
                 raise ValueError(f"{route.path}: a route with a body must pass admission")
-            for path in route.paths:
-                if route.prefixed:
-                    prefixes.append((path, route))
+            for template, pattern in route.paths:
+                key = (route.method, _PARAMETER.sub("{}", template))
+                if key in seen:
+                    raise ValueError(f"{route.method} {template}: declared twice")
+                seen.add(key)
+                if pattern is None:
+                    self._exact.setdefault(template, {})[route.method] = route
                 else:
-                    self._exact[path] = route
-        self._prefixes = sorted(prefixes, key=lambda p: -len(p[0]))
+                    templates.append((template[: template.index("{")], pattern, route))
+        self._templates = sorted(templates, key=lambda t: -len(t[0]))
 
-    def classify(self, path: str) -> Route | None:
-        """The route serving `path`; None for a path no API route serves (FastAPI's)."""
-        route = self._exact.get(path)
-        if route is not None:
-            return route
-        for prefix, route in self._prefixes:
-            if path.startswith(prefix) and len(path) > len(prefix):
-                return route
-        return None
+    def _on(self, path: str) -> dict[str, Route]:
+        """The routes serving `path`, by method."""
+        routes = self._exact.get(path)
+        if routes is not None:
+            return routes
+        found: dict[str, Route] = {}
+        for prefix, pattern, route in self._templates:
+            if path.startswith(prefix) and route.method not in found and pattern.fullmatch(path):
+                found[route.method] = route
+        return found
+
+    def classify(self, method: str, path: str) -> Route | None:
+        """The route serving `method` on `path`; another method's route on that path (the
+        dispatcher answers 405); None for a path no API route serves (FastAPI's)."""
+        routes = self._on(path)
+        return routes.get(method) or next(iter(routes.values()), None)
+
+    def allowed(self, path: str) -> tuple[str, ...]:
+        """The methods `path` is served with."""
+        return tuple(self._on(path))
 
 
 TABLE = RouteTable(ROUTES)

@@ -3,16 +3,11 @@
 
 from __future__ import annotations
 
-from starlette.datastructures import State
-
-from ..engine.errors import model_loading
+from ..engine.call import Call
 from ..engine.generation import Answer
 from .schema import InferenceRequest
 from .service import InferenceService
 
 
-async def inference(state: State, body: InferenceRequest, _: str, __: object) -> Answer:
-    service: InferenceService | None = state.apis.get("native")
-    if service is None:
-        raise model_loading()
-    return await service.create(body)
+async def inference(call: Call[InferenceService, InferenceRequest]) -> Answer:
+    return await call.services.create(call)

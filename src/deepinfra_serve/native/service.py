@@ -12,12 +12,12 @@ import orjson
 
 from ..config.pricing import Usage
 from ..config.settings import ServerSettings, parse_networks
+from ..engine.call import Call
 from ..engine.errors import APIError
 from ..engine.generation import LOGPROB_FLOOR, Generation, Stream
 from ..engine.lifecycle import Lifecycle
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
-from ..observability.record import current
 from .schema import PROFILE, GeneratedText, InferenceRequest, InferenceResponse, InferenceStatus
 from .webhook_targets import WebhookTargets
 from .webhooks import WebhookSender
@@ -78,7 +78,10 @@ class InferenceService:
         """At shutdown, after the drain: webhook jobs still running end (`WebhookSender`)."""
         await self.webhooks.aclose()
 
-    async def create(self, req: InferenceRequest) -> InferenceResponse | Stream:
+    async def create(
+        self, call: Call[InferenceService, InferenceRequest]
+    ) -> InferenceResponse | Stream:
+        req, record = call.body, call.record
         if req.stream and req.num_responses > 1:
             raise APIError(422, "num_responses: must be 1 when streaming", param="num_responses")
         if req.stream and req.webhook is not None:
@@ -86,9 +89,25 @@ class InferenceService:
         if req.webhook is not None:
             await self.webhooks.check(str(req.webhook))
         started = time.monotonic()
-        record = current()
         record.capture("input", req.input)
         prompt = await self.model.prompts.text(req.input)
+        request_id = record.request_id
+        if req.webhook is not None:
+            # Run again with no client waiting, as a job of its own that is billed and logged
+            # when its generation ends; this request is answered and accounted as queued.
+            record.finish_reason = "queued"
+            prompt_tokens = len(prompt["prompt_token_ids"])
+            self.webhooks.submit(
+                str(req.webhook),
+                request_id,
+                call.detach(req.model_copy(update={"webhook": None})),
+                lambda reason: _failed(request_id, prompt_tokens, started, reason),
+            )
+            return InferenceResponse(
+                request_id=request_id,
+                inference_status=InferenceStatus(status="queued", tokens_input=prompt_tokens),
+                num_input_tokens=prompt_tokens,
+            )
         seed = secrets.randbits(64)
         params = to_sampling_params(
             req.sampling(seed),
@@ -96,34 +115,11 @@ class InferenceService:
             prompt_tokens=len(prompt["prompt_token_ids"]),
             profile=PROFILE,
         )
-        request_id = record.request_id
         gen = Generation(self.model, prompt, params, request_id, record, finish=tgi_finish_reason)
-        if req.webhook is not None:
-            # Billed when the generation ends: the HTTP request is accounted as queued now.
-            record.finish_reason = "queued"
-            self.webhooks.submit(
-                str(req.webhook),
-                request_id,
-                self._webhook_payload(gen, request_id, started),
-                lambda reason: _failed(request_id, gen.prompt_tokens, started, reason),
-            )
-            return InferenceResponse(
-                request_id=request_id,
-                inference_status=InferenceStatus(status="queued", tokens_input=gen.prompt_tokens),
-                num_input_tokens=gen.prompt_tokens,
-            )
         await gen.start()
         if req.stream:
             return self._stream(gen, seed)
         return _response(request_id, await gen.final(), gen.usage(), started)
-
-    async def _webhook_payload(self, gen: Generation, request_id: str, started: float) -> bytes:
-        await gen.start()
-        return (
-            _response(request_id, await gen.final(), gen.usage(), started)
-            .model_dump_json()
-            .encode()
-        )
 
     def _stream(self, gen: Generation, seed: int) -> Stream:
         """One event per token with its real id and logprob; the last one also carries the

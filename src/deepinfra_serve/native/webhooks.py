@@ -1,11 +1,12 @@
 """Delivering finished inferences to callers' webhooks: bounded retries, checked targets, and
 nothing accepted lost on shutdown.
 
-A job is a generation and then its delivery. Its generation holds one of the concurrency slots
-that admission counts (a flood of webhook requests gets 429 like any other), and the whole job
-counts as work that SIGTERM waits for. When the drain grace is over, generations still running
-are stopped and delivered as `failed` with the reason, retries end after the attempt under way,
-and what still cannot be delivered is logged and counted.
+A job is a generation, run as a request of its own that no client waits on (`Call.detach`: it
+keeps the HTTP request's place in the model's capacity, so a flood of webhook requests gets 429
+like any other, and writes its own access line with its tokens and cost), and then its
+delivery. The whole job counts as work that SIGTERM waits for. When the drain grace is over,
+generations still running are stopped and delivered as `failed` with the reason, retries end
+after the attempt under way, and what still cannot be delivered is logged and counted.
 """
 
 from __future__ import annotations
@@ -17,10 +18,10 @@ from typing import Any
 
 import httpx
 
+from ..engine.call import Outcome
 from ..engine.errors import APIError
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
-from ..observability.record import current
 from .webhook_targets import PinnedTransport, TargetRefused, WebhookTargets
 
 log = logging.getLogger(__name__)
@@ -71,17 +72,13 @@ class WebhookSender:
         self,
         url: str,
         request_id: str,
-        generate: Awaitable[bytes],
+        generate: Awaitable[Outcome],
         failed: Callable[[str], bytes],
     ) -> None:
-        """Run `generate` (the payload of a finished inference) and deliver it in the
+        """Run `generate` (a finished inference's outcome) and deliver its answer in the
         background; `failed(reason)` is the payload when it cannot finish."""
-        # The generation keeps the request's place (its key's count, the model's) until it
-        # ends, though the request itself has been answered.
-        place = current().place
-        held = place.again() if place is not None else None
         self.lifecycle.background += 1  # the job, until its delivery ends
-        task = asyncio.create_task(self._job(url, request_id, generate, failed, held))
+        task = asyncio.create_task(self._job(url, request_id, generate, failed))
         self._jobs.add(task)
         task.add_done_callback(self._jobs.discard)
 
@@ -89,15 +86,21 @@ class WebhookSender:
         self,
         url: str,
         request_id: str,
-        generate: Awaitable[bytes],
+        generate: Awaitable[Outcome],
         failed: Callable[[str], bytes],
-        held: Any,
     ) -> None:
         generation = asyncio.ensure_future(generate)
         self._generating.add(generation)
         try:
             try:
-                payload = await asyncio.shield(generation)
+                outcome = await asyncio.shield(generation)
+                if outcome.error is not None or outcome.answer is None:
+                    message = "no answer" if outcome.error is None else outcome.error.message
+                    payload = failed(f"the generation failed: {message}")
+                elif isinstance(outcome.answer, bytes):
+                    payload = outcome.answer
+                else:
+                    payload = outcome.answer.model_dump_json().encode()
             except asyncio.CancelledError:
                 if not generation.cancelled():
                     raise
@@ -110,8 +113,6 @@ class WebhookSender:
                 payload = failed(f"the generation failed: {exc}")
             finally:
                 self._generating.discard(generation)
-                if held is not None:
-                    held.release()
             delivered = await self.deliver(url, payload)
             metrics.WEBHOOK_DELIVERIES.labels(self.model, str(delivered).lower()).inc()
         finally:

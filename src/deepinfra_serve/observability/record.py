@@ -1,10 +1,11 @@
-"""Per-request record: the request id, the route that serves it, and what it cost, filled in as
-it runs.
+"""Per-request record: the request id, the route that serves it, what it is served as and for
+whom, and what it cost, filled in as it runs.
 
-The middleware creates the record and keeps it in a context variable (and on the ASGI scope,
-for the error handlers that run outside that context); the generation core writes usage into
-it; when the response's last byte is sent, the middleware turns it into metrics and one
-access-log line.
+Whoever runs a request makes its record: the middleware for an HTTP request, the request
+runner (`http.runner`) for one no client waits on (a webhook job). The dispatcher resolves the
+model, tier and tenant onto it once, and the services are handed it explicitly; the generation
+core writes its usage into it; when it ends, `accounting.account` turns it into metrics and
+one access-log line. A context variable holds the bound record for log lines only.
 """
 
 from __future__ import annotations
@@ -19,9 +20,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..config.pricing import NO_USAGE, Usage
+from ..config.served import Served, Tenant
 from ..config.tiers import DEFAULT as DEFAULT_TIER
 from ..config.tiers import Tier
-from . import metrics
 
 # An ASGI scope: the record rides on it for code outside the request's context.
 Scope = MutableMapping[str, Any]
@@ -67,9 +68,12 @@ def request_id_from(header: str | None) -> str:
 @dataclass(slots=True)
 class RequestRecord:
     request_id: str
-    model: str
+    model: str  # the card this process serves: the metrics' label
     # The route table's entry that serves it (`http.routes.Route`); None: not an API route.
     route: Any = None
+    method: str = "POST"
+    path: str = ""
+    via: str = "http"  # who runs it: "http", or "webhook" for a job no client waits on
     capture_content: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -78,13 +82,12 @@ class RequestRecord:
     finish_reason: str | None = None
     user: str | None = None
     source: str | None = None  # the client's x-deepinfra-source
+    served: Served | None = None  # the model it named, once the dispatcher resolved it
+    tenant: Tenant | None = None  # its API key's tenant; None on an open server
     cache_salt: str | None = None  # the caller's prefix-cache partition; never logged
     tier: Tier = DEFAULT_TIER  # the service tier it is served and billed at
     place: Any = None  # its place in the model's capacity (`http.capacity.Place`)
     content: dict[str, Any] | None = None
-    # Set once the middleware has billed the request: usage settled later (a webhook job
-    # outlives its HTTP request) is billed on its own.
-    accounted: bool = False
 
     @property
     def api(self) -> str | None:
@@ -102,25 +105,27 @@ class RequestRecord:
 
     def settle(self, usage: Usage, finish_reason: str | None) -> None:
         """The request's usage, once its generation has ended."""
-        if self.accounted:
-            if self.api is not None:
-                metrics.billing(self.model, self.api).bill(usage)
-                if usage.estimated_cost:
-                    metrics.child(metrics.TIER_COST, self.model, self.tier.name).inc(
-                        usage.estimated_cost
-                    )
-        else:
-            self.usage = usage
-            self.finish_reason = finish_reason
+        self.usage = usage
+        self.finish_reason = finish_reason
+
+    @property
+    def serves(self) -> Served:
+        """What it is served as; the dispatcher resolves it before any service runs."""
+        if self.served is None:
+            raise LookupError(f"request {self.request_id}: its model was never resolved")
+        return self.served
 
 
 _current: ContextVar[RequestRecord | None] = ContextVar("deepinfra_request", default=None)
 
 
 def current() -> RequestRecord:
-    """The running request's record (a detached one outside a request, so callers need no
-    checks)."""
-    return _current.get() or RequestRecord(new_request_id(), "")
+    """The record bound to the running task, for log lines; an error where none is bound (a
+    service is handed its record, it never reads it from here)."""
+    record = _current.get()
+    if record is None:
+        raise LookupError("no request is bound to this task")
+    return record
 
 
 def current_request_id() -> str | None:
@@ -128,8 +133,11 @@ def current_request_id() -> str | None:
     return record.request_id if record else None
 
 
-def bind(record: RequestRecord, scope: Scope) -> Any:
-    scope.setdefault("state", {})[_SCOPE_KEY] = record
+def bind(record: RequestRecord, scope: Scope | None = None) -> Any:
+    """Bind `record` to the running task (for log lines) and, for an HTTP request, to its
+    scope (for the layers that are handed the scope)."""
+    if scope is not None:
+        scope.setdefault("state", {})[_SCOPE_KEY] = record
     return _current.set(record)
 
 

@@ -19,7 +19,7 @@ from ..engine.function_calling.prompt import conversation
 from ..engine.generation import Generation, Stream
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
-from ..observability.record import current
+from ..observability.record import RequestRecord
 from .chunks import (
     Choice,
     UsagePolicy,
@@ -51,10 +51,11 @@ class ChatService:
         self.model = model
         self.card = model.card
 
-    async def create(self, req: ChatCompletionRequest) -> ChatCompletion | Stream:
+    async def create(
+        self, req: ChatCompletionRequest, record: RequestRecord
+    ) -> ChatCompletion | Stream:
         _refuse_unsupported(req)
         choice = tool_choice(req, self.card)
-        record = current()
         record.user = req.user
         messages = req.engine_messages()
         record.capture("messages", messages)
@@ -111,7 +112,7 @@ class ChatService:
             return await self._complete(request_id, gen, reply)
         return sse_chunks(
             gen=gen,
-            model=self.card.name,
+            model=gen.name,
             request_id=request_id,
             obj="chat.completion.chunk",
             policy=UsagePolicy.of(req.stream_options),
@@ -138,7 +139,7 @@ class ChatService:
         return ChatCompletion(
             id=request_id,
             created=int(time.time()),
-            model=self.card.name,
+            model=gen.name,
             service_tier=gen.tier,
             choices=choices,
             usage=gen.usage(),

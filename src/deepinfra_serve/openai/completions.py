@@ -9,7 +9,7 @@ from ..engine.errors import APIError
 from ..engine.generation import Generation, Stream
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
-from ..observability.record import current
+from ..observability.record import RequestRecord
 from .chunks import UsagePolicy, check_stream_options, plain_finish, sse_chunks
 from .logprobs import completion_logprobs
 from .responses import Completion, CompletionChoice
@@ -42,9 +42,8 @@ class CompletionService:
         self.model = model
         self.card = model.card
 
-    async def create(self, req: CompletionRequest) -> Completion | Stream:
+    async def create(self, req: CompletionRequest, record: RequestRecord) -> Completion | Stream:
         _refuse_unsupported(req)
-        record = current()
         record.user = req.user
         record.capture("prompt", req.prompt)
         prompt = await self.model.prompts.text(req.prompt)
@@ -83,7 +82,7 @@ class CompletionService:
         ]
         return sse_chunks(
             gen=gen,
-            model=self.card.name,
+            model=gen.name,
             request_id=request_id,
             obj="text_completion",
             policy=UsagePolicy.of(req.stream_options),
@@ -107,7 +106,7 @@ class CompletionService:
         return Completion(
             id=request_id,
             created=int(time.time()),
-            model=self.card.name,
+            model=gen.name,
             service_tier=gen.tier,
             choices=choices,
             usage=gen.usage(),

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Self
 
-from starlette.datastructures import State
-
 from ..config.cards import ModelCard
+from ..config.catalog import Catalog
 from ..config.settings import ServerSettings
-from ..engine.errors import model_loading, not_found
+from ..engine.call import Call
+from ..engine.errors import not_found
 from ..engine.generation import Answer
 from ..engine.lifecycle import Lifecycle
 from ..engine.served_model import ServedModel
@@ -33,19 +33,12 @@ class OpenAIServices:
         """Nothing outlives a request here."""
 
 
-def _services(state: State) -> OpenAIServices:
-    services: OpenAIServices | None = state.apis.get("openai")
-    if services is None:
-        raise model_loading()
-    return services
+async def chat_completions(call: Call[OpenAIServices, ChatCompletionRequest]) -> Answer:
+    return await call.services.chat.create(call.body, call.record)
 
 
-async def chat_completions(state: State, body: ChatCompletionRequest, _: str, __: object) -> Answer:
-    return await _services(state).chat.create(body)
-
-
-async def completions(state: State, body: CompletionRequest, _: str, __: object) -> Answer:
-    return await _services(state).completions.create(body)
+async def completions(call: Call[OpenAIServices, CompletionRequest]) -> Answer:
+    return await call.services.completions.create(call.body, call.record)
 
 
 def model_out(card: ModelCard, created: int) -> ModelOut:
@@ -69,13 +62,15 @@ def model_out(card: ModelCard, created: int) -> ModelOut:
     )
 
 
-async def list_models(state: State, _: None, __: str, ___: object) -> ModelList:
-    return ModelList(data=[model_out(card, state.created) for card in state.listed])
+async def list_models(call: Call[Catalog, None]) -> ModelList:
+    catalog = call.services
+    return ModelList(data=[model_out(card, catalog.created) for card in catalog.listed])
 
 
-async def get_model(state: State, _: None, model: str, __: object) -> ModelOut:
+async def get_model(call: Call[Catalog, None]) -> ModelOut:
     # Only what the list shows can be retrieved.
-    for card in state.listed:
+    model, catalog = call.params["model"], call.services
+    for card in catalog.listed:
         if card.name == model:
-            return model_out(card, state.created)
+            return model_out(card, catalog.created)
     raise not_found(model)

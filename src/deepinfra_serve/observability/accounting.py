@@ -1,0 +1,85 @@
+"""One request's accounting, written once when it ends: its metrics, its dollars and its
+access-log line, whether a client waited for it (the middleware calls this when the last byte
+is sent) or not (a webhook job, when its generation has ended).
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from . import metrics
+from .logs import access_log
+from .record import RequestRecord
+
+
+class _Series:
+    """One API's labelled metric children, looked up once rather than on every request."""
+
+    __slots__ = ("billing", "e2e", "itl", "requests", "ttft")
+
+    def __init__(self, model: str, api: str) -> None:
+        self.e2e = metrics.E2E.labels(model, api)
+        self.ttft = metrics.TTFT.labels(model, api)
+        self.itl = metrics.ITL.labels(model, api)
+        self.billing = metrics.billing(model, api)
+        self.requests: dict[tuple[int, str], Any] = {}
+
+
+_series: dict[tuple[str, str], _Series] = {}
+
+
+def account(record: RequestRecord) -> None:
+    """Metrics, dollars and the access line of a request that has ended. A request on no
+    metered route (`record.api` None) is neither metered nor logged."""
+    api = record.api
+    if api is None:
+        return
+    model = record.model
+    series = _series.get((model, api))
+    if series is None:
+        series = _series[(model, api)] = _Series(model, api)
+    ended = time.perf_counter()
+    latency = ended - record.started
+    status = record.status
+    key = (status, record.finish_reason or "none")
+    counter = series.requests.get(key)
+    if counter is None:
+        counter = series.requests[key] = metrics.REQUESTS.labels(model, api, str(key[0]), key[1])
+    counter.inc()
+    series.e2e.observe(latency)
+    usage = record.usage
+    tier = record.tier.name
+    ttft = None
+    if record.first_token_at is not None:
+        ttft = record.first_token_at - record.started
+        series.ttft.observe(ttft)
+        metrics.child(metrics.TIER_TTFT, model, tier).observe(ttft)
+        if usage.completion_tokens > 1:
+            series.itl.observe((ended - record.first_token_at) / (usage.completion_tokens - 1))
+    series.billing.bill(usage)
+    if usage.estimated_cost:
+        metrics.child(metrics.TIER_COST, model, tier).inc(usage.estimated_cost)
+    line: dict[str, Any] = {
+        "request_id": record.request_id,
+        "model": model,
+        "api": api,
+        "method": record.method,
+        "path": record.path,
+        "status": status,
+        "prompt_tokens": usage.prompt_tokens,
+        "cached_tokens": usage.cached_tokens,
+        "completion_tokens": usage.completion_tokens,
+        "finish_reason": record.finish_reason,
+        "latency_ms": round(latency * 1000, 1),
+        "ttft_ms": None if ttft is None else round(ttft * 1000, 1),
+        "estimated_cost": usage.estimated_cost,
+        "service_tier": tier,
+        "user": record.user,
+        "source": record.source,
+    }
+    if record.via != "http":
+        line["via"] = record.via
+    if record.content is not None:
+        line["content"] = record.content
+    access_log.write(line)
