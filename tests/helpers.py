@@ -597,3 +597,16 @@ def render(values: dict[str, Any], name: str = "llm") -> list[dict[str, Any]]:
         if path.endswith(".yaml"):
             docs += [d for d in yaml.safe_load_all(text) if d]
     return docs
+
+
+def tiny_chat_prompt(cache_dir: Path, card: Any, messages: list[dict[str, Any]]) -> list[int]:
+    """The tiny card's chat prompt for `messages`, as the server renders it, in token ids (its
+    tokenizer is the one the session's weights were generated with)."""
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(cache_dir / "deepinfra-serve--tiny-random-llama")
+    text = tokenizer.apply_chat_template(
+        messages, chat_template=card.chat_template, add_generation_prompt=True, tokenize=False
+    )
+    assert text.endswith("<|im_start|>assistant\n")
+    return list(tokenizer(text, add_special_tokens=False)["input_ids"])

@@ -8,11 +8,14 @@ import json
 import logging
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config.cards import CardError, ModelCard, load_card, load_cards
 from .config.settings import ServerSettings
 from .observability.logs import configure_logging
+
+if TYPE_CHECKING:  # the engine's modules load vLLM: imported where a command needs them
+    from .engine.engine_args import Device
 
 log = logging.getLogger("deepinfra_serve")
 
@@ -133,7 +136,7 @@ def main(argv: list[str] | None = None) -> int:
     return status
 
 
-def _serve(card: ModelCard, settings: ServerSettings, device: str) -> int:
+def _serve(card: ModelCard, settings: ServerSettings, device: Device) -> int:
     from .engine.engine_args import api_process_count, build_engine_args, plan_engine
     from .engine.served_model import ServedModel
     from .engine.weights import prepare_weights
@@ -150,7 +153,7 @@ def _serve(card: ModelCard, settings: ServerSettings, device: str) -> int:
     except CardError as exc:
         print(f"deepinfra-serve: fleet card {exc}", file=sys.stderr)
         return 2
-    processes = api_process_count(card, device, settings.api_processes)  # type: ignore[arg-type]
+    processes = api_process_count(card, device, settings.api_processes)
     log.info(
         "serving %s on http://%s:%d (device %s, %d API process%s)",
         card.name,

@@ -169,6 +169,35 @@ def test_bad_requests_raise_the_sdks_typed_errors(sdk: anthropic.Anthropic) -> N
     assert "thinking" in thinking.value.body["error"]["message"]
 
 
+def test_cache_marks_and_tool_schemas_are_checked_as_the_chat_api_checks_them(
+    client: httpx.Client,
+) -> None:
+    mark = {"type": "ephemeral"}
+    block = {"type": "text", "text": "Hi", "cache_control": mark}
+    body = {"model": MODEL, "max_tokens": 1, "messages": [{"role": "user", "content": [block]}]}
+    assert client.post("/anthropic/v1/messages", json=body).status_code == 200
+    mark["ttl"] = "1h"
+    refused = client.post("/anthropic/v1/messages", json=body)
+    assert refused.status_code == 422
+    chat = client.post(
+        "/v1/openai/chat/completions",
+        json={"model": MODEL, "messages": [{"role": "user", "content": [block]}]},
+    )
+    assert chat.status_code == 422
+    assert chat.json()["error"]["param"].endswith("content.0.cache_control.ttl")
+    # The chat API's refusal, word for word.
+    why = chat.json()["error"]["message"].rpartition("cache_control.ttl: ")[2]
+    assert why.startswith("a cache retention time cannot be guaranteed")
+    assert f"cache_control.ttl: {why}" in refused.json()["error"]["message"]
+    tool = {"name": "f", "input_schema": {"type": "object", "properties": {"a": {"type": 5}}}}
+    body = {"model": MODEL, "max_tokens": 1, "messages": _ask("Hi"), "tools": [tool]}
+    bad_schema = client.post("/anthropic/v1/messages", json=body).json()["error"]
+    assert bad_schema["message"].startswith("tools.0.input_schema: not a valid JSON schema")
+    tool["input_schema"] = {"type": "string"}
+    not_object = client.post("/anthropic/v1/messages", json=body).json()["error"]
+    assert "must be a JSON schema of type object" in not_object["message"]
+
+
 def test_messages_are_metered_as_their_own_api(base_url: str, sdk: anthropic.Anthropic) -> None:
     def served() -> float:
         text = httpx.get(f"{base_url}/metrics", timeout=10).text

@@ -40,6 +40,10 @@ SHARED = [
     ("response_format", {"type": "json_schema", "json_schema": {"schema": {"type": "bogus"}}}),
     ("response_format", {"type": "regex", "regex": "(unclosed"}),
     ("stream_options", {"include_usage": True}),  # without stream: true
+    ("logit_bias", {"5": 100.5}),
+    ("logit_bias", {"-1": 1}),
+    ("logit_bias", {"five": 1}),
+    ("logit_bias", [5]),
     ("n", 4),  # within DeepInfra's range, above the tiny card's max_n of 3
 ]
 
@@ -61,8 +65,10 @@ CHAT_ONLY = [
     ("tool_choice", "required"),  # without tools
     ("tool_choice", "sometimes"),
     ("tool_choice", {"type": "function", "function": {}}),
-    ("reasoning_effort", "high"),
     ("reasoning_effort", "extreme"),
+    ("top_logprobs", 3),  # without logprobs: true
+    ("top_logprobs", 21),
+    ("top_logprobs", 0),
 ]
 
 COMPLETIONS_ONLY = [

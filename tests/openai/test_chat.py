@@ -12,7 +12,7 @@ import pytest
 from deepinfra_serve.config.cards import ModelCard
 from deepinfra_serve.openai.responses import ChatCompletion, ChatCompletionChunk
 
-from ..helpers import CHAT, HELLO, MODEL, stream
+from ..helpers import CHAT, HELLO, MODEL, stream, tiny_chat_prompt
 
 CHEF = [
     {"role": "system", "content": "Respond like a michelin starred chef."},
@@ -87,14 +87,7 @@ def test_hello_example_has_the_documented_shape(client: httpx.Client, tiny_card:
 def test_prompt_is_rendered_with_the_cards_chat_template(
     client: httpx.Client, tiny_card: ModelCard, cache_dir: Path
 ) -> None:
-    from transformers import AutoTokenizer
-
-    tokenizer = AutoTokenizer.from_pretrained(cache_dir / "deepinfra-serve--tiny-random-llama")
-    text = tokenizer.apply_chat_template(
-        CHEF, chat_template=tiny_card.chat_template, add_generation_prompt=True, tokenize=False
-    )
-    assert text.endswith("<|im_start|>assistant\n")
-    expected = len(tokenizer(text, add_special_tokens=False)["input_ids"])
+    expected = len(tiny_chat_prompt(cache_dir, tiny_card, CHEF))
     r = chat(client, messages=CHEF, max_tokens=4)
     assert r.status_code == 200
     assert r.json()["usage"]["prompt_tokens"] == expected

@@ -16,10 +16,9 @@ from typing import Any, Self
 
 import orjson
 
-from ..engine.errors import invalid
 from ..engine.function_calling.calls import ToolRequest, replies
-from ..engine.function_calling.choice import AUTO, NONE
 from ..engine.function_calling.choice import ToolChoice as CoreChoice
+from ..engine.function_calling.choice import resolve
 from ..engine.function_calling.prompt import conversation
 from ..engine.generation import Generation, Stream
 from ..engine.sampling import to_sampling_params
@@ -39,29 +38,23 @@ from .schema import (
 
 def _choice(req: TokenCountRequest, can_call: bool) -> CoreChoice:
     """The request's effective tool choice, after refusing what cannot be served."""
-    tools = req.tools or []
     raw = req.tool_choice
-    if raw is None:
-        choice = AUTO if tools else NONE
-    elif raw.type == "any":
-        choice = CoreChoice("required")
-    elif raw.type == "tool":
-        choice = CoreChoice("named", raw.name)
-    else:
-        choice = CoreChoice(raw.type)
-    if not tools:
-        if choice.mode not in ("none", "auto"):
-            raise invalid("tool_choice", "needs tools; none were given")
-        return NONE
-    if not can_call:
-        raise invalid("tools", "function calling is not supported for this model")
-    names = [t.name for t in tools]
-    for i, name in enumerate(names):
-        if name in names[:i]:
-            raise invalid(f"tools.{i}.name", f"{name!r} is defined twice")
-    if choice.mode == "named" and choice.name not in names:
-        raise invalid("tool_choice", f"names tool {choice.name!r}, which is not in tools")
-    return choice
+    asked = None
+    if raw is not None:
+        asked = (
+            CoreChoice("required")
+            if raw.type == "any"
+            else CoreChoice("named", raw.name)
+            if raw.type == "tool"
+            else CoreChoice(raw.type)
+        )
+    return resolve(
+        asked,
+        [t.name for t in req.tools or ()],
+        can_call=can_call,
+        name_field="tools.{i}.name",
+        auto_without_tools=True,
+    )
 
 
 @dataclass(frozen=True)
@@ -163,7 +156,7 @@ class MessagesService:
             id=message_id,
             content=_blocks(content, tool_calls),
             model=gen.name,
-            stop_reason=reason,  # type: ignore[arg-type]
+            stop_reason=reason,
             stop_sequence=sequence,
             usage=MessageUsage.of(gen.usage()),
         )
@@ -277,6 +270,7 @@ def _tool_use_id(call_id: str) -> str:
 
 
 def _block_events(index: int, block: TextOut | ToolUseOut) -> bytes:
+    first: dict[str, Any]
     if isinstance(block, TextOut):
         first = {"type": "text", "text": ""}
         delta = {"type": "text_delta", "text": block.text}

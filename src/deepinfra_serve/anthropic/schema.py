@@ -10,39 +10,37 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
 
+from ..config.models import RequestModel, ResponseModel
 from ..config.pricing import Usage
+from ..engine.request_fields import ArgumentsSchema, CacheMark
 from ..engine.sampling import ApiProfile, SamplingRequest, sampling_request
 
 # Anthropic's field names for the core's; max_tokens left out or null: the context left.
 MESSAGES_PROFILE = ApiProfile(names={"stop": "stop_sequences"})
 
 
-class _In(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-
-class TextBlock(_In):
+class TextBlock(RequestModel):
     type: Literal["text"]
     text: str
-    cache_control: dict[str, Any] | None = None
+    cache_control: CacheMark = None
 
 
-class ToolUseBlock(_In):
+class ToolUseBlock(RequestModel):
     type: Literal["tool_use"]
     id: str
     name: str
     input: dict[str, Any]
-    cache_control: dict[str, Any] | None = None
+    cache_control: CacheMark = None
 
 
-class ToolResultBlock(_In):
+class ToolResultBlock(RequestModel):
     type: Literal["tool_result"]
     tool_use_id: str
     content: str | list[TextBlock] | None = None
     is_error: bool | None = None
-    cache_control: dict[str, Any] | None = None
+    cache_control: CacheMark = None
 
     def text(self) -> str:
         if self.content is None or isinstance(self.content, str):
@@ -55,7 +53,7 @@ _READ = ("text", "tool_use", "tool_result")
 _UNREADABLE = ("image", "document", "search_result", "thinking", "redacted_thinking")
 
 
-class Message(_In):
+class Message(RequestModel):
     role: Literal["user", "assistant"]
     content: str | Annotated[list[Block], Field(min_length=1)]
 
@@ -76,14 +74,14 @@ class Message(_In):
         return content
 
 
-class Tool(_In):
+class Tool(RequestModel):
     name: str = Field(min_length=1, max_length=128)
     description: str | None = None
-    input_schema: dict[str, Any]
-    cache_control: dict[str, Any] | None = None
+    input_schema: ArgumentsSchema
+    cache_control: CacheMark = None
 
 
-class ToolChoice(_In):
+class ToolChoice(RequestModel):
     type: Literal["auto", "any", "tool", "none"]
     name: str | None = None
     disable_parallel_tool_use: bool | None = None
@@ -95,7 +93,7 @@ class ToolChoice(_In):
         return self
 
 
-class Thinking(_In):
+class Thinking(RequestModel):
     type: Literal["enabled", "disabled", "adaptive"]
     budget_tokens: int | None = None
 
@@ -106,7 +104,7 @@ class Thinking(_In):
         return self
 
 
-class Metadata(_In):
+class Metadata(RequestModel):
     user_id: str | None = None
 
 
@@ -119,7 +117,7 @@ def core_call_id(tool_use_id: str) -> str:
     return tool_use_id.removeprefix(TOOL_USE_PREFIX)
 
 
-class TokenCountRequest(_In):
+class TokenCountRequest(RequestModel):
     model: str = Field(description="Model name, Owner/Name.")
     messages: list[Message] = Field(min_length=1)
     system: str | list[TextBlock] | None = None
@@ -207,16 +205,12 @@ class MessagesRequest(TokenCountRequest):
         return sampling_request(self, self.profile, **extra)
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TextOut(_Out):
+class TextOut(ResponseModel):
     type: Literal["text"] = "text"
     text: str
 
 
-class ToolUseOut(_Out):
+class ToolUseOut(ResponseModel):
     type: Literal["tool_use"] = "tool_use"
     id: str
     name: str
@@ -226,7 +220,7 @@ class ToolUseOut(_Out):
 StopReason = Literal["end_turn", "max_tokens", "stop_sequence", "tool_use"]
 
 
-class MessageUsage(_Out):
+class MessageUsage(ResponseModel):
     input_tokens: int = Field(description="Prompt tokens not read from the cache.")
     output_tokens: int
     cache_creation_input_tokens: int = 0
@@ -244,7 +238,7 @@ class MessageUsage(_Out):
         )
 
 
-class MessageOut(_Out):
+class MessageOut(ResponseModel):
     id: str
     type: Literal["message"] = "message"
     role: Literal["assistant"] = "assistant"
@@ -255,5 +249,5 @@ class MessageOut(_Out):
     usage: MessageUsage
 
 
-class TokenCount(_Out):
+class TokenCount(ResponseModel):
     input_tokens: int

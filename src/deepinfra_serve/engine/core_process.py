@@ -68,11 +68,11 @@ def tied_engine_cores() -> Iterator[None]:
     from vllm.v1.engine.core import EngineCoreProc
 
     original = EngineCoreProc.__dict__["run_engine_core"]
-    EngineCoreProc.run_engine_core = staticmethod(run_engine_core)  # type: ignore[method-assign]
+    EngineCoreProc.run_engine_core = staticmethod(run_engine_core)
     try:
         yield
     finally:
-        EngineCoreProc.run_engine_core = original  # type: ignore[method-assign]
+        EngineCoreProc.run_engine_core = original
 
 
 def in_lasting_thread(work: Callable[[], T], name: str = "engine-start") -> asyncio.Future[T]:

@@ -134,8 +134,14 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 
 def validation_error(errors: Sequence[Any]) -> APIError:
-    """pydantic's errors, their locations under "body", as one 422 naming the first field."""
-    first = errors[0] if errors else {"loc": ("body",), "msg": "invalid request", "type": ""}
+    """pydantic's errors, their locations under "body", as one 422 naming the deepest field
+    (of a union, the branch that got furthest says what is wrong, not the branch that failed
+    at once: a content list's bad block rather than "not a string")."""
+    first = (
+        max(errors, key=lambda e: len(_field(tuple(e["loc"])).split(".")))
+        if errors
+        else {"loc": ("body",), "msg": "invalid request", "type": ""}
+    )
     if first.get("type") == "json_invalid":
         return APIError(400, "Request body is not valid JSON", code="invalid_json")
     messages = [

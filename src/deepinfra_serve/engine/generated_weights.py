@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from typing import Any
 
 from ..config.cards import GeneratedWeights
 
@@ -34,7 +35,7 @@ Numbers: 0 1 2 3 4 5 6 7 8 9 10 100 1000. JSON: {"key": "value", "list": [1, 2, 
 """
 
 
-def _shape(spec: GeneratedWeights) -> dict[str, int]:
+def _shape(spec: GeneratedWeights) -> dict[str, Any]:
     return {
         "hidden_size": spec.hidden_size,
         "intermediate_size": spec.hidden_size * 2,
@@ -84,7 +85,7 @@ def _generate_tiny_llama(spec: GeneratedWeights, out: Path) -> None:
         pad_token_id=hf_tok.pad_token_id,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config).to(torch.float32)
+    model = LlamaForCausalLM(config).float()
     model.save_pretrained(out)
     GenerationConfig(
         bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id
@@ -108,5 +109,5 @@ def _generate_tiny_mistral(spec: GeneratedWeights, out: Path) -> None:
         eos_token_id=2,
         tie_word_embeddings=True,
     )
-    MistralForCausalLM(config).to(torch.float32).save_pretrained(out)
+    MistralForCausalLM(config).float().save_pretrained(out)
     GenerationConfig(bos_token_id=1, eos_token_id=2).save_pretrained(out)

@@ -42,6 +42,7 @@ class SamplingRequest:
     seed: int | None = None
     stream: bool = False
     logprobs: int | None = None
+    logit_bias: dict[int, float] | None = None
     stop_token_ids: list[int] | None = None
     # vLLM structured-output params: response_format's, or the forced tool call's.
     structured_outputs: Any = None
@@ -53,6 +54,13 @@ Sequences = Annotated[int, Field(ge=1, le=API_MAX_N)]
 Penalty = Annotated[float, Field(ge=-2, le=2)]
 RepetitionPenalty = Annotated[
     float | None, Field(ge=0.01, le=5, description="Multiplicative repetition penalty. Default 1.")
+]
+LogitBias = Annotated[
+    dict[Annotated[int, Field(ge=0)], Annotated[float, Field(ge=-100, le=100)]] | None,
+    Field(
+        description="Token id -> a bias from -100 to 100 added to its logit before sampling "
+        "(-100 keeps it out, 100 all but forces it)."
+    ),
 ]
 Stop = Annotated[
     str | list[str] | None,
@@ -200,6 +208,7 @@ def to_sampling_params(
             max_tokens=checked.max_tokens,
             stop_token_ids=req.stop_token_ids,
             logprobs=req.logprobs,
+            logit_bias=req.logit_bias,
             structured_outputs=req.structured_outputs,
             skip_special_tokens=req.skip_special_tokens,
             output_kind=RequestOutputKind.DELTA if req.stream else RequestOutputKind.FINAL_ONLY,

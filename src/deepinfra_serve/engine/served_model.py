@@ -8,7 +8,7 @@ packages, not here.
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config.cards import ModelCard
@@ -61,7 +61,7 @@ class ServedModel:
 
     def generate(
         self, prompt: dict[str, Any], params: Any, request_id: str, priority: int = 0
-    ) -> AsyncIterator[Any]:
+    ) -> AsyncGenerator[Any, None]:
         """The engine's outputs; `priority` (lower first) orders its waiting queue when the
         card has service tiers (vLLM's priority scheduling)."""
         return self.engine.generate(prompt, params, request_id, priority=priority)

@@ -103,10 +103,15 @@ def serve_processes(card: ModelCard, settings: ServerSettings, engine_args: Any,
                 vllm_config, Executor.get_class(vllm_config), True, listeners.addresses
             ) as launch,
         ):
+            # vLLM hands `args` to each process's target untouched; its hint names its own
+            # argparse namespace.
+            front_end: Any = FrontEnd(
+                card, settings, vllm_config, shared, engine_args.enable_log_requests
+            )
             manager = APIServerProcessManager(
                 listen_address=f"http://{settings.host}:{settings.port}",
                 sock=sock,
-                args=FrontEnd(card, settings, vllm_config, shared, engine_args.enable_log_requests),  # type: ignore[arg-type]
+                args=front_end,
                 num_servers=count,
                 input_listeners=listeners.inputs,
                 output_listeners=listeners.outputs,
@@ -145,7 +150,7 @@ def _supervise(processes: list[BaseProcess], engines: Any, shared: SharedState) 
     kill_at: float | None = None
     while waiting:
         timeout = None if kill_at is None else max(0.0, kill_at - time.monotonic())
-        ready = connection.wait([*waiting, *core], timeout)
+        ready: list[Any] = connection.wait([*waiting, *core], timeout)  # sentinels: ints
         if not ready and kill_at is not None:
             log.error("API processes still running after the engine died: killing them")
             _signal(list(waiting.values()), signal.SIGKILL)

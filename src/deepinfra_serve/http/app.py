@@ -149,7 +149,7 @@ def create_app(
     )
     app.state.runner = Runner(app.state, catalog)
     install_error_handlers(app)
-    app.openapi = lambda: document(app)  # type: ignore[method-assign]
+    app.openapi = lambda: document(app)  # type: ignore[method-assign]  # FastAPI's way to replace it
 
     @app.get("/health/live", tags=["operations"])
     async def live() -> Any:

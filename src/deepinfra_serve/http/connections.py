@@ -131,7 +131,7 @@ def with_read_deadline(
     late = raw_response(read_timed_out(timeout_s))
     base: Any = protocol
 
-    class ReadDeadline(base):  # type: ignore[misc]
+    class ReadDeadline(base):
         _deadline: asyncio.TimerHandle | None = None
         _partial = False  # bytes of a request whose headers are not all in
         started = False  # from here its end releases its place in the count

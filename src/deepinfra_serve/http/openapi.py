@@ -49,7 +49,7 @@ def _declaration(route: Route) -> APIRoute:
     def endpoint(**_: Any) -> None:
         """Never called: the dispatcher serves the route."""
 
-    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    endpoint.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]  # inspect reads it
     responses: dict[int | str, dict[str, Any]] = {
         status: {"model": route.family.error_model, "description": _ERROR_STATUSES[status]}
         for status in route.errors

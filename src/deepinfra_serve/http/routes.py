@@ -12,7 +12,7 @@ from __future__ import annotations
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, TypedDict
 
 from pydantic import BaseModel
 
@@ -101,7 +101,19 @@ class Route:
         return None
 
 
-_GENERATION = {"admitted": True, "auth": ("authorization",), "errors": GENERATION_ERRORS}
+class _Generation(TypedDict):
+    """What every generation route declares alike."""
+
+    admitted: bool
+    auth: tuple[str, ...]
+    errors: tuple[int, ...]
+
+
+_GENERATION = _Generation(admitted=True, auth=("authorization",), errors=GENERATION_ERRORS)
+# Anthropic's clients send the key as x-api-key.
+_ANTHROPIC = _Generation(
+    admitted=True, auth=("x-api-key", "authorization"), errors=GENERATION_ERRORS
+)
 
 ROUTES = (
     Route(
@@ -173,7 +185,7 @@ ROUTES = (
         label="messages",
         model_in="body",
         streams=True,
-        **{**_GENERATION, "auth": ("x-api-key", "authorization")},
+        **_ANTHROPIC,
     ),
     Route(
         ANTHROPIC,
@@ -186,7 +198,7 @@ ROUTES = (
         label="count_tokens",
         model_in="body",
         holds_place=False,
-        **{**_GENERATION, "auth": ("x-api-key", "authorization")},
+        **_ANTHROPIC,
     ),
     Route(
         MODELS,

@@ -101,7 +101,8 @@ def run_server(
         app,
         log_level=settings.log_level.lower(),
         access_log=False,  # the service writes its own JSON access lines
-        timeout_keep_alive=settings.keep_alive_s,
+        # uvicorn reads it as seconds, fractions too; its hint says int.
+        timeout_keep_alive=settings.keep_alive_s,  # type: ignore[arg-type]  # a float works
         timeout_graceful_shutdown=5,
         backlog=_BACKLOG,
     )
@@ -153,7 +154,7 @@ class DrainingServer(uvicorn.Server):
         )
 
         def make_protocol() -> asyncio.Protocol:
-            return protocol(  # type: ignore[call-arg]
+            return protocol(  # type: ignore[call-arg]  # uvicorn's protocols take these; asyncio.Protocol's hint does not
                 config=config,
                 server_state=self.server_state,
                 app_state=self.lifespan.state,

@@ -78,7 +78,7 @@ async def resolve(host: str, port: int) -> list[IPAddress]:
     infos = await asyncio.get_running_loop().getaddrinfo(
         host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP
     )
-    return [ip_address(info[4][0].split("%")[0]) for info in infos]
+    return [ip_address(str(info[4][0]).split("%")[0]) for info in infos]
 
 
 class WebhookTargets:

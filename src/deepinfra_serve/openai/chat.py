@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import orjson
 
-from ..engine.errors import APIError
+from ..engine.errors import invalid
 from ..engine.function_calling.calls import ChoiceReader, Reply, ToolRequest, replies
 from ..engine.function_calling.prompt import conversation
 from ..engine.generation import Generation, Stream
@@ -34,15 +35,10 @@ from .schema import ChatCompletionRequest
 from .tools import tool_choice
 
 
-def _refuse_unsupported(req: ChatCompletionRequest) -> None:
-    if req.reasoning_effort not in (None, "none"):
-        raise APIError(
-            422,
-            "reasoning_effort: this model does not reason; use 'none' or leave it out",
-            param="reasoning_effort",
-        )
-    if req.reasoning is not None and (req.reasoning.enabled or req.reasoning.effort):
-        raise APIError(422, "reasoning: this model does not reason", param="reasoning")
+def _check(req: ChatCompletionRequest) -> None:
+    """What the fields ask together, beyond each one's range."""
+    if req.top_logprobs is not None and not req.logprobs:
+        raise invalid("top_logprobs", "needs logprobs: true")
     check_stream_options(req.stream, req.stream_options)
 
 
@@ -54,7 +50,7 @@ class ChatService:
     async def create(
         self, req: ChatCompletionRequest, record: RequestRecord
     ) -> ChatCompletion | Stream:
-        _refuse_unsupported(req)
+        _check(req)
         choice = tool_choice(req, self.card)
         record.user = req.user
         messages = req.engine_messages()
@@ -78,7 +74,8 @@ class ChatService:
             if tools and functions is not None
             else None
         )
-        extra: dict[str, Any] = {"logprobs": 0 if req.logprobs else None}
+        top = req.top_logprobs or 0
+        extra: dict[str, Any] = {"logprobs": top if req.logprobs else None}
         if calls is not None:
             extra["skip_special_tokens"] = calls.skip_special_tokens
             if (
@@ -94,7 +91,11 @@ class ChatService:
         )
         request_id = f"chatcmpl-{record.request_id}"
         if req.stream:
-            delta, finish = (_delta, plain_finish) if calls is None else _tool_stream(calls, prompt)
+            delta: Callable[[Any], Choice | None]
+            if calls is not None:
+                delta, finish = _tool_stream(calls, prompt)
+            else:
+                delta, finish = (_delta if not top else partial(_delta, top=top)), plain_finish
         else:
             reply = replies(calls)
             finish = lambda o: finish_reason(o.finish_reason, bool(reply(o)[1]))  # noqa: E731
@@ -109,7 +110,7 @@ class ChatService:
         )
         await gen.start()
         if not req.stream:
-            return await self._complete(request_id, gen, reply)
+            return await self._complete(request_id, gen, reply, top)
         return sse_chunks(
             gen=gen,
             model=gen.name,
@@ -121,7 +122,7 @@ class ChatService:
         )
 
     async def _complete(
-        self, request_id: str, gen: Generation, reply: Callable[[Any], Reply]
+        self, request_id: str, gen: Generation, reply: Callable[[Any], Reply], top: int
     ) -> ChatCompletion:
         choices = []
         for o in await gen.final():
@@ -133,7 +134,7 @@ class ChatService:
                         {"content": content, "tool_calls": tool_calls}
                     ),
                     finish_reason=gen.finish_reason(o),
-                    logprobs=chat_logprobs(o.token_ids, o.logprobs),
+                    logprobs=chat_logprobs(o.token_ids, o.logprobs, top),
                 )
             )
         return ChatCompletion(
@@ -154,14 +155,14 @@ _CONTENT = (
 )
 
 
-def _delta(o: Any) -> Choice | None:
+def _delta(o: Any, top: int = 0) -> Choice | None:
     if o.logprobs is None:
         return _CONTENT % (o.index, orjson.dumps(o.text)) if o.text else None
     return {
         "index": o.index,
         "delta": {"role": "assistant", "content": o.text},
         "finish_reason": None,
-        "logprobs": chat_logprobs(o.token_ids, o.logprobs),
+        "logprobs": chat_logprobs(o.token_ids, o.logprobs, top),
     }
 
 

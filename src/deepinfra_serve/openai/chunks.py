@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -60,7 +60,7 @@ def sse_chunks(
     policy: UsagePolicy,
     delta: Callable[[Any], Choice | None],
     finish: Callable[[int, str], Choice],
-    preamble: list[Choice] = (),  # type: ignore[assignment]
+    preamble: Sequence[Choice] = (),
 ) -> Stream:
     """Frame a generation as SSE chunks of one choice each, ending in `data: [DONE]`.
 

@@ -11,23 +11,35 @@ def _token(token_id: int, decoded: str | None, as_ids: bool) -> str:
     return f"token_id:{token_id}" if as_ids else (decoded or "")
 
 
+def _chat_token(token: str, logprob: float) -> dict[str, Any]:
+    return {"token": token, "logprob": max(logprob, _FLOOR), "bytes": list(token.encode())}
+
+
 def chat_logprobs(
-    token_ids: Any, logprobs: list[dict[int, Any]] | None, as_ids: bool = False
+    token_ids: Any, logprobs: list[dict[int, Any]] | None, top: int = 0, as_ids: bool = False
 ) -> dict[str, Any] | None:
+    """Chat's `content` list; `top`: the alternatives asked for per position (`top_logprobs`).
+    The engine sends the `top` most likely tokens of each position and the sampled one, which
+    is among them or ranks lower."""
     if logprobs is None:
         return None
     content = []
     for token_id, entry in zip(token_ids, logprobs, strict=False):
         lp = entry[token_id]
-        token = _token(token_id, lp.decoded_token, as_ids)
-        content.append(
-            {
-                "token": token,
-                "logprob": max(lp.logprob, _FLOOR),
-                "bytes": list(token.encode()),
-                "top_logprobs": [],
-            }
+        item = _chat_token(_token(token_id, lp.decoded_token, as_ids), lp.logprob)
+        alternatives = sorted(
+            (
+                (alt.rank, tid, alt)
+                for tid, alt in entry.items()
+                if alt.rank is not None and alt.rank <= top
+            ),
+            key=lambda r: r[0],
         )
+        item["top_logprobs"] = [
+            _chat_token(_token(tid, alt.decoded_token, as_ids), alt.logprob)
+            for _, tid, alt in alternatives
+        ]
+        content.append(item)
     return {"content": content}
 
 

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-import jsonschema
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, Field, model_validator
 
+from ..config.models import RequestModel
 from ..config.tiers import TierName
+from ..engine.request_fields import ArgumentsSchema, CacheMark
 from ..engine.response_format import ResponseFormat
 from ..engine.sampling import (
     ApiProfile,
+    LogitBias,
     Penalty,
     RepetitionPenalty,
     SamplingRequest,
@@ -26,10 +28,8 @@ CHAT_PROFILE = ApiProfile()
 COMPLETIONS_PROFILE = ApiProfile(prompt_field="prompt")
 
 
-class SamplingFields(BaseModel):
+class SamplingFields(RequestModel):
     """The sampling fields, ranges and defaults of DeepInfra's OpenAI-compatible API."""
-
-    model_config = ConfigDict(extra="ignore")
 
     temperature: float | None = Field(
         None, ge=0, le=2, description="Sampling temperature; 0 is greedy. Default 1."
@@ -46,6 +46,7 @@ class SamplingFields(BaseModel):
         description="Most tokens to generate; null means the context left, capped at 16384.",
     )
     stop: Stop = None
+    logit_bias: LogitBias = None
     n: Sequences = Field(1, description="Number of sequences to return.")
     presence_penalty: Penalty = 0
     frequency_penalty: Penalty = 0
@@ -74,32 +75,6 @@ class SamplingFields(BaseModel):
         return sampling_request(self, self.profile, **extra)
 
 
-class CacheControl(BaseModel):
-    """A prompt-caching mark (Anthropic's, which DeepInfra accepts on messages, content parts
-    and tools). Caching here is automatic: every prompt's prefix is cached while memory allows,
-    marked or not, so the mark is accepted and changes nothing. A retention time (`ttl`) is
-    refused: the engine evicts the least recently used blocks when it needs room, and no time
-    can be promised."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    type: Literal["ephemeral"]
-    ttl: Any = None
-
-    @field_validator("ttl")
-    @classmethod
-    def _no_retention(cls, value: Any) -> None:
-        if value is not None:
-            raise ValueError(
-                "a cache retention time cannot be guaranteed (cached prefixes stay while memory "
-                "allows); leave ttl out"
-            )
-
-
-# Left out of every dump: what the chat template renders must not change with it.
-CacheMark = Annotated[CacheControl | None, Field(None, exclude=True)]
-
-
 class TextPart(BaseModel):
     """A content part; text models take text parts only (images and audio are refused)."""
 
@@ -111,8 +86,7 @@ class TextPart(BaseModel):
 Content = str | list[TextPart]
 
 
-class _Message(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class _Message(RequestModel):
     name: str | None = None
     cache_control: CacheMark = None
 
@@ -166,25 +140,10 @@ Message = Annotated[
 class FunctionDefinition(BaseModel):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$", description="Letters, digits, _ . -")
     description: str | None = None
-    parameters: dict[str, Any] | None = Field(
+    parameters: ArgumentsSchema | None = Field(
         None, description="A JSON schema of type object; no parameters when left out."
     )
     strict: bool | None = Field(None, description="Accepted; forced calls always validate.")
-
-    @field_validator("parameters")
-    @classmethod
-    def _json_schema(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        # Checked here so that a broken schema is a 422 naming the tool, not an error from
-        # the grammar compiler when a call is forced.
-        if value is None:
-            return value
-        try:
-            jsonschema.validators.validator_for(value).check_schema(value)
-        except jsonschema.SchemaError as exc:
-            raise ValueError(f"not a valid JSON schema: {exc.message}") from exc
-        if value.get("type", "object") != "object":
-            raise ValueError("must be a JSON schema of type object (the arguments object)")
-        return value
 
 
 class ToolDefinition(BaseModel):
@@ -217,6 +176,13 @@ class ChatCompletionRequest(SamplingFields):
     messages: list[Message] = Field(min_length=1)
     stream_options: StreamOptions | None = None
     logprobs: bool | None = None
+    top_logprobs: int | None = Field(
+        None,
+        ge=1,
+        le=20,
+        description="With `logprobs`: this many most likely tokens and their log-probabilities "
+        "at each position.",
+    )
     tools: list[ToolDefinition] | None = Field(
         None, max_length=128, description="Functions the model may call."
     )
@@ -225,8 +191,14 @@ class ChatCompletionRequest(SamplingFields):
     )
     parallel_tool_calls: bool = Field(True, description="Allow more than one call per answer.")
     user: str | None = None
-    reasoning_effort: Literal["low", "medium", "high", "none"] | None = None
-    reasoning: ReasoningSettings | None = None
+    # DeepInfra: "using these parameters on a non-reasoning model has no effect"; none of the
+    # cards' models reasons, so both are accepted and change nothing.
+    reasoning_effort: Literal["low", "medium", "high", "none"] | None = Field(
+        None, description="Accepted; no effect on a model that does not reason."
+    )
+    reasoning: ReasoningSettings | None = Field(
+        None, description="Accepted; no effect on a model that does not reason."
+    )
     prompt_cache_key: str | None = Field(
         None,
         description="A session's cache key (e.g. userid-chatsessionid): behind a fleet's front "
@@ -272,7 +244,10 @@ class CompletionRequest(SamplingFields):
     )
     stream_options: StreamOptions | None = None
     logprobs: int | None = Field(
-        None, description="Return the log-probabilities of this many top tokens per position."
+        None,
+        ge=0,
+        le=20,
+        description="Return the log-probabilities of this many top tokens per position.",
     )
     echo: bool | None = Field(None, description="Return the prompt before the completion.")
     stop_token_ids: list[Annotated[int, Field(ge=0)]] | None = Field(

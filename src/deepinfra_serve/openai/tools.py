@@ -5,34 +5,26 @@ from __future__ import annotations
 
 from ..config.cards import ModelCard
 from ..engine.errors import invalid
-from ..engine.function_calling.choice import AUTO, NONE, ToolChoice
+from ..engine.function_calling.choice import ToolChoice, resolve
 from .schema import ChatCompletionRequest
 
 
 def tool_choice(req: ChatCompletionRequest, card: ModelCard) -> ToolChoice:
     """The request's effective tool choice, after refusing what cannot be served."""
-    tools = req.tools or []
     raw = req.tool_choice
-    if raw is None:
-        choice = AUTO if tools else NONE
-    elif isinstance(raw, str):
-        choice = ToolChoice(raw)
-    else:
-        choice = ToolChoice("named", raw.function.name)
-    if not tools:
-        if choice.mode != "none":
-            raise invalid("tool_choice", "needs tools; none were given")
-        return choice
-    if card.tool_calling is None:
-        raise invalid("tools", "function calling is not supported for this model")
-    seen: set[str] = set()
-    for i, tool in enumerate(tools):
-        name = tool.function.name
-        if name in seen:
-            raise invalid(f"tools.{i}.function.name", f"{name!r} is defined twice")
-        seen.add(name)
-    if choice.mode == "named" and choice.name not in seen:
-        raise invalid("tool_choice", f"names function {choice.name!r}, which is not in tools")
+    asked = (
+        None
+        if raw is None
+        else ToolChoice(raw)
+        if isinstance(raw, str)
+        else ToolChoice("named", raw.function.name)
+    )
+    choice = resolve(
+        asked,
+        [t.function.name for t in req.tools or ()],
+        can_call=card.tool_calling is not None,
+        name_field="tools.{i}.function.name",
+    )
     if choice.mode == "none":
         return choice
     rf = req.response_format

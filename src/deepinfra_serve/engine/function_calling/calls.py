@@ -67,7 +67,8 @@ class ToolRequest:
         from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
 
         self.forced = choice.forced
-        self._parser_cls = functions.parser_cls
+        # vLLM's parser classes: their hints know nothing of the tools' own types.
+        self._parser_cls: Any = functions.parser_cls
         self._tokenizer = functions.tokenizer
         self._model_config = functions.model_config
         try:
