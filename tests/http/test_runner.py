@@ -5,8 +5,10 @@ metered and logged as an HTTP request is; and a route's errors as values, not ex
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +27,7 @@ from deepinfra_serve.http.app import create_app
 from deepinfra_serve.http.routes import ROUTES, Route
 from deepinfra_serve.http.runner import Admission, Runner
 from deepinfra_serve.native.schema import InferenceRequest, InferenceResponse
-from deepinfra_serve.observability.logs import ACCESS_LOGGER
+from deepinfra_serve.observability.logs import ACCESS_LOGGER, access_log
 from deepinfra_serve.openai.responses import ChatCompletion
 from deepinfra_serve.openai.schema import ChatCompletionRequest
 
@@ -68,8 +70,16 @@ def _counts(api: str) -> tuple[float, float, float]:
     )
 
 
-def _access_lines(caplog: pytest.LogCaptureFixture) -> list[dict[str, Any]]:
-    return [r.__dict__ for r in caplog.records if r.name == ACCESS_LOGGER]
+@pytest.fixture
+def access_lines(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> Callable[[], list[dict[str, Any]]]:
+    """The access lines written from here on, as the server's handler writes them (a test
+    before may have configured the service's logging, which then bypasses pytest's capture)."""
+    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
+    written = io.StringIO()
+    monkeypatch.setattr(access_log, "handler", logging.StreamHandler(written))
+    return lambda: [json.loads(line) for line in written.getvalue().splitlines()]
 
 
 async def _run(runner: Runner, route: Route, body: Any, **params: str) -> Any:
@@ -78,10 +88,9 @@ async def _run(runner: Runner, route: Route, body: Any, **params: str) -> Any:
 
 
 async def test_a_chat_and_a_native_body_run_without_a_connection_billed_metered_and_logged(
-    app: FastAPI, caplog: pytest.LogCaptureFixture
+    app: FastAPI, access_lines: Callable[[], list[dict[str, Any]]]
 ) -> None:
     runner: Runner = app.state.runner
-    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     before = {api: _counts(api) for api in ("chat", "inference")}
     chat = ChatCompletionRequest.model_validate(
         {"model": MODEL, "messages": HELLO, "max_tokens": 4, "temperature": 0}
@@ -106,7 +115,7 @@ async def test_a_chat_and_a_native_body_run_without_a_connection_billed_metered_
             tokens + usage.completion_tokens,
             pytest.approx(cost + usage.estimated_cost),
         )
-    lines = {line["api"]: line for line in _access_lines(caplog)}
+    lines = {line["api"]: line for line in access_lines()}
     assert lines["chat"]["request_id"] == chatted.record.request_id
     assert lines["chat"]["via"] == "test" and lines["chat"]["status"] == 200
     assert lines["chat"]["path"] == "/v1/openai/chat/completions"
@@ -117,10 +126,9 @@ async def test_a_chat_and_a_native_body_run_without_a_connection_billed_metered_
 
 
 async def test_a_request_the_route_refuses_is_an_outcome_with_the_apis_error(
-    app: FastAPI, caplog: pytest.LogCaptureFixture
+    app: FastAPI, access_lines: Callable[[], list[dict[str, Any]]]
 ) -> None:
     runner: Runner = app.state.runner
-    caplog.set_level(logging.INFO, logger=ACCESS_LOGGER)
     other = ChatCompletionRequest.model_validate({"model": "Owner/Other", "messages": HELLO})
     missing = await _run(runner, CHAT_ROUTE, other)
     assert missing.status == 404 and missing.error is not None and missing.answer is None
@@ -128,7 +136,7 @@ async def test_a_request_the_route_refuses_is_an_outcome_with_the_apis_error(
     too_long = InferenceRequest.model_validate({"input": "Hello " * 5000})
     refused = await _run(runner, NATIVE_ROUTE, too_long, model=MODEL)
     assert refused.status == 400 and refused.error is not None
-    assert [line["status"] for line in _access_lines(caplog)] == [404, 400]
+    assert [line["status"] for line in access_lines()] == [404, 400]
 
 
 async def test_a_stream_asked_without_a_connection_comes_back_as_its_frames(app: FastAPI) -> None:
