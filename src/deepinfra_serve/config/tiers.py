@@ -16,16 +16,14 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
+
+from .models import StrictModel
 
 TierName = Literal["default", "priority", "flex"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class PriorityTier(_Strict):
+class PriorityTier(StrictModel):
     price_multiplier: float = Field(1.5, gt=0)
     reserve: float = Field(
         0.1,
@@ -36,7 +34,7 @@ class PriorityTier(_Strict):
     )
 
 
-class FlexTier(_Strict):
+class FlexTier(StrictModel):
     price_multiplier: float = Field(0.8, gt=0)
     share: float = Field(
         0.5,
@@ -47,7 +45,7 @@ class FlexTier(_Strict):
     )
 
 
-class ServiceTiers(_Strict):
+class ServiceTiers(StrictModel):
     """Absent: the card serves only the default tier."""
 
     priority: PriorityTier | None = None

@@ -53,7 +53,7 @@ def run_engine_core(*args: Any, **kwargs: Any) -> None:
     """vLLM's engine-core entry point, in a process group of its own and tied to its parent."""
     os.setpgid(0, 0)
     die_with_parent()
-    from vllm.v1.engine.core import EngineCoreProc
+    from .vllm_seam import EngineCoreProc
 
     EngineCoreProc.run_engine_core(*args, **kwargs)
 
@@ -65,7 +65,7 @@ def tied_engine_cores() -> Iterator[None]:
     vLLM hands `EngineCoreProc.run_engine_core` to `multiprocessing` as the process's target
     when it starts the core; spawn pickles the target by name, so the child runs this module's
     function, which calls vLLM's own (unpatched in the child)."""
-    from vllm.v1.engine.core import EngineCoreProc
+    from .vllm_seam import EngineCoreProc
 
     original = EngineCoreProc.__dict__["run_engine_core"]
     EngineCoreProc.run_engine_core = staticmethod(run_engine_core)

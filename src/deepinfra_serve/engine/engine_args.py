@@ -114,7 +114,7 @@ def api_process_count(card: ModelCard, device: Device, setting: int | None) -> i
 
 
 def detect_device() -> Device:
-    from vllm.platforms import current_platform
+    from .vllm_seam import current_platform
 
     return "cpu" if current_platform.is_cpu() else "cuda"
 

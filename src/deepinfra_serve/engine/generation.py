@@ -86,7 +86,8 @@ class Generation:
     async def start(self) -> None:
         """Wait for the engine's first output; the engine's refusals become API errors."""
         from vllm.exceptions import VLLMClientError
-        from vllm.v1.engine.exceptions import EngineDeadError
+
+        from .vllm_seam import EngineDeadError
 
         try:
             self._first = await anext(self.outputs)

@@ -33,7 +33,7 @@ class PlainChat:
         """None where vLLM's renderer must do it all: a tokenizer without a Rust backend
         (Mistral's), no template, a template that reads content as a list of parts (vLLM turns
         text into parts for it), or a tokenizer that tokenizes special-token text as text."""
-        from vllm.renderers.hf import resolve_chat_template, resolve_chat_template_content_format
+        from .vllm_seam import resolve_chat_template, resolve_chat_template_content_format
 
         backend = getattr(tokenizer, "backend_tokenizer", None)
         if backend is None or getattr(tokenizer, "split_special_tokens", False):

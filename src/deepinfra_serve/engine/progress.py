@@ -15,7 +15,7 @@ class EngineProgress:
 
     def stat_logger(self, vllm_config: Any, engine_index: int = 0) -> Any:
         """A vLLM `StatLoggerFactory`."""
-        from vllm.v1.metrics.loggers import StatLoggerBase
+        from .vllm_seam import StatLoggerBase
 
         progress = self
 

@@ -32,7 +32,7 @@ class Prompts:
     tokenizer (not the engine itself, which `ServedModel.shutdown` must be able to let go of)."""
 
     def __init__(self, card: ModelCard, engine: Any) -> None:
-        from vllm.renderers.params import ChatParams, TokenizeParams
+        from .vllm_seam import ChatParams, TokenizeParams
 
         self.card = card
         self._renderer = engine.renderer

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config.cards import ModelCard
+from . import vllm_seam
 from .progress import EngineProgress
 from .prompts import Prompts
 
@@ -48,7 +49,7 @@ class ServedModel:
         # vLLM reads its settings from os.environ on every access, some for every token of
         # every request (its per-token stats); its engine core caches them once started, and
         # so does this process, whose environment is settled by now.
-        from vllm.envs import enable_envs_cache
+        from .vllm_seam import enable_envs_cache
 
         enable_envs_cache()
         try:
@@ -74,9 +75,7 @@ class ServedModel:
     def fail_in_flight(self, reason: str) -> None:
         """End every request waiting on the engine with an engine-dead error (what vLLM does
         itself when the engine core dies), for an engine that hangs instead."""
-        from vllm.v1.engine.exceptions import EngineDeadError
-
-        self.engine.output_processor.propagate_error(EngineDeadError(reason))
+        vllm_seam.fail_in_flight(self.engine, reason)
 
     @property
     def errored(self) -> bool:

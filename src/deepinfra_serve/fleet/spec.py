@@ -9,24 +9,21 @@ from pathlib import Path
 from typing import Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from ..config import strict_yaml
 from ..config.cards import CardError, ModelCard, load_card
+from ..config.models import StrictModel
 
 Policy = Literal["prefix", "leastconn", "roundrobin"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class FleetModel(_Strict):
+class FleetModel(StrictModel):
     card: Path = Field(description="The model card, relative to the fleet file.")
     replicas: int = Field(1, ge=1, le=64)
 
 
-class FleetSpec(_Strict):
+class FleetSpec(StrictModel):
     device: Literal["auto", "cuda", "cpu"] = "auto"
     gpus: int = Field(0, ge=0, le=64, description="GPUs of the node, for device cuda.")
     policy: Policy = Field(

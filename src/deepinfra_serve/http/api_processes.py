@@ -65,15 +65,18 @@ class FrontEnd:
 
 def serve_processes(card: ModelCard, settings: ServerSettings, engine_args: Any, count: int) -> int:
     """Run the engine core and `count` API processes until they stop; the exit status."""
-    from vllm.usage.usage_lib import UsageContext
-    from vllm.v1.engine.utils import bind_engine_zmq_listeners, launch_core_engines
-    from vllm.v1.executor import Executor
-    from vllm.v1.utils import APIServerProcessManager
+    from ..engine.vllm_seam import (
+        APIServerProcessManager,
+        Executor,
+        UsageContext,
+        bind_engine_zmq_listeners,
+        launch_core_engines,
+        split_api_processes,
+    )
 
     metrics_dir = tempfile.TemporaryDirectory(prefix="deepinfra-serve-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir.name  # inherited by every process
-    engine_args._api_process_count = count
-    engine_args._api_process_rank = -1
+    split_api_processes(engine_args, count)
     vllm_config = engine_args.create_engine_config(UsageContext.OPENAI_API_SERVER)
     sock = listening_socket(settings.host, settings.port)
     if sock is None:

@@ -100,7 +100,7 @@ def create_app(
         # What start-up built (modules, the engine client, the tokenizer) lives as long as
         # the process: frozen, the collector stops walking it on every oldest-generation pass,
         # a pause that grows with the heap (vLLM's server does the same).
-        from vllm.utils.gc_utils import freeze_gc_heap
+        from ..engine.vllm_seam import freeze_gc_heap
 
         freeze_gc_heap()
         lifecycle.ready(model)

@@ -157,6 +157,6 @@ async def _disconnected(receive: Receive) -> None:
 
 
 def engine_failure(exc: BaseException) -> APIError:
-    from vllm.v1.engine.exceptions import EngineDeadError
+    from ..engine.vllm_seam import EngineDeadError
 
     return engine_dead() if isinstance(exc, EngineDeadError) else internal_error()

@@ -12,21 +12,18 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, RootModel
+from pydantic import Field, RootModel
 
 from ..config.cards import ModelCard
 from ..config.catalog import Catalog
+from ..config.models import ResponseModel
 from ..engine.call import Call
 from ..engine.errors import not_found
 
 TEXT_GENERATION = "text-generation"
 
 
-class _Out(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class TokenPricing(_Out):
+class TokenPricing(ResponseModel):
     """DeepInfra's ModelPricingTokens: US cents per token."""
 
     type: Literal["tokens"] = "tokens"
@@ -39,7 +36,7 @@ class TokenPricing(_Out):
     table: dict[str, Any] | None = None
 
 
-class _Model(_Out):
+class _Model(ResponseModel):
     """What DeepInfra's ModelOut and ModelInfoOut share."""
 
     model_name: str
@@ -87,8 +84,8 @@ class ModelInfo(_Model):
     in_fields: list[Any] | None = None
     doc_blocks: list[Any] | None = None
     short_doc_block: Any = None
-    schemas: list[Any] = []
-    meta: dict[str, Any] = {}
+    schemas: list[Any] = Field(default_factory=list)
+    meta: dict[str, Any] = Field(default_factory=dict)
     max_output_tokens: int | None
     import_time: str | None = None
     is_custom_deployable: bool = False

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import ClassVar, Literal
 
-from pydantic import AnyHttpUrl, BaseModel, ConfigDict, Field
+from pydantic import AnyHttpUrl, Field
 
+from ..config.models import RequestModel, ResponseModel
 from ..engine import sampling as shared
 from ..engine.response_format import ResponseFormat
 from ..engine.sampling import ApiProfile, SamplingRequest
@@ -20,8 +21,7 @@ PROFILE = ApiProfile(
 )
 
 
-class InferenceRequest(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+class InferenceRequest(RequestModel):
     profile: ClassVar[ApiProfile] = PROFILE
 
     input: str = Field(description="Text to generate from, already in the model's prompt format.")
@@ -59,14 +59,7 @@ class InferenceRequest(BaseModel):
 Status = Literal["unknown", "queued", "running", "succeeded", "failed"]
 
 
-class _Out(BaseModel):
-    """A response model: what it does not declare, no response or event may carry (the
-    stream's events are written as bytes and checked against these in the tests)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-
-class InferenceStatus(_Out):
+class InferenceStatus(ResponseModel):
     status: Status
     runtime_ms: int = 0
     cost: float = Field(0.0, description="Estimated cost billed, USD.")
@@ -77,11 +70,11 @@ class InferenceStatus(_Out):
     )
 
 
-class GeneratedText(_Out):
+class GeneratedText(ResponseModel):
     generated_text: str
 
 
-class InferenceResponse(_Out):
+class InferenceResponse(ResponseModel):
     request_id: str
     inference_status: InferenceStatus
     results: list[GeneratedText] = Field(default_factory=list)
@@ -92,14 +85,14 @@ class InferenceResponse(_Out):
     )
 
 
-class StreamToken(_Out):
+class StreamToken(ResponseModel):
     id: int
     text: str
     logprob: float
     special: bool
 
 
-class StreamDetails(_Out):
+class StreamDetails(ResponseModel):
     finish_reason: Literal["eos_token", "length", "stop_sequence"]
     generated_tokens: int
     input_tokens: int
@@ -107,7 +100,7 @@ class StreamDetails(_Out):
     seed: int
 
 
-class StreamEvent(_Out):
+class StreamEvent(ResponseModel):
     """One SSE event of a streamed generation."""
 
     token: StreamToken

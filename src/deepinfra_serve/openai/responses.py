@@ -8,17 +8,12 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import ConfigDict, Field
 
+from ..config.models import ResponseModel
 from ..config.pricing import Usage
 from ..config.tiers import TierName
 from .schema import FunctionCall, ToolCall
-
-
-class _Out(BaseModel):
-    """A response model: what it does not declare, no response may carry."""
-
-    model_config = ConfigDict(extra="forbid")
 
 
 class FunctionCallOut(FunctionCall):
@@ -31,24 +26,24 @@ class ToolCallOut(ToolCall):
     function: FunctionCallOut
 
 
-class TopLogprob(_Out):
+class TopLogprob(ResponseModel):
     token: str
     logprob: float
     bytes: list[int]
 
 
-class TokenLogprob(_Out):
+class TokenLogprob(ResponseModel):
     token: str
     logprob: float = Field(description="At least -9999 (minus infinity is not JSON).")
     bytes: list[int]
     top_logprobs: list[TopLogprob]
 
 
-class ChatLogprobs(_Out):
+class ChatLogprobs(ResponseModel):
     content: list[TokenLogprob]
 
 
-class CompletionLogprobs(_Out):
+class CompletionLogprobs(ResponseModel):
     tokens: list[str]
     token_logprobs: list[float]
     top_logprobs: list[dict[str, float]]
@@ -58,20 +53,20 @@ class CompletionLogprobs(_Out):
 FinishReason = Literal["stop", "length", "tool_calls"]
 
 
-class ChatMessageOut(_Out):
+class ChatMessageOut(ResponseModel):
     role: Literal["assistant"] = "assistant"
     content: str | None
     tool_calls: list[ToolCallOut] | None = None
 
 
-class ChatChoice(_Out):
+class ChatChoice(ResponseModel):
     index: int
     message: ChatMessageOut
     finish_reason: FinishReason | None
     logprobs: ChatLogprobs | None = None
 
 
-class ChatCompletion(_Out):
+class ChatCompletion(ResponseModel):
     id: str
     object: Literal["chat.completion"] = "chat.completion"
     created: int
@@ -81,32 +76,32 @@ class ChatCompletion(_Out):
     usage: Usage
 
 
-class FunctionCallDelta(_Out):
+class FunctionCallDelta(ResponseModel):
     name: str | None = None
     arguments: str | None = None
 
 
-class ToolCallDelta(_Out):
+class ToolCallDelta(ResponseModel):
     index: int
     id: str | None = None
     type: Literal["function"] | None = None
     function: FunctionCallDelta
 
 
-class ChatDelta(_Out):
+class ChatDelta(ResponseModel):
     role: Literal["assistant"] | None = None
     content: str | None = None
     tool_calls: list[ToolCallDelta] | None = None
 
 
-class ChatChunkChoice(_Out):
+class ChatChunkChoice(ResponseModel):
     index: int
     delta: ChatDelta
     finish_reason: FinishReason | None = None
     logprobs: ChatLogprobs | None = None
 
 
-class ChatCompletionChunk(_Out):
+class ChatCompletionChunk(ResponseModel):
     """One SSE event of a streamed chat completion."""
 
     id: str
@@ -118,14 +113,14 @@ class ChatCompletionChunk(_Out):
     usage: Usage | None = None
 
 
-class CompletionChoice(_Out):
+class CompletionChoice(ResponseModel):
     index: int
     text: str
     finish_reason: Literal["stop", "length"] | None
     logprobs: CompletionLogprobs | None = None
 
 
-class Completion(_Out):
+class Completion(ResponseModel):
     id: str
     object: Literal["text_completion"] = "text_completion"
     created: int
@@ -135,7 +130,7 @@ class Completion(_Out):
     usage: Usage
 
 
-class CompletionChunk(_Out):
+class CompletionChunk(ResponseModel):
     """One SSE event of a streamed text completion."""
 
     id: str
@@ -147,7 +142,7 @@ class CompletionChunk(_Out):
     usage: Usage | None = None
 
 
-class ModelPricing(_Out):
+class ModelPricing(ResponseModel):
     input_tokens: float = Field(description="USD per million prompt tokens.")
     output_tokens: float = Field(description="USD per million completion tokens.")
     cache_read_tokens: float | None = Field(
@@ -158,7 +153,7 @@ class ModelPricing(_Out):
     )
 
 
-class ModelMetadata(_Out):
+class ModelMetadata(ResponseModel):
     description: str
     context_length: int
     max_tokens: int
@@ -166,7 +161,7 @@ class ModelMetadata(_Out):
     tags: list[str]
 
 
-class ModelOut(_Out):
+class ModelOut(ResponseModel):
     id: str
     object: Literal["model"] = "model"
     created: int
@@ -180,6 +175,6 @@ class ModelOut(_Out):
     metadata: ModelMetadata
 
 
-class ModelList(_Out):
+class ModelList(ResponseModel):
     object: Literal["list"] = "list"
     data: list[ModelOut]

@@ -25,8 +25,7 @@ class FunctionCalling:
     wrong parser name stops the start rather than the first request with tools)."""
 
     def __init__(self, card: ModelCard, engine: Any) -> None:
-        from vllm.parser.parser_manager import ParserManager
-
+        from ..vllm_seam import ParserManager
         from . import json_parser
 
         assert card.tool_calling is not None
@@ -64,7 +63,7 @@ class ToolRequest:
         choice: ToolChoice,
         parallel: bool,
     ) -> None:
-        from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
+        from ..vllm_seam import ChatCompletionRequest
 
         self.forced = choice.forced
         # vLLM's parser classes: their hints know nothing of the tools' own types.
@@ -167,7 +166,7 @@ def replies(calls: ToolRequest | None) -> Callable[[Any], Reply]:
 
 
 def _tool_call(call_id: str | None, name: str, arguments: str) -> dict[str, Any]:
-    from vllm.entrypoints.generate.base.protocol import make_tool_call_id
+    from ..vllm_seam import make_tool_call_id
 
     return {
         "id": call_id or make_tool_call_id(),

@@ -12,18 +12,18 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from vllm.entrypoints.generate.base.protocol import (
+from ...config.cards import JSON_TOOL_PARSER
+from ..vllm_seam import (
     DeltaFunctionCall,
     DeltaMessage,
     DeltaToolCall,
     ExtractedToolCallInformation,
     FunctionCall,
     ToolCall,
+    ToolParser,
+    ToolParserManager,
     make_tool_call_id,
 )
-from vllm.tool_parsers.abstract_tool_parser import ToolParser, ToolParserManager
-
-from ...config.cards import JSON_TOOL_PARSER
 from .json_calls import CallScanner, read_call, read_calls, starts_calls, tool_names
 
 
