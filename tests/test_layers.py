@@ -1,6 +1,6 @@
 """The package's layers, as its folders show them: nothing imports from a layer above its own,
-the APIs do not import each other, and below the HTTP layer no module imports a web
-framework."""
+the APIs do not import each other, below the HTTP layer no module imports a web framework,
+vLLM is reached through its documented API or the seam, and the types are checked."""
 
 from __future__ import annotations
 
@@ -99,3 +99,35 @@ def test_no_module_imports_from_above_its_layer(module: str, path: Path) -> None
 def test_the_core_imports_no_web_framework(module: str, path: Path) -> None:
     frameworks = {name.split(".")[0] for name in _imports(module, path)} & WEB_FRAMEWORKS
     assert not frameworks, f"{module} imports {frameworks}"
+
+
+# What vLLM documents as its API; everything else of vLLM's goes through the seam.
+VLLM_DOCUMENTED = {
+    "vllm.sampling_params",
+    "vllm.exceptions",
+    "vllm.engine.arg_utils",
+    "vllm.config",
+    "vllm.v1.engine.async_llm",
+}
+SEAM = "deepinfra_serve.engine.vllm_seam"
+
+
+@pytest.mark.parametrize(("module", "path"), MODULES, ids=[m for m, _ in MODULES])
+def test_vllm_is_reached_through_its_documented_api_or_the_seam(module: str, path: Path) -> None:
+    if module == SEAM:
+        return
+    undocumented = {
+        name
+        for name in _imports(module, path)
+        if name.split(".")[0] == "vllm" and name not in VLLM_DOCUMENTED
+    }
+    assert not undocumented, f"{module} imports {undocumented}: go through {SEAM}"
+
+
+def test_the_type_checker_runs_with_the_linter() -> None:
+    makefile = (ROOT / "Makefile").read_text()
+    lint = makefile.split("\nlint:", 1)[1].split("\n\n", 1)[0]
+    assert "$(BIN)/mypy" in lint
+    assert "test: lint " in makefile  # CI's `make test` lints first
+    pyproject = (ROOT / "pyproject.toml").read_text()
+    assert '"mypy==' in pyproject and 'files = ["src"]' in pyproject
