@@ -7,8 +7,8 @@ from __future__ import annotations
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
 
+from ..config.models import ResponseModel
 from ..engine.errors import APIError
 
 _TYPES = {
@@ -23,17 +23,13 @@ _TYPES = {
 }
 
 
-class ErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class ErrorDetail(ResponseModel):
     type: str
     message: str
 
 
-class AnthropicError(BaseModel):
+class AnthropicError(ResponseModel):
     """The Messages API's error body."""
-
-    model_config = ConfigDict(extra="forbid")
 
     type: Literal["error"] = "error"
     error: ErrorDetail

@@ -3,16 +3,15 @@ limits on this model, from the keys configuration (`auth`)."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from ..config.catalog import Catalog
+from ..config.models import ResponseModel
 from ..engine.call import Call
 
 
-class RateLimitOut(BaseModel):
+class RateLimitOut(ResponseModel):
     """DeepInfra's RateLimitOut."""
-
-    model_config = ConfigDict(extra="forbid")
 
     rate_limit: int = Field(description="Per model outstanding request rate limit")
     tpm_rate_limit: int = Field(

@@ -6,15 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
 
+from ..config.models import ResponseModel
 from ..engine.errors import APIError
 
 
-class NativeError(BaseModel):
+class NativeError(ResponseModel):
     """The native route's error body, DeepInfra's DeepError."""
-
-    model_config = ConfigDict(extra="forbid")
 
     error: str
 

@@ -6,25 +6,21 @@ from __future__ import annotations
 from typing import Any
 
 import orjson
-from pydantic import BaseModel, ConfigDict
 
+from ..config.models import ResponseModel
 from ..engine.errors import APIError
 from .chunks import DONE
 
 
-class OpenAIErrorDetail(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
+class OpenAIErrorDetail(ResponseModel):
     message: str
     type: str
     param: str | None = None
     code: str | None = None
 
 
-class OpenAIError(BaseModel):
+class OpenAIError(ResponseModel):
     """The OpenAI routes' error body."""
-
-    model_config = ConfigDict(extra="forbid")
 
     error: OpenAIErrorDetail
 
