@@ -15,9 +15,8 @@ import orjson
 from vllm.outputs import CompletionOutput, RequestOutput
 
 from deepinfra_serve.config.cards import ModelCard
-from deepinfra_serve.config.served import Served
 from deepinfra_serve.engine.generation import Generation, Raw
-from deepinfra_serve.http.families import OPENAI
+from deepinfra_serve.http.families import OPENAI, served_as
 from deepinfra_serve.http.lifetime import serve_request
 from deepinfra_serve.observability.record import RequestRecord, bind, unbind
 from deepinfra_serve.openai.chat import _delta, _finish
@@ -49,7 +48,8 @@ class Params:
 
 async def test_the_last_frames_go_out_with_the_end_of_the_body(tiny_card: ModelCard) -> None:
     engine = StandInEngine(tiny_card, ["Hel", "lo", "!"])
-    record = RequestRecord("rid", tiny_card.name, served=Served.card_itself(tiny_card))
+    served = served_as(tiny_card, tiny_card.name, OPENAI)
+    record = RequestRecord("rid", tiny_card.name, served=served)
     token = bind(record, {})
 
     async def work() -> Any:

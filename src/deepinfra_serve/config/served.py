@@ -22,10 +22,6 @@ class Served:
     card: ModelCard
     pricing: Pricing
 
-    @classmethod
-    def card_itself(cls, card: ModelCard) -> Served:
-        return cls(card.name, None, card, card.pricing)
-
 
 @dataclass(frozen=True, slots=True)
 class Tenant:
