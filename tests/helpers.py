@@ -104,6 +104,8 @@ def server_process(
     env = {
         **os.environ,
         "DEEPINFRA_SERVE_CACHE_DIR": str(cache_dir),
+        # Its own store (SQLite), unless the test names one.
+        "DEEPINFRA_SERVE_DATA_DIR": str(log_path.parent / f"data-{port}"),
         "PYTHONUNBUFFERED": "1",
         **(env or {}),
     }

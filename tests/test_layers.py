@@ -17,14 +17,15 @@ PACKAGE = ROOT / "src" / "deepinfra_serve"
 LAYERS = [
     {"config"},
     {"observability"},
+    {"store"},
     {"engine"},
-    {"openai", "native", "anthropic"},
+    {"openai", "native", "anthropic", "batch"},
     {"http"},
     {"fleet", "cli"},
 ]
 WEB_FRAMEWORKS = {"fastapi", "starlette", "uvicorn"}
-APIS = {"openai", "native", "anthropic"}  # side by side: none imports another
-BELOW_HTTP = {"config", "observability", "engine"}
+APIS = {"openai", "native", "anthropic", "batch"}  # side by side: none imports another
+BELOW_HTTP = {"config", "observability", "store", "engine"}
 
 
 def _part(module: str) -> str:

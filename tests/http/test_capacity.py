@@ -117,7 +117,7 @@ def test_flex_waits_in_order_up_to_its_bound_and_leaves_on_disconnect() -> None:
         (await asyncio.wait_for(second, 1)).release()
         for p in default:
             p.release()
-        assert cap.counts() == (0, 0) and list(cap._counts[2:]) == [0, 0]
+        assert cap.counts() == (0, 0) and list(cap._counts[3:]) == [0, 0]
 
     asyncio.run(scenario())
 

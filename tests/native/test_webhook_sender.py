@@ -131,12 +131,12 @@ async def test_a_job_holds_a_slot_while_it_generates_then_delivers() -> None:
     await asyncio.sleep(0)
     # The generation keeps the model's place and its key's.
     assert (lifecycle.in_flight, lifecycle.background, sender.pending) == (1, 1, 1)
-    assert capacity.counts() == (1, 0) and capacity._counts[2] == 1
+    assert capacity.counts() == (1, 0) and capacity._counts[3] == 1
     release.set()
     while sender.pending:
         await asyncio.sleep(0.01)
     assert (lifecycle.in_flight, lifecycle.background) == (0, 0)
-    assert capacity.counts() == (0, 0) and capacity._counts[2] == 0
+    assert capacity.counts() == (0, 0) and capacity._counts[3] == 0
     [delivered] = [orjson.loads(c.request.content) for c in route.calls]
     assert delivered["request_id"] == "r1"
     assert delivered["inference_status"]["status"] == "succeeded"

@@ -22,6 +22,13 @@ class Pricing(BaseModel):
     input_usd_per_mtok: float = Field(ge=0)
     output_usd_per_mtok: float = Field(ge=0)
     cache_read_usd_per_mtok: float | None = Field(None, ge=0)
+    batch_multiplier: float = Field(
+        0.8,
+        gt=0,
+        le=1,
+        description="What a line of a batch (the Batch API) costs, as a fraction of the "
+        "real-time price, cached tokens included.",
+    )
 
     @property
     def cache_read(self) -> float:

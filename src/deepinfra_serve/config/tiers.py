@@ -56,12 +56,23 @@ class ServiceTiers(StrictModel):
 class Tier:
     """The tier a request is served and billed at."""
 
-    name: TierName
+    name: TierName | Literal["batch"]  # metered and logged as
     engine_priority: int  # vLLM's `priority`: lower is scheduled first
     price_multiplier: float
+    service_tier: TierName  # what its answers echo
+
+    @classmethod
+    def offered(cls, name: TierName, engine_priority: int, price_multiplier: float) -> Tier:
+        return cls(name, engine_priority, price_multiplier, name)
+
+    @classmethod
+    def batch(cls, price_multiplier: float) -> Tier:
+        """A line of a batch: behind every online tier in the engine's queue, at the card's
+        batch price; its answer is the default tier's, as OpenAI's batch answers are."""
+        return cls("batch", 2, price_multiplier, "default")
 
 
-DEFAULT = Tier("default", 0, 1.0)
+DEFAULT = Tier.offered("default", 0, 1.0)
 
 
 @dataclass(frozen=True)
@@ -80,10 +91,10 @@ class TierPolicy:
         reserve = flex_slots = 0
         if tiers.priority is not None:
             reserve = max(1, math.ceil(limit * tiers.priority.reserve))
-            offered["priority"] = Tier("priority", -1, tiers.priority.price_multiplier)
+            offered["priority"] = Tier.offered("priority", -1, tiers.priority.price_multiplier)
         if tiers.flex is not None:
             flex_slots = max(1, math.ceil(limit * tiers.flex.share))
-            offered["flex"] = Tier("flex", 1, tiers.flex.price_multiplier)
+            offered["flex"] = Tier.offered("flex", 1, tiers.flex.price_multiplier)
         return cls(limit, reserve, flex_slots, offered)
 
     def applied(self, requested: str | None) -> Tier:

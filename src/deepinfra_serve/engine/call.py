@@ -8,7 +8,7 @@ handler gets all of it in one `Call` and needs nothing from the HTTP connection.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
@@ -39,12 +39,21 @@ class Outcome:
 
 
 @dataclass(frozen=True, slots=True)
+class BodyStream:
+    """A body too large to read whole (a file upload): its chunks as they arrive. Iterating it
+    ends early when the client goes away."""
+
+    content_type: str
+    chunks: AsyncIterator[bytes]
+
+
+@dataclass(frozen=True, slots=True)
 class Call(Generic[S, B]):
     """One request, handed to its route's handler."""
 
     services: S
     body: B
-    params: Mapping[str, str]  # the path's named parameters
+    params: Mapping[str, str]  # the path's named parameters, then the query's
     record: RequestRecord
     # Runs another body on the same route after the answer has gone out, with a record of its
     # own (the same request id), keeping this request's place in the model's capacity until it

@@ -50,10 +50,10 @@ def gpu_engine_kwargs(card: ModelCard, model: str) -> dict[str, Any]:
     }
     if isinstance(card.weights, HubWeights):
         kwargs["revision"] = card.weights.revision
-    if card.service_tiers is not None:
-        # Tiers order the engine's waiting queue (and what it preempts first when its KV
-        # cache runs out) by each request's `priority`; under fcfs vLLM ignores it.
-        kwargs["scheduling_policy"] = "priority"
+    # Service tiers and batch lines order the engine's waiting queue (and what it preempts
+    # first when its KV cache runs out) by each request's `priority`; under fcfs vLLM ignores
+    # it.
+    kwargs["scheduling_policy"] = "priority"
     kwargs.update(spec.extra_args)
     return kwargs
 

@@ -84,6 +84,16 @@ def engine_dead() -> APIError:
     )
 
 
+def store_unavailable() -> APIError:
+    return APIError(
+        503,
+        "The store of files and batches is not open yet; retry later",
+        type="server_error",
+        code="store_unavailable",
+        headers=_RETRY,
+    )
+
+
 def read_timed_out(timeout_s: float) -> APIError:
     """The request's headers or body did not arrive in time; the connection is closed."""
     return APIError(

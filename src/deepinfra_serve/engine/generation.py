@@ -73,7 +73,7 @@ class Generation:
         served = record.serves
         self.name = served.name  # the model the answer names
         self._pricing = served.pricing
-        self.tier = record.tier.name  # the service tier applied, which the answer echoes
+        self.tier = record.tier.service_tier  # the service tier applied, which the answer echoes
         self._multiplier = record.tier.price_multiplier
         self._record = record
         self._finish = finish

@@ -18,6 +18,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from .. import __version__
+from ..batch.routes import BatchServices
 from ..config.cards import ModelCard, load_cards
 from ..config.catalog import Catalog
 from ..config.settings import ServerSettings
@@ -26,8 +27,11 @@ from ..engine.lifecycle import Lifecycle, Phase, SharedState
 from ..engine.served_model import ServedModel
 from ..engine.watchdog import watch_engine
 from ..observability.metrics import exposition, publish_prices
+from ..store.database import Store
 from .admission import AdmissionMiddleware
 from .auth import ApiKeys
+from .batch_input import endpoint_routes, line_check
+from .batch_work import BatchWork
 from .capacity import Capacity
 from .dispatch import Dispatch
 from .errors import install_error_handlers
@@ -107,10 +111,34 @@ def create_app(
         app.state.watchdog = asyncio.create_task(
             watch_engine(model, lifecycle, settings.engine_stall_timeout_s, on_fatal)
         )
+        if app.state.store is not None:
+            work = BatchWork(
+                runner=app.state.runner,
+                store=app.state.store,
+                card=card,
+                settings=settings,
+                lifecycle=lifecycle,
+                capacity=capacity,
+                api_keys=api_keys,
+                routes=endpoint_routes(),
+            )
+            app.state.batch_work = asyncio.create_task(work.run())
         log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)
+
+    async def open_store(app: FastAPI) -> None:
+        try:
+            store = await asyncio.to_thread(Store.open, settings.store_url, settings.data_dir)
+        except Exception:
+            log.exception("the store could not be opened")
+            lifecycle.fail()
+            on_fatal()
+            return
+        app.state.store = store
+        app.state.batch_services = BatchServices(store, settings, line_check(catalog))
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await open_store(app)
         starting = asyncio.create_task(start(app))
         try:
             yield
@@ -118,6 +146,10 @@ def create_app(
             lifecycle.drain()
             if app.state.watchdog is not None:
                 app.state.watchdog.cancel()
+            if app.state.batch_work is not None:
+                # It sees the drain within a tick and hands its lines back.
+                await asyncio.wait([app.state.batch_work], timeout=5)
+                app.state.batch_work.cancel()
             apis, app.state.apis = app.state.apis, {}
             if not starting.done():
                 log.warning("shutting down while the engine is still loading")
@@ -125,6 +157,9 @@ def create_app(
                 await services.aclose()  # the native API's webhook jobs end here
             if app.state.model is not None:
                 app.state.model.shutdown()
+            if app.state.store is not None:
+                app.state.batch_services = None
+                app.state.store.close()
             gc.unfreeze()  # what start-up built may now be collected at exit
 
     app = FastAPI(
@@ -143,6 +178,10 @@ def create_app(
     app.state.request_timeout_s = settings.request_timeout_s
     app.state.model = None
     app.state.apis = {}
+    app.state.read_timeout_s = settings.read_timeout_s
+    app.state.store = None  # files, batches, webhook jobs: opened as the server starts
+    app.state.batch_services = None
+    app.state.batch_work = None
     # What the routes that run no engine work answer from, and what runs every route's calls.
     catalog = Catalog(
         fleet_cards(card, settings.fleet_cards), int(time.time()), capacity.policy.limit

@@ -65,7 +65,7 @@ class ApiKeys:
     def __init__(self, entries: list[KeyEntry], default_rate_limit: int = 200) -> None:
         self._keys = tuple(e.key.encode() for e in entries)
         self.tenants = tuple(
-            Tenant(i, e.rate_limit or default_rate_limit, cache_salt(e.key))
+            Tenant(i, e.rate_limit or default_rate_limit, cache_salt(e.key), key_digest(e.key))
             for i, e in enumerate(entries)
         )
 
@@ -79,6 +79,11 @@ class ApiKeys:
 
     def __len__(self) -> int:
         return len(self._keys)
+
+    def by_owner(self, owner: str) -> Tenant | None:
+        """The tenant whose key's digest is `owner` (what it made in the store), if its key is
+        still configured."""
+        return next((t for t in self.tenants if t.owner == owner), None)
 
     def tenant(self, given: str | None) -> Tenant | None:
         """The tenant whose key `given` is, or None."""

@@ -41,8 +41,8 @@ from ..engine.errors import (
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
 
-_RUNNING, _FLEX = 0, 1  # the model's counts: default and priority; flex
-_KEYS = COUNTS_BEFORE_KEYS = 2  # a tenant's count is at _KEYS + its index
+_RUNNING, _FLEX, _BATCH = 0, 1, 2  # the model's counts: default and priority; flex; batch
+_KEYS = COUNTS_BEFORE_KEYS = 3  # a tenant's count is at _KEYS + its index
 _LOOK_AGAIN_S = 0.25
 
 
@@ -52,7 +52,7 @@ class Place:
 
     capacity: Capacity
     key: int  # its tenant's count in the counts; -1: no keys configured
-    column: int = -1  # _RUNNING or _FLEX once admitted
+    column: int = -1  # _RUNNING, _FLEX or _BATCH once admitted
     released: bool = False
 
     def again(self) -> Place:
@@ -158,6 +158,20 @@ class Capacity:
             counts[_FLEX] += 1
         place.column = _FLEX
         return True
+
+    def take_batch(self, n: int) -> list[Place]:
+        """Up to `n` places for batch lines, in the room nothing else uses; none while a flex
+        request waits. A batch line counts against no key: a tenant's batch never takes room
+        from its own online requests."""
+        if self._flex_queue or n <= 0:
+            return []
+        counts, limit = self._counts, self.policy.limit
+        with self._lock:
+            room = limit - counts[_RUNNING] - counts[_FLEX] - counts[_BATCH]
+            taken = max(0, min(n, room))
+            counts[_BATCH] += taken
+        self.lifecycle.in_flight += taken
+        return [Place(self, -1, _BATCH) for _ in range(taken)]
 
     def hold_again(self, place: Place) -> Place:
         with self._lock:

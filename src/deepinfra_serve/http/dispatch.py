@@ -12,12 +12,17 @@ Everything else (probes, metrics, the OpenAPI document) stays with FastAPI.
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator
+from urllib.parse import parse_qsl
+
 from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from ..engine.errors import APIError, validation_error
+from ..engine.call import BodyStream
+from ..engine.errors import APIError, read_timed_out, validation_error
 from ..observability.record import record_of
-from .lifetime import send_error, serve_request
+from .lifetime import CLIENT_CLOSED, send_error, serve_request
 from .responses import send_json
 from .routes import TABLE, Route
 from .runner import Admission, Runner
@@ -48,8 +53,13 @@ class Dispatch:
             if route.auth:
                 record.tenant = state.api_keys.check(scope["headers"], route.auth)
             params = route.match(scope["path"]) or {}
-            body = None
-            if route.body is not None:
+            if route.store and scope["query_string"]:
+                query = parse_qsl(scope["query_string"].decode("latin-1"))
+                params = {**dict(query), **params}
+            body: object = None
+            if route.upload:
+                body = BodyStream(_header(scope, b"content-type"), self._chunks(receive))
+            elif route.body is not None:
                 body = _validated(route, (await receive()).get("body", b""))
             call = runner.call(route, body, params, record)
             if not route.admitted:  # an answer from what the server knows: no engine work
@@ -68,6 +78,9 @@ class Dispatch:
         except APIError as err:
             await send_error(send, record, err, route.family)
             return
+        except ClientGone:
+            record.status = CLIENT_CLOSED
+            return
         try:
             await serve_request(
                 receive,
@@ -81,6 +94,30 @@ class Dispatch:
         finally:
             if record.place is not None:
                 record.place.release()
+
+    async def _chunks(self, receive: Receive) -> AsyncIterator[bytes]:
+        """A streamed body's chunks, each due within the read timeout (408 past it); a client
+        that goes away mid-body raises ClientGone."""
+        timeout_s = self.state.read_timeout_s
+        while True:
+            try:
+                async with asyncio.timeout(timeout_s):
+                    message = await receive()
+            except TimeoutError:
+                raise read_timed_out(timeout_s) from None
+            if message["type"] != "http.request":
+                raise ClientGone
+            yield message.get("body", b"")
+            if not message.get("more_body", False):
+                return
+
+
+class ClientGone(Exception):
+    """The client went away before its body was in."""
+
+
+def _header(scope: Scope, name: bytes) -> str:
+    return next((v.decode("latin-1") for k, v in scope["headers"] if k == name), "")
 
 
 def _validated(route: Route, body: bytes) -> object:

@@ -18,6 +18,8 @@ from pydantic import BaseModel
 
 from ..anthropic import routes as anthropic
 from ..anthropic.schema import MessageOut, MessagesRequest, TokenCount, TokenCountRequest
+from ..batch import routes as batch
+from ..batch.schema import BatchCreate, BatchList, BatchOut, FileDeleted, FileList, FileObject
 from ..engine.call import Call
 from ..engine.generation import Answer
 from ..native import routes as native
@@ -74,6 +76,12 @@ class Route:
     # capacity.
     holds_place: bool = True
     errors: tuple[int, ...] = ()  # statuses besides 200, for the OpenAPI document
+    # Its handler works on the store (files, batches): its services are the store's, there
+    # from the start, loading or not; the query's parameters come with the path's.
+    store: bool = False
+    # Its body is streamed to the handler as it arrives (`BodyStream`: a file upload), not read
+    # whole by admission.
+    upload: bool = False
     # (mount + template, its pattern or None): where it is served.
     paths: tuple[tuple[str, re.Pattern[str] | None], ...] = field(init=False, repr=False)
 
@@ -99,6 +107,12 @@ class Route:
             elif (m := pattern.fullmatch(path)) is not None:
                 return m.groupdict()
         return None
+
+
+# The Files and Batch APIs' routes. Those admitted have a body read whole and bounded (or
+# answer raw bytes) and are refused while draining; none takes a place in the model's capacity.
+_STORED: dict[str, Any] = {"store": True, "auth": ("authorization",)}
+_STORED_ADMITTED: dict[str, Any] = {**_STORED, "admitted": True, "holds_place": False}
 
 
 class _Generation(TypedDict):
@@ -217,6 +231,110 @@ ROUTES = (
         "One model (`Owner/Name`, or `Owner/Name:VERSION`), in DeepInfra's shape, with its "
         "`tags` (`tools`: it calls functions).",
         errors=(404,),
+    ),
+    Route(
+        OPENAI,
+        "POST",
+        "/files",
+        batch.upload_file,
+        FileObject,
+        "Upload a file (multipart: `file`, `purpose: batch`, optional `expires_after`), "
+        "streamed to the store; past the size bound: 413.",
+        label="files",
+        upload=True,
+        errors=(400, 401, 413),
+        **_STORED,
+    ),
+    Route(
+        OPENAI,
+        "GET",
+        "/files",
+        batch.list_files,
+        FileList,
+        "The caller's files (`purpose`, `after`, `limit`, `order`).",
+        label="files",
+        errors=(400, 401),
+        **_STORED,
+    ),
+    Route(
+        OPENAI,
+        "GET",
+        "/files/{file_id}",
+        batch.get_file,
+        FileObject,
+        "One of the caller's files.",
+        label="files",
+        errors=(401, 404),
+        **_STORED,
+    ),
+    Route(
+        OPENAI,
+        "DELETE",
+        "/files/{file_id}",
+        batch.delete_file,
+        FileDeleted,
+        "Delete one of the caller's files.",
+        label="files",
+        errors=(401, 404),
+        **_STORED,
+    ),
+    Route(
+        OPENAI,
+        "GET",
+        "/files/{file_id}/content",
+        batch.file_content,
+        FileObject,
+        "A file's bytes (a batch's output: one JSON line per request).",
+        label="files",
+        errors=(401, 404, 503),
+        **_STORED_ADMITTED,
+    ),
+    Route(
+        OPENAI,
+        "POST",
+        "/batches",
+        batch.create_batch,
+        BatchOut,
+        "Create a batch from an uploaded JSONL file; its lines are checked at once (a bad "
+        "one fails the batch, its `errors` naming the line and field).",
+        body=BatchCreate,
+        label="batches",
+        errors=(400, 401, 404, 413, 422, 503),
+        **_STORED_ADMITTED,
+    ),
+    Route(
+        OPENAI,
+        "GET",
+        "/batches",
+        batch.list_batches,
+        BatchList,
+        "The caller's batches, newest first (`after`, `limit`).",
+        label="batches",
+        errors=(400, 401),
+        **_STORED,
+    ),
+    Route(
+        OPENAI,
+        "GET",
+        "/batches/{batch_id}",
+        batch.get_batch,
+        BatchOut,
+        "One of the caller's batches.",
+        label="batches",
+        errors=(401, 404),
+        **_STORED,
+    ),
+    Route(
+        OPENAI,
+        "POST",
+        "/batches/{batch_id}/cancel",
+        batch.cancel_batch,
+        BatchOut,
+        "Cancel a batch: lines running are stopped, finished ones kept, the rest end as "
+        "`batch_cancelled`.",
+        label="batches",
+        errors=(401, 404, 409),
+        **_STORED,
     ),
     Route(
         ACCOUNT,

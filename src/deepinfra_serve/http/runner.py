@@ -20,8 +20,9 @@ from starlette.datastructures import State
 
 from ..config.catalog import Catalog
 from ..config.served import Tenant
+from ..config.tiers import Tier
 from ..engine.call import Call, Outcome
-from ..engine.errors import APIError, model_loading, timed_out
+from ..engine.errors import APIError, model_loading, store_unavailable, timed_out
 from ..engine.generation import Raw, Stream
 from ..observability.accounting import account
 from ..observability.record import RequestRecord, bind, new_request_id, unbind
@@ -62,7 +63,11 @@ class Runner:
         if route.tiered:
             record.tier = state.capacity.policy.applied(body.service_tier)
         services: Any = self.catalog
-        if route.admitted:
+        if route.store:
+            services = state.batch_services
+            if services is None:
+                raise store_unavailable()
+        elif route.admitted:
             services = state.apis.get(route.family.name)
             if services is None:
                 raise model_loading()
@@ -111,16 +116,20 @@ class Runner:
         params: Mapping[str, str] = _NO_PARAMS,
         admission: Admission = Admission.WAIT,
         timeout_s: float | None = None,
+        tier: Tier | None = None,
     ) -> Outcome:
         """Run one request to its end with no client waiting: its answer whole (a stream's
         frames joined), or its error as the API would answer it; billed, metered and logged
-        (`accounting.account`) whatever the end. Only a cancellation from outside raises."""
+        (`accounting.account`) whatever the end. Only a cancellation from outside raises.
+        `tier`: the tier it is served and billed at, whatever its body asks (a batch line)."""
         timeout_s = timeout_s or self.state.request_timeout_s
         token = bind(record)
         try:
             error: APIError | None = None
             try:
                 call = self.call(route, body, params, record)
+                if tier is not None:
+                    record.tier = tier
                 await self.admit(route, record, admission)
                 async with asyncio.timeout(timeout_s):
                     answer = await _whole(await route.handle(call))

@@ -10,7 +10,7 @@ from typing import Any
 
 from . import metrics
 from .logs import access_log
-from .record import RequestRecord
+from .record import NO_USAGE, RequestRecord
 
 
 class _Series:
@@ -48,7 +48,7 @@ def account(record: RequestRecord) -> None:
         counter = series.requests[key] = metrics.REQUESTS.labels(model, api, str(key[0]), key[1])
     counter.inc()
     series.e2e.observe(latency)
-    usage = record.usage
+    usage = record.usage if record.billed else NO_USAGE
     tier = record.tier.name
     ttft = None
     if record.first_token_at is not None:
@@ -80,6 +80,8 @@ def account(record: RequestRecord) -> None:
     }
     if record.via != "http":
         line["via"] = record.via
+    if record.batch is not None:
+        line["batch_id"], line["custom_id"] = record.batch
     if record.content is not None:
         line["content"] = record.content
     access_log.write(line)

@@ -201,6 +201,63 @@ TIER_COST = Counter(
     ["model", "tier"],
 )
 
+BATCH_LINES = Counter(
+    "deepinfra_batch_lines",
+    "Batch lines this replica ended: done, failed, or cancelled while running.",
+    ["model", "state"],
+)
+# The store's view, the same on every replica of a model: aggregate with max, not sum.
+BATCH_OPEN_LINES = Gauge(
+    "deepinfra_batch_open_lines",
+    "Lines of the model's batches waiting to run or running, on any replica.",
+    ["model", "state"],
+    multiprocess_mode="max",
+)
+BATCH_OLDEST_WAITING = Gauge(
+    "deepinfra_batch_oldest_waiting_seconds",
+    "Age of the oldest batch with a line waiting to run (0: none waits): what an autoscaler reads.",
+    ["model"],
+    multiprocess_mode="max",
+)
+BATCHES = Gauge(
+    "deepinfra_batches",
+    "The model's batches in the store, by status.",
+    ["model", "status"],
+    multiprocess_mode="max",
+)
+BATCH_STATUSES = (
+    "validating",
+    "failed",
+    "in_progress",
+    "finalizing",
+    "completed",
+    "expired",
+    "cancelling",
+    "cancelled",
+)
+
+
+class BatchGauges:
+    def __init__(self, model: str) -> None:
+        self.waiting = BATCH_OPEN_LINES.labels(model, "waiting")
+        self.running = BATCH_OPEN_LINES.labels(model, "running")
+        self.oldest = BATCH_OLDEST_WAITING.labels(model)
+        self.statuses = {s: BATCHES.labels(model, s) for s in BATCH_STATUSES}
+
+    def publish(
+        self, waiting: int, running: int, oldest_s: float | None, by_status: dict[str, int]
+    ) -> None:
+        self.waiting.set(waiting)
+        self.running.set(running)
+        self.oldest.set(oldest_s or 0.0)
+        for status, gauge in self.statuses.items():
+            gauge.set(by_status.get(status, 0))
+
+
+def batch_gauges(model: str) -> BatchGauges:
+    return BatchGauges(model)
+
+
 _children: dict[tuple[object, ...], Any] = {}
 
 

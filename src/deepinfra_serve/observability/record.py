@@ -73,7 +73,8 @@ class RequestRecord:
     route: Any = None
     method: str = "POST"
     path: str = ""
-    via: str = "http"  # who runs it: "http", or "webhook" for a job no client waits on
+    via: str = "http"  # who runs it: "http", or "background" or "batch" for work no client waits on
+    batch: tuple[str, str] | None = None  # a batch line's (batch id, custom_id)
     capture_content: bool = False
     started: float = field(default_factory=time.perf_counter)
     first_token_at: float | None = None
@@ -87,6 +88,9 @@ class RequestRecord:
     cache_salt: str | None = None  # the caller's prefix-cache partition; never logged
     tier: Tier = DEFAULT_TIER  # the service tier it is served and billed at
     place: Any = None  # its place in the model's capacity (`http.capacity.Place`)
+    # False: its work is thrown away to be run again (a batch line handed back when the server
+    # drains), so nothing of it is billed.
+    billed: bool = True
     content: dict[str, Any] | None = None
 
     @property

@@ -1,0 +1,257 @@
+"""Running batches' lines: each replica runs the lines of the model it serves, in the room
+online traffic leaves, behind every online request in the engine's queue.
+
+One loop per API process:
+- takes places in the room nothing else uses (`Capacity.take_batch`: none while a flex request
+  waits), claims as many lines from the store (`store.batches.claim`, with a lease), and runs
+  each through `Runner.run` at the batch tier (the card's batch price, the engine's lowest
+  priority), its access line naming the batch and the line's `custom_id`;
+- records each result under its claim (`store.batches.finish`: a line is written and billed
+  once) and renews its leases while it runs them;
+- stops the lines of a batch cancelled or expired, ends batches none of whose lines is left
+  (`finalize`), expires batches and files whose time is up, and publishes the gauges;
+- when the server drains, hands its lines back at once (their partial work is not billed) for
+  any replica to run again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+
+from ..config.cards import ModelCard
+from ..config.settings import ServerSettings
+from ..config.tiers import Tier
+from ..engine.call import Outcome
+from ..engine.errors import APIError
+from ..engine.lifecycle import Lifecycle
+from ..observability import metrics
+from ..observability.record import RequestRecord
+from ..store import batches, files
+from ..store.batches import Claimed, LineResult
+from ..store.database import Store
+from .auth import ApiKeys
+from .capacity import Capacity, Place
+from .routes import Route
+from .runner import Admission, Runner
+
+log = logging.getLogger(__name__)
+
+_TICK_S = 0.25  # how often the loop looks: a drain hands lines back within this
+_SWEEP_S = 1.0  # cancellations, batches to end, expiry, gauges
+
+
+def line_id() -> str:
+    return f"batch_req_{secrets.token_hex(12)}"
+
+
+def result_line(custom_id: str, outcome: Outcome, error_body: Callable[[Any], Any]) -> LineResult:
+    """A line's result in OpenAI's shape: its answer in the output file, its error (with the
+    status and body the same request gets online) in the error file; its tokens and cost."""
+    record = outcome.record
+    usage = record.usage
+    if (
+        outcome.error is None
+        and outcome.answer is not None
+        and not isinstance(outcome.answer, bytes)
+    ):
+        body: Any = outcome.answer.model_dump(mode="json")
+        state = "done"
+    else:
+        body = error_body(outcome.error) if outcome.error is not None else None
+        state = "failed"
+    line = {
+        "id": line_id(),
+        "custom_id": custom_id,
+        "response": {"status_code": outcome.status, "request_id": record.request_id, "body": body},
+        "error": None,
+    }
+    return LineResult(
+        state,
+        orjson.dumps(line).decode(),
+        usage.prompt_tokens,
+        usage.cached_tokens,
+        usage.completion_tokens,
+        usage.estimated_cost,
+    )
+
+
+def unrun_line(state: str, custom_id: str) -> str:
+    """The error file's line of a line that never ran: cancelled, or expired."""
+    code, message = (
+        ("batch_cancelled", "The batch was cancelled before this request ran")
+        if state == "cancelled"
+        else ("batch_expired", "The batch expired before this request ran")
+    )
+    return orjson.dumps(
+        {
+            "id": line_id(),
+            "custom_id": custom_id,
+            "response": None,
+            "error": {"code": code, "message": message},
+        }
+    ).decode()
+
+
+class BatchWork:
+    def __init__(
+        self,
+        *,
+        runner: Runner,
+        store: Store,
+        card: ModelCard,
+        settings: ServerSettings,
+        lifecycle: Lifecycle,
+        capacity: Capacity,
+        api_keys: ApiKeys,
+        routes: dict[str, Route],  # the routes a batch's endpoint names
+    ) -> None:
+        self.runner, self.store, self.card = runner, store, card
+        self.lifecycle, self.capacity, self.api_keys = lifecycle, capacity, api_keys
+        self.routes = routes
+        self.lease_s = settings.batch_lease_s
+        self.output_ttl_s = settings.output_file_ttl_s
+        self.tier = Tier.batch(card.pricing.batch_multiplier)
+        self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.running: dict[tuple[str, int], tuple[asyncio.Task[None], RequestRecord]] = {}
+        self._wake = asyncio.Event()
+        self._gauges = metrics.batch_gauges(card.name)
+
+    async def run(self) -> None:
+        """Until the server drains (or the task is cancelled): then hand back what runs."""
+        last_sweep = last_renew = 0.0
+        try:
+            while not self.lifecycle.draining:
+                now = time.monotonic()
+                try:
+                    await self._start_lines()
+                    if now - last_renew > self.lease_s / 3:
+                        last_renew = now
+                        await self.store.call(
+                            batches.renew, self.store, self.name, list(self.running), self.lease_s
+                        )
+                    if now - last_sweep > _SWEEP_S:
+                        last_sweep = now
+                        await self._sweep()
+                except Exception:
+                    log.exception("batch work: the store failed; trying again")
+                    await asyncio.sleep(1.0)
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(_TICK_S):
+                        await self._wake.wait()
+        finally:
+            await self._hand_back()
+
+    async def _start_lines(self) -> None:
+        places = self.capacity.take_batch(self.capacity.policy.limit)
+        if not places:
+            return
+        try:
+            claimed = await self.store.call(
+                batches.claim, self.store, self.card.name, self.name, len(places), self.lease_s
+            )
+        except BaseException:
+            for place in places:
+                place.release()
+            raise
+        for place in places[len(claimed) :]:
+            place.release()
+        for line, place in zip(claimed, places, strict=False):
+            self._start(line, place)
+
+    def _start(self, line: Claimed, place: Place) -> None:
+        route = self.routes[line.endpoint]
+        tenant = self.api_keys.by_owner(line.owner)
+        record = self.runner.record(route, via="batch", tenant=tenant)
+        record.batch = (line.batch_id, line.custom_id)
+        record.place = place
+        task = asyncio.create_task(self._run_line(line, route, record))
+        self.running[(line.batch_id, line.line)] = (task, record)
+        task.add_done_callback(lambda _: self._done(line))
+
+    def _done(self, line: Claimed) -> None:
+        self.running.pop((line.batch_id, line.line), None)
+        self._wake.set()
+
+    async def _run_line(self, line: Claimed, route: Route, record: RequestRecord) -> None:
+        assert route.body is not None
+        try:
+            body = route.body.model_validate_json(line.body)
+        except ValueError as exc:  # checked when the batch was made; a card changed since
+            log.warning("batch %s line %d: %s", line.batch_id, line.line, exc)
+            body = None
+        outcome = None
+        try:
+            if body is not None:
+                outcome = await self.runner.run(
+                    route, body, record, admission=Admission.HELD, tier=self.tier
+                )
+        except asyncio.CancelledError:
+            if not record.billed:
+                raise  # handed back: another run will write it
+            result = LineResult(
+                "cancelled",
+                None,
+                record.usage.prompt_tokens,
+                record.usage.cached_tokens,
+                record.usage.completion_tokens,
+                record.usage.estimated_cost,
+            )
+            await self.store.call(batches.finish, self.store, line, result)
+            metrics.BATCH_LINES.labels(self.card.name, "cancelled").inc()
+            raise
+        finally:
+            if record.place is not None:
+                record.place.release()
+        if outcome is None:
+            err = APIError(400, "body: no longer valid for this model", param="body")
+            outcome = Outcome(400, None, err, record)
+        result = result_line(line.custom_id, outcome, route.family.error_body)
+        if await self.store.call(batches.finish, self.store, line, result):
+            metrics.BATCH_LINES.labels(self.card.name, result.state).inc()
+        else:
+            log.warning("batch %s line %d: claimed again elsewhere", line.batch_id, line.line)
+
+    async def _sweep(self) -> None:
+        store = self.store
+        stop = await store.call(batches.stopped, store, {k[0] for k in self.running})
+        for (batch_id, _), (task, _record) in list(self.running.items()):
+            if batch_id in stop:
+                task.cancel()
+        now = time.time()
+        await store.call(batches.expire, store, int(now))
+        await store.call(batches.stop_abandoned, store, now)
+        for batch_id in await store.call(batches.ready_to_end, store):
+            if await store.call(batches.finalize, store, batch_id, self.output_ttl_s, unrun_line):
+                log.info("batch %s ended", batch_id)
+        await store.call(files.expire, store, int(now))
+        waiting, running, oldest = await store.call(batches.open_lines, store, self.card.name)
+        by_status = await store.call(batches.by_status, store, self.card.name)
+        self._gauges.publish(waiting, running, None if oldest is None else now - oldest, by_status)
+
+    async def _hand_back(self) -> None:
+        """The server drains: the lines running here go back to waiting, for any replica."""
+        if not self.running:
+            return
+        keys = list(self.running)
+        for task, record in self.running.values():
+            record.billed = False
+            task.cancel()
+        await asyncio.gather(*(t for t, _ in self.running.values()), return_exceptions=True)
+        try:
+            await self.store.call(batches.hand_back, self.store, self.name, keys)
+            log.info("handed back %d batch lines", len(keys))
+        except Exception:
+            log.exception(
+                "could not hand back %d batch lines; their leases will run out", len(keys)
+            )

@@ -1,0 +1,1 @@
+"""What outlives a request and a process: files, batches and their lines, webhook jobs."""

@@ -1,0 +1,125 @@
+"""The store's tables, and the versions of its schema.
+
+`MIGRATIONS[n]` takes a database at version n to n + 1; `Store.open` applies the ones a
+database lacks, in one transaction each, so that every replica of a fleet starts on the same
+schema whichever started first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from sqlalchemy import (
+    BigInteger,
+    Column,
+    Connection,
+    Float,
+    Index,
+    Integer,
+    LargeBinary,
+    MetaData,
+    String,
+    Table,
+    Text,
+)
+
+metadata = MetaData()
+
+schema_version = Table("schema_version", metadata, Column("version", Integer, nullable=False))
+
+# A file's metadata; its bytes are in `file_chunks`.
+files = Table(
+    "files",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),  # the API key's digest; "" on an open server
+    Column("purpose", String(32), nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Column("expires_at", BigInteger),
+    Index("files_by_owner", "owner", "created_at"),
+)
+
+file_chunks = Table(
+    "file_chunks",
+    metadata,
+    Column("file_id", String(64), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+batches = Table(
+    "batches",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("owner", String(64), nullable=False),
+    Column("model", Text, nullable=False),
+    Column("endpoint", String(64), nullable=False),
+    Column("input_file_id", String(64), nullable=False),
+    Column("completion_window", String(16), nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("metadata", Text),  # JSON
+    Column("errors", Text),  # JSON: OpenAI's `errors` list
+    Column("output_file_id", String(64)),
+    Column("error_file_id", String(64)),
+    Column("created_at", BigInteger, nullable=False),
+    Column("in_progress_at", BigInteger),
+    Column("expires_at", BigInteger, nullable=False),
+    Column("finalizing_at", BigInteger),
+    Column("completed_at", BigInteger),
+    Column("failed_at", BigInteger),
+    Column("expired_at", BigInteger),
+    Column("cancelling_at", BigInteger),
+    Column("cancelled_at", BigInteger),
+    Index("batches_by_owner", "owner", "id"),
+    Index("batches_by_status", "status"),
+)
+
+# One line of a batch's input, and once run, its result line. `state`: waiting, running
+# (claimed by `runner` until `lease_until`), done, failed, cancelled or expired.
+batch_lines = Table(
+    "batch_lines",
+    metadata,
+    Column("batch_id", String(64), primary_key=True),
+    Column("line", Integer, primary_key=True),  # its number in the input file, from 1
+    Column("model", Text, nullable=False),
+    Column("custom_id", Text, nullable=False),
+    Column("body", Text, nullable=False),
+    Column("order_key", String(64), nullable=False),  # lines sharing a prompt prefix sort together
+    Column("state", String(16), nullable=False),
+    Column("runner", String(64)),
+    Column("claim", Integer, nullable=False, default=0),  # claims so far: whose result counts
+    Column("lease_until", Float),
+    Column("result", Text),  # the output or error file's line
+    Column("prompt_tokens", Integer, nullable=False, default=0),
+    Column("cached_tokens", Integer, nullable=False, default=0),
+    Column("completion_tokens", Integer, nullable=False, default=0),
+    Column("cost_usd", Float, nullable=False, default=0.0),
+    Index("batch_lines_to_claim", "model", "state", "batch_id", "order_key", "line"),
+    Index("batch_lines_by_state", "batch_id", "state"),
+)
+
+# A native request answered `queued`, kept until its webhook is delivered (or given up on).
+webhook_jobs = Table(
+    "webhook_jobs",
+    metadata,
+    Column("request_id", String(64), primary_key=True),
+    Column("model", Text, nullable=False),
+    Column("path", Text, nullable=False),  # the model as the request named it
+    Column("body", Text, nullable=False),  # the request's body, without its webhook
+    Column("webhook", Text, nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("runner", String(64)),
+    Column("lease_until", Float),
+    Column("created_at", BigInteger, nullable=False),
+    Index("webhook_jobs_to_claim", "model", "lease_until"),
+)
+
+
+def _version_1(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[files, file_chunks, batches, batch_lines, webhook_jobs])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_version_1]
