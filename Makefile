@@ -8,9 +8,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 
 FLEET ?= fleets/cpu-demo.yaml
-# Debian packages the fleet and the tests run: HAProxy (the fleet's front door) and Prometheus
-# (scrapes the service in one test). Installed when missing, as root or through sudo.
-DEBS ?= haproxy prometheus
+# Debian packages the fleet and the tests run: HAProxy (the fleet's front door), Prometheus
+# (scrapes the service in one test) and PostgreSQL (the store a fleet shares). Installed when
+# missing, as root or through sudo.
+DEBS ?= haproxy prometheus postgresql
 
 .PHONY: install debs serve fleet test helm-test image image-test bench lint format clean
 
@@ -25,7 +26,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 debs:
-	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	@missing=""; for p in $(DEBS); do command -v $$p >/dev/null 2>&1 || dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
 	.ci/install-debs $$missing
 
 serve: install

@@ -13,7 +13,14 @@ import pytest
 from deepinfra_serve.config.cards import ModelCard, load_card
 from deepinfra_serve.config.settings import ServerSettings
 
-from .helpers import DEMO_CARD, TINY_CARD, Probes, server_process
+from .helpers import (
+    DEMO_CARD,
+    TINY_CARD,
+    Probes,
+    postgres_bin,
+    postgres_cluster,
+    server_process,
+)
 
 
 @pytest.fixture(scope="session")
@@ -39,8 +46,22 @@ def startup_probes() -> Probes:
 
 
 @pytest.fixture(scope="session")
-def base_url(cache_dir: Path, server_log: Path, startup_probes: Probes) -> Iterator[str]:
-    """The real server on the real CPU engine with the tiny card, started once per session."""
+def postgres_url() -> Iterator[str | None]:
+    """A PostgreSQL cluster of the session's own on loopback (Debian's package), or None where
+    the package is not installed (the servers then keep their default store, SQLite)."""
+    if postgres_bin() is None:
+        yield None
+        return
+    with postgres_cluster() as url:
+        yield url
+
+
+@pytest.fixture(scope="session")
+def base_url(
+    cache_dir: Path, server_log: Path, startup_probes: Probes, postgres_url: str | None
+) -> Iterator[str]:
+    """The real server on the real CPU engine with the tiny card, started once per session;
+    its store is the session's PostgreSQL."""
     # Short webhook timeouts and backoff keep the delivery tests to seconds. The webhook
     # receivers listen on 127.0.0.2, the one loopback address the server may call.
     env = {
@@ -48,6 +69,8 @@ def base_url(cache_dir: Path, server_log: Path, startup_probes: Probes) -> Itera
         "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
     }
+    if postgres_url is not None:
+        env["DEEPINFRA_SERVE_STORE_URL"] = postgres_url
     with server_process(TINY_CARD, cache_dir, server_log, env, startup_probes) as (url, _):
         yield url
 

@@ -612,3 +612,82 @@ def tiny_chat_prompt(cache_dir: Path, card: Any, messages: list[dict[str, Any]])
     )
     assert text.endswith("<|im_start|>assistant\n")
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def postgres_bin() -> Path | None:
+    """Debian's PostgreSQL server programs, if the package is installed."""
+    found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))
+    return found[-1].parent if found else None
+
+
+@contextlib.contextmanager
+def postgres_cluster() -> Iterator[str]:
+    """A throwaway PostgreSQL cluster on loopback (Debian's package), owned by the caller and
+    stopped by it; yields its SQLAlchemy URL. As root, it runs as the `postgres` user."""
+    import shutil
+    import tempfile
+
+    bin_dir = postgres_bin()
+    if bin_dir is None:
+        pytest.skip("Debian's postgresql is not installed here (`make test` installs it)")
+    data = Path(tempfile.mkdtemp(prefix="deepinfra-serve-pg-"))
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        shutil.chown(data, "postgres", "postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = free_port()
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+    subprocess.run(
+        [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
+        check=True,
+        **quiet,  # type: ignore[arg-type]
+    )
+    options = f"-k {data} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
+    pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data)]
+    subprocess.run(
+        [*pg_ctl, "-o", options, "-l", str(data / "server.log"), "-w", "start"],
+        check=True,
+        **quiet,  # type: ignore[arg-type]
+    )
+    pid = int((data / "postmaster.pid").read_text().split()[0])
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], check=False, **quiet)  # type: ignore[arg-type]
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)  # if the stop failed: by its process id
+        shutil.rmtree(data, ignore_errors=True)
+
+
+BATCH_ENDED = ("completed", "failed", "expired", "cancelled")
+
+
+def batch_line(custom_id: str, endpoint: str, **body: Any) -> str:
+    """One line of a batch's input file."""
+    return json.dumps({"custom_id": custom_id, "method": "POST", "url": endpoint, "body": body})
+
+
+def upload_batch(client: Any, lines: list[str], endpoint: str, **extra: Any) -> Any:
+    """Upload `lines` and create their batch with the official `openai` client."""
+    import io
+
+    data = ("\n".join(lines) + "\n").encode()
+    uploaded = client.files.create(file=("input.jsonl", io.BytesIO(data)), purpose="batch")
+    return client.batches.create(
+        input_file_id=uploaded.id, endpoint=endpoint, completion_window="24h", **extra
+    )
+
+
+def wait_batch(client: Any, batch_id: str, timeout_s: float = 180, until: Any = None) -> Any:
+    """Retrieve the batch until it has ended (or `until(batch)` holds)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        batch = client.batches.retrieve(batch_id)
+        if (until(batch) if until is not None else batch.status in BATCH_ENDED):
+            return batch
+        assert time.monotonic() < deadline, f"batch {batch_id} still {batch.status}: {batch}"
+        time.sleep(0.25)
+
+
+def jsonl(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines() if line.strip()]

@@ -85,7 +85,7 @@ class MessagesService:
         self.card = model.card
 
     @classmethod
-    def start(cls, model: ServedModel, lifecycle: Any, settings: Any) -> Self:
+    def start(cls, model: ServedModel, lifecycle: Any, settings: Any, store: Any = None) -> Self:
         return cls(model)
 
     async def aclose(self) -> None:

@@ -30,7 +30,7 @@ from ..observability.metrics import exposition, publish_prices
 from ..store.database import Store
 from .admission import AdmissionMiddleware
 from .auth import ApiKeys
-from .batch_input import endpoint_routes, line_check
+from .batch_input import endpoint_routes, line_check, native_route
 from .batch_work import BatchWork
 from .capacity import Capacity
 from .dispatch import Dispatch
@@ -97,7 +97,7 @@ def create_app(
         app.state.model = model
         # Each API's services over the engine (the route table's families).
         app.state.apis = {
-            name: family.start(model, lifecycle, settings)
+            name: family.start(model, lifecycle, settings, app.state.store)
             for name, family in FAMILIES.items()
             if family.start is not None
         }
@@ -121,6 +121,8 @@ def create_app(
                 capacity=capacity,
                 api_keys=api_keys,
                 routes=endpoint_routes(),
+                native=native_route(),
+                services=lambda name: app.state.apis.get(name),
             )
             app.state.batch_work = asyncio.create_task(work.run())
         log.info("engine for %s ready in %.1f s", card.name, time.monotonic() - t0)

@@ -1,5 +1,8 @@
-"""Running batches' lines: each replica runs the lines of the model it serves, in the room
-online traffic leaves, behind every online request in the engine's queue.
+"""Work no client waits on, from the store: batches' lines, and webhook jobs a replica that
+died left behind.
+
+Each replica runs the lines of the model it serves, in the room online traffic leaves, behind
+every online request in the engine's queue.
 
 One loop per API process:
 - takes places in the room nothing else uses (`Capacity.take_batch`: none while a flex request
@@ -11,7 +14,9 @@ One loop per API process:
 - stops the lines of a batch cancelled or expired, ends batches none of whose lines is left
   (`finalize`), expires batches and files whose time is up, and publishes the gauges;
 - when the server drains, hands its lines back at once (their partial work is not billed) for
-  any replica to run again.
+  any replica to run again;
+- renews its claim on the webhook jobs its native API runs, and runs and delivers those whose
+  runner's claim ran out (`store.webhook_jobs`), as flex would wait for room.
 """
 
 from __future__ import annotations
@@ -19,9 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import secrets
-import socket
 import time
 from collections.abc import Callable
 from typing import Any
@@ -36,7 +39,7 @@ from ..engine.errors import APIError
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
 from ..observability.record import RequestRecord
-from ..store import batches, files
+from ..store import batches, files, webhook_jobs
 from ..store.batches import Claimed, LineResult
 from ..store.database import Store
 from .auth import ApiKeys
@@ -114,14 +117,16 @@ class BatchWork:
         capacity: Capacity,
         api_keys: ApiKeys,
         routes: dict[str, Route],  # the routes a batch's endpoint names
+        native: Route,  # the native API's route, which webhook jobs run on
+        services: Callable[[str], Any],  # an API's services by name, once the engine is up
     ) -> None:
         self.runner, self.store, self.card = runner, store, card
         self.lifecycle, self.capacity, self.api_keys = lifecycle, capacity, api_keys
-        self.routes = routes
+        self.routes, self.native, self.services = routes, native, services
         self.lease_s = settings.batch_lease_s
         self.output_ttl_s = settings.output_file_ttl_s
         self.tier = Tier.batch(card.pricing.batch_multiplier)
-        self.name = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        self.name = store.runner
         self.running: dict[tuple[str, int], tuple[asyncio.Task[None], RequestRecord]] = {}
         self._wake = asyncio.Event()
         self._gauges = metrics.batch_gauges(card.name)
@@ -136,9 +141,7 @@ class BatchWork:
                     await self._start_lines()
                     if now - last_renew > self.lease_s / 3:
                         last_renew = now
-                        await self.store.call(
-                            batches.renew, self.store, self.name, list(self.running), self.lease_s
-                        )
+                        await self._renew()
                     if now - last_sweep > _SWEEP_S:
                         last_sweep = now
                         await self._sweep()
@@ -222,8 +225,46 @@ class BatchWork:
         else:
             log.warning("batch %s line %d: claimed again elsewhere", line.batch_id, line.line)
 
+    async def _renew(self) -> None:
+        store = self.store
+        await store.call(batches.renew, store, self.name, list(self.running), self.lease_s)
+        native = self.services("native")
+        if native is not None and native.webhooks.kept:
+            ids = list(native.webhooks.kept)
+            await store.call(webhook_jobs.renew, store, self.name, ids, self.lease_s)
+
+    async def _resume_webhook_jobs(self) -> None:
+        """Jobs whose runner died: run here (as flex waits for room) and delivered."""
+        native = self.services("native")
+        if native is None:
+            return
+        store, route = self.store, self.native
+        jobs = await store.call(
+            webhook_jobs.claim, store, self.card.name, self.name, 8, self.lease_s
+        )
+        for job in jobs:
+            assert route.body is not None
+            try:
+                body = route.body.model_validate_json(job.body)
+            except ValueError:
+                log.exception("webhook job %s: its body no longer validates", job.request_id)
+                await store.call(webhook_jobs.forget, store, job.request_id)
+                continue
+            params = {"model": job.path}
+            record = self.runner.record(
+                route,
+                via="background",
+                params=params,
+                request_id=job.request_id,
+                tenant=self.api_keys.by_owner(job.owner),
+            )
+            tier = self.capacity.policy.tiers.get(job.tier)
+            log.info("webhook job %s: run again, its first runner is gone", job.request_id)
+            native.resume(job, self.runner.run(route, body, record, params=params, tier=tier))
+
     async def _sweep(self) -> None:
         store = self.store
+        await self._resume_webhook_jobs()
         stop = await store.call(batches.stopped, store, {k[0] for k in self.running})
         for (batch_id, _), (task, _record) in list(self.running.items()):
             if batch_id in stop:

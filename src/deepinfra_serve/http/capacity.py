@@ -109,7 +109,8 @@ class Capacity:
         return Place(self, key, _RUNNING)
 
     async def wait_flex(self, tenant: Tenant | None, tier: Tier, max_wait_s: float) -> Place:
-        """A place for a flex request once there is room, waiting up to `max_wait_s`."""
+        """A place for a flex request (or for work no client waits on) once there is room,
+        waiting up to `max_wait_s`."""
         counts = self._counts
         with self._lock:
             if tenant is not None and counts[_KEYS + tenant.index] >= tenant.rate_limit:
@@ -120,6 +121,8 @@ class Capacity:
                 counts[key] += 1
         place = Place(self, key)
         self.lifecycle.in_flight += 1
+        # Flex within its share; work no client waits on (a webhook job run again) in any room.
+        slots = self.policy.flex_slots if tier.name == "flex" else self.policy.limit
         me = object()
         self._flex_queue.append(me)
         self._waiting.inc()
@@ -129,7 +132,7 @@ class Capacity:
             while True:
                 if self.lifecycle.draining:
                     raise self._refused(tier, "shutting_down", shutting_down())
-                if self._flex_queue[0] is me and self._admit_flex(place):
+                if self._flex_queue[0] is me and self._admit_flex(place, slots):
                     self._admitted(tier, time.monotonic() - started)
                     return place
                 left = deadline - time.monotonic()
@@ -148,10 +151,10 @@ class Capacity:
             self._waiting.dec()
             self._room.set()  # the next in line looks
 
-    def _admit_flex(self, place: Place) -> bool:
+    def _admit_flex(self, place: Place, slots: int) -> bool:
         counts, policy = self._counts, self.policy
         with self._lock:
-            if counts[_FLEX] >= policy.flex_slots:
+            if counts[_FLEX] >= slots:
                 return False
             if counts[_RUNNING] + counts[_FLEX] >= policy.limit:
                 return False

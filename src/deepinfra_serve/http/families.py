@@ -24,6 +24,7 @@ from ..native import errors as native_errors
 from ..native.service import InferenceService
 from ..openai import errors as openai_errors
 from ..openai import routes as openai
+from ..store.database import Store
 
 
 class ApiServices(Protocol):
@@ -43,7 +44,7 @@ class ApiFamily:
     exclude_none: bool  # its JSON answers leave out fields that are null
     # Its services over the engine, made once the engine is ready (`app.state.apis[name]`);
     # their `aclose()` runs at shutdown, after the drain. None: it needs none.
-    start: Callable[[ServedModel, Lifecycle, ServerSettings], ApiServices] | None
+    start: Callable[[ServedModel, Lifecycle, ServerSettings, Store | None], ApiServices] | None
 
 
 OPENAI = ApiFamily(

@@ -6,21 +6,24 @@ from __future__ import annotations
 import logging
 import secrets
 import time
+from collections.abc import Awaitable
 from typing import Any, Self
 
 import orjson
 
 from ..config.pricing import Usage
 from ..config.settings import ServerSettings, parse_networks
-from ..engine.call import Call
+from ..engine.call import Call, Outcome
 from ..engine.errors import APIError
 from ..engine.generation import LOGPROB_FLOOR, Generation, Stream
 from ..engine.lifecycle import Lifecycle
 from ..engine.sampling import to_sampling_params
 from ..engine.served_model import ServedModel
+from ..store.database import Store
+from ..store.webhook_jobs import WebhookJob
 from .schema import PROFILE, GeneratedText, InferenceRequest, InferenceResponse, InferenceStatus
 from .webhook_targets import WebhookTargets
-from .webhooks import WebhookSender
+from .webhooks import Journal, WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +66,14 @@ class InferenceService:
         self.webhooks = webhooks
 
     @classmethod
-    def start(cls, model: ServedModel, lifecycle: Lifecycle, settings: ServerSettings) -> Self:
+    def start(
+        cls,
+        model: ServedModel,
+        lifecycle: Lifecycle,
+        settings: ServerSettings,
+        store: Store | None = None,
+    ) -> Self:
+        journal = None if store is None else Journal(store, store.runner, settings.batch_lease_s)
         webhooks = WebhookSender(
             model=model.card.name,
             lifecycle=lifecycle,
@@ -71,6 +81,7 @@ class InferenceService:
             attempts=settings.webhook_attempts,
             timeout_s=settings.webhook_timeout_s,
             backoff_s=settings.webhook_backoff_s,
+            journal=journal,
         )
         return cls(model, webhooks)
 
@@ -97,10 +108,22 @@ class InferenceService:
             # when its generation ends; this request is answered and accounted as queued.
             record.finish_reason = "queued"
             prompt_tokens = len(prompt["prompt_token_ids"])
+            again = req.model_copy(update={"webhook": None})
+            await self.webhooks.keep(
+                WebhookJob(
+                    request_id,
+                    self.card.name,
+                    call.params["model"],
+                    again.model_dump_json(exclude_unset=True),
+                    str(req.webhook),
+                    "" if call.tenant is None else call.tenant.owner,
+                    record.tier.name,
+                )
+            )
             self.webhooks.submit(
                 str(req.webhook),
                 request_id,
-                call.detach(req.model_copy(update={"webhook": None})),
+                call.detach(again),
                 lambda reason: _failed(request_id, prompt_tokens, started, reason),
             )
             return InferenceResponse(
@@ -120,6 +143,18 @@ class InferenceService:
         if req.stream:
             return self._stream(gen, seed)
         return _response(request_id, await gen.final(), gen.usage(), started)
+
+    def resume(self, job: WebhookJob, generate: Awaitable[Outcome]) -> None:
+        """A job its first runner did not finish (it died): run (`generate`) and delivered
+        here, and then forgotten."""
+        self.webhooks.kept.add(job.request_id)
+        started = time.monotonic()
+        self.webhooks.submit(
+            job.webhook,
+            job.request_id,
+            generate,
+            lambda reason: _failed(job.request_id, 0, started, reason),
+        )
 
     def _stream(self, gen: Generation, seed: int) -> Stream:
         """One event per token with its real id and logprob; the last one also carries the

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -22,6 +23,9 @@ from ..engine.call import Outcome
 from ..engine.errors import APIError
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
+from ..store import webhook_jobs
+from ..store.database import Store
+from ..store.webhook_jobs import WebhookJob
 from .webhook_targets import PinnedTransport, TargetRefused, WebhookTargets
 
 log = logging.getLogger(__name__)
@@ -29,6 +33,16 @@ log = logging.getLogger(__name__)
 # After the drain grace: how long the last attempts may take (inside the pod's termination
 # grace, which exceeds the drain grace by more than this).
 _FINAL_ATTEMPT_S = 5.0
+
+
+@dataclass(frozen=True)
+class Journal:
+    """Where accepted jobs are kept until delivered (the store), and this process's claim on
+    them."""
+
+    store: Store
+    runner: str  # this process, as the store knows its claims
+    lease_s: float
 
 
 class WebhookSender:
@@ -42,6 +56,7 @@ class WebhookSender:
         timeout_s: float = 10.0,
         backoff_s: float = 1.0,
         transport: httpx.AsyncBaseTransport | None = None,
+        journal: Journal | None = None,
     ) -> None:
         self.model = model
         self.lifecycle = lifecycle
@@ -53,6 +68,8 @@ class WebhookSender:
         self._client = httpx.AsyncClient(
             transport=transport or PinnedTransport(targets), follow_redirects=False
         )
+        self.journal = journal
+        self.kept: set[str] = set()  # request ids of the jobs here that the journal holds
         self._jobs: set[asyncio.Task[Any]] = set()
         self._generating: set[asyncio.Future[Any]] = set()
 
@@ -68,6 +85,16 @@ class WebhookSender:
                 code="invalid_value",
             ) from exc
 
+    async def keep(self, job: WebhookJob) -> None:
+        """Write the job to the journal before it is answered `queued`: from then on a crash
+        loses nothing (another run delivers it)."""
+        if self.journal is not None:
+            journal = self.journal
+            await journal.store.call(
+                webhook_jobs.keep, journal.store, job, journal.runner, journal.lease_s
+            )
+            self.kept.add(job.request_id)
+
     def submit(
         self,
         url: str,
@@ -76,7 +103,8 @@ class WebhookSender:
         failed: Callable[[str], bytes],
     ) -> None:
         """Run `generate` (a finished inference's outcome) and deliver its answer in the
-        background; `failed(reason)` is the payload when it cannot finish."""
+        background; `failed(reason)` is the payload when it cannot finish. A job the journal
+        holds leaves it once its delivery ends, whatever the end."""
         self.lifecycle.background += 1  # the job, until its delivery ends
         task = asyncio.create_task(self._job(url, request_id, generate, failed))
         self._jobs.add(task)
@@ -115,8 +143,18 @@ class WebhookSender:
                 self._generating.discard(generation)
             delivered = await self.deliver(url, payload)
             metrics.WEBHOOK_DELIVERIES.labels(self.model, str(delivered).lower()).inc()
+            await self._forget(request_id)
         finally:
             self.lifecycle.background -= 1
+
+    async def _forget(self, request_id: str) -> None:
+        if self.journal is None or request_id not in self.kept:
+            return
+        self.kept.discard(request_id)
+        try:
+            await self.journal.store.call(webhook_jobs.forget, self.journal.store, request_id)
+        except Exception:
+            log.exception("webhook job %s: delivered, but still in the store", request_id)
 
     async def deliver(self, url: str, payload: bytes) -> bool:
         """POST `payload`; retry transport errors and non-2xx answers with doubling backoff

@@ -14,6 +14,7 @@ from ..engine.errors import not_found
 from ..engine.generation import Answer
 from ..engine.lifecycle import Lifecycle
 from ..engine.served_model import ServedModel
+from ..store.database import Store
 from .chat import ChatService
 from .completions import CompletionService
 from .responses import ModelList, ModelMetadata, ModelOut, ModelPricing
@@ -26,7 +27,13 @@ class OpenAIServices:
     completions: CompletionService
 
     @classmethod
-    def start(cls, model: ServedModel, lifecycle: Lifecycle, settings: ServerSettings) -> Self:
+    def start(
+        cls,
+        model: ServedModel,
+        lifecycle: Lifecycle,
+        settings: ServerSettings,
+        store: Store | None = None,
+    ) -> Self:
         return cls(ChatService(model), CompletionService(model))
 
     async def aclose(self) -> None:

@@ -13,6 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -53,6 +56,8 @@ class Store:
     def __init__(self, engine: Engine) -> None:
         self.engine = engine
         self.sqlite = engine.dialect.name == "sqlite"
+        # This process, as the store knows the claims it holds (batch lines, webhook jobs).
+        self.runner = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
         self._threads = ThreadPoolExecutor(4, thread_name_prefix="store")
 
     @classmethod
