@@ -683,7 +683,7 @@ def wait_batch(client: Any, batch_id: str, timeout_s: float = 180, until: Any = 
     deadline = time.monotonic() + timeout_s
     while True:
         batch = client.batches.retrieve(batch_id)
-        if (until(batch) if until is not None else batch.status in BATCH_ENDED):
+        if until(batch) if until is not None else batch.status in BATCH_ENDED:
             return batch
         assert time.monotonic() < deadline, f"batch {batch_id} still {batch.status}: {batch}"
         time.sleep(0.25)

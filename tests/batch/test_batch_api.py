@@ -36,8 +36,7 @@ def oai(base_url: str) -> Iterator[openai.OpenAI]:
 
 def _chat(i: int) -> dict[str, Any]:
     # Lines in pairs that share a prompt's start: they run side by side.
-    words = "one two three four five six seven eight nine ten".split()
-    content = f"Say something about {words[i % 10]} number {i}."
+    content = f"Say something about topic {i % 10} and number {i}."
     return {"model": MODEL, "messages": [{"role": "user", "content": content}], "max_tokens": 6}
 
 
@@ -48,9 +47,7 @@ def _completion(i: int) -> dict[str, Any]:
 def _comparable(body: dict[str, Any]) -> dict[str, Any]:
     """An answer without what differs between two runs of one request: ids, times, cost."""
     usage = {k: v for k, v in body["usage"].items() if k != "estimated_cost"}
-    return {k: v for k, v in body.items() if k not in ("id", "created", "usage")} | {
-        "usage": usage
-    }
+    return {k: v for k, v in body.items() if k not in ("id", "created", "usage")} | {"usage": usage}
 
 
 def _cost(card: ModelCard, usage: dict[str, Any], multiplier: float) -> float:
@@ -90,12 +87,12 @@ def test_batches_answer_as_online_at_the_batch_price(
         out = jsonl(oai.files.content(done.output_file_id).text)
         assert [o["custom_id"] for o in out] == [f"{endpoint}-{i}" for i in range(LINES)]
         # The same requests online, at temperature 0.
-        route = "/chat/completions" if endpoint == CHAT else "/completions"
+        path = "/v1/openai" + endpoint.removeprefix("/v1")
         with (
-            httpx.Client(base_url=f"{base_url}/v1/openai", timeout=60) as http,
+            httpx.Client(base_url=base_url, timeout=60) as http,
             ThreadPoolExecutor(8) as pool,
         ):
-            online = list(pool.map(lambda b: http.post(route, json=b).json(), bodies[endpoint]))
+            online = list(pool.map(lambda b, p=path: http.post(p, json=b).json(), bodies[endpoint]))
         total = 0.0
         for line, answer in zip(out, online, strict=True):
             assert line["error"] is None and line["response"]["status_code"] == 200
@@ -111,7 +108,8 @@ def test_batches_answer_as_online_at_the_batch_price(
             )
             total += body["usage"]["estimated_cost"]
         assert done.usage.estimated_cost == pytest.approx(total, rel=1e-9)
-        assert done.usage.input_tokens == sum(o["response"]["body"]["usage"]["prompt_tokens"] for o in out)
+        prompt_tokens = [o["response"]["body"]["usage"]["prompt_tokens"] for o in out]
+        assert done.usage.input_tokens == sum(prompt_tokens)
         assert oai.batches.retrieve(batch.id).output_file_id == done.output_file_id
 
     # Each line's access line names its batch and custom_id, at the batch tier.

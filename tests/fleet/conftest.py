@@ -1,5 +1,6 @@
 """A real fleet on the CPU: `deepinfra-serve fleet` runs HAProxy and three replicas (two of the
-tiny Llama, one of the tiny Mistral) under supervisord, on loopback ports."""
+tiny Llama, one of the tiny Mistral) under supervisord, on loopback ports, sharing one store
+(the session's PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -46,7 +47,9 @@ def _free_ports(count: int) -> int:
 
 
 @pytest.fixture(scope="package")
-def fleet(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningFleet]:
+def fleet(
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
+) -> Iterator[RunningFleet]:
     if shutil.which("haproxy") is None:
         pytest.skip("Debian's haproxy is not installed here (`make test` installs it as root)")
     run_dir = tmp_path_factory.mktemp("fleet")
@@ -59,6 +62,9 @@ def fleet(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
         ),
         "DEEPINFRA_SERVE_SHUTDOWN_GRACE_S": "60",
         "PYTHONUNBUFFERED": "1",
+        # Every replica's store: the session's PostgreSQL, else one SQLite file they share.
+        "DEEPINFRA_SERVE_STORE_URL": postgres_url or "",
+        "DEEPINFRA_SERVE_DATA_DIR": str(run_dir / "data"),
     }
     cmd = [
         sys.executable,

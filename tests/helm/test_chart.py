@@ -139,6 +139,36 @@ def test_secrets_become_env_and_a_mounted_key_file() -> None:
     assert volumes["api-keys"]["secret"]["secretName"] == "keys"
 
 
+def test_the_store_is_a_secret_url_or_sqlite_on_the_cache_volume() -> None:
+    """A release of several pods shares one PostgreSQL store (its URL from a Secret) and does
+    not render without one; a single pod keeps SQLite on the model cache volume."""
+    shared = render({"replicaCount": 2, "store": {"secretName": "store"}})
+    [container] = kind(shared, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DEEPINFRA_SERVE_STORE_URL"]["valueFrom"]["secretKeyRef"] == {
+        "name": "store",
+        "key": "url",
+    }
+    assert "DEEPINFRA_SERVE_DATA_DIR" not in env
+    alone = render({})
+    [container] = kind(alone, "Deployment")["spec"]["template"]["spec"]["containers"]
+    env = {e["name"]: e for e in container["env"]}
+    assert env["DEEPINFRA_SERVE_DATA_DIR"]["value"] == "/models/deepinfra-serve-data"
+    assert "DEEPINFRA_SERVE_STORE_URL" not in env
+    for several in (
+        {"replicaCount": 2},
+        {"autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3}},
+        {
+            "models": [
+                {"modelCard": "mythomax-l2-13b-turbo.yaml"},
+                {"modelCard": "codellama-70b-instruct.yaml"},
+            ]
+        },
+    ):
+        with pytest.raises(helm_python.HelmError, match=r"store\.secretName"):
+            render(several)
+
+
 def test_existing_claim_replaces_the_pvc() -> None:
     docs = render(
         {"modelCache": {"enabled": True, "existingClaim": "shared-models", "mountPath": "/models"}}
@@ -155,6 +185,7 @@ def test_optional_objects() -> None:
             "serviceMonitor": {"enabled": True},
             "autoscaling": {"enabled": True, "minReplicas": 1, "maxReplicas": 3},
             "podDisruptionBudget": {"enabled": True, "minAvailable": 1},
+            "store": {"secretName": "store"},
         }
     )
     monitor = kind(docs, "ServiceMonitor")

@@ -30,6 +30,7 @@ FLEET = {
         {"modelCard": "pygmalion-13b-4bit-128g.yaml"},
     ],
     "inferencePool": {"enabled": True},
+    "store": {"secretName": "store"},
 }
 
 # InferencePool of inference.networking.k8s.io/v1 with the fields of gateway-api-inference-

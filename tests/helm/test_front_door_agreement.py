@@ -96,7 +96,11 @@ def _chart(spec: Path) -> tuple[dict[str, list[str]], dict[str, str]]:
         card = (spec.parent / model["card"]).resolve()
         name = card.stem.split("-")[0]
         models.append({"name": name, "card": card.read_text()})
-    values = {"models": models, "frontDoor": {"policy": fleet["policy"], "replicaCount": 1}}
+    values = {
+        "models": models,
+        "frontDoor": {"policy": fleet["policy"], "replicaCount": 1},
+        "store": {"secretName": "store"},
+    }
     [data] = [
         d["data"]
         for d in render(values, name="fleet")

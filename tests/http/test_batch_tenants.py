@@ -38,7 +38,9 @@ def test_files_and_batches_belong_to_their_key(
     clients: tuple[openai.OpenAI, openai.OpenAI], guarded: tuple[str, Path]
 ) -> None:
     a, b = clients
-    lines = [batch_line(f"q{i}", COMPLETIONS, model=MODEL, prompt="hi", max_tokens=3) for i in range(3)]
+    lines = [
+        batch_line(f"q{i}", COMPLETIONS, model=MODEL, prompt="hi", max_tokens=3) for i in range(3)
+    ]
     batch = upload_batch(a, lines, COMPLETIONS)
     done = wait_batch(a, batch.id)
     assert done.status == "completed" and done.request_counts.completed == 3
@@ -82,7 +84,7 @@ def test_a_batch_takes_no_room_online_requests_need(
         return metric_sum(text, "deepinfra_batch_open_lines", model=MODEL, state="running")
 
     wait_batch(a, batch.id, until=lambda _: running() > 0)
-    keys = ["secret-inline-1", "secret-inline-2", "secret-inline-2", "secret-inline-1", "secret-inline-2"]
+    keys = ["secret-inline-1", "secret-inline-2"] * 2 + ["secret-inline-2"]
     with httpx.Client(base_url=url, timeout=120) as c, ThreadPoolExecutor(len(keys)) as pool:
 
         def online(key: str) -> int:

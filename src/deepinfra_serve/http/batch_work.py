@@ -128,6 +128,7 @@ class BatchWork:
         self.tier = Tier.batch(card.pricing.batch_multiplier)
         self.name = store.runner
         self.running: dict[tuple[str, int], tuple[asyncio.Task[None], RequestRecord]] = {}
+        self._stopping: dict[str, str] = {}  # batch id -> how its running lines end
         self._wake = asyncio.Event()
         self._gauges = metrics.batch_gauges(card.name)
 
@@ -156,7 +157,9 @@ class BatchWork:
             await self._hand_back()
 
     async def _start_lines(self) -> None:
-        places = self.capacity.take_batch(self.capacity.policy.limit)
+        # A share of the room at a time, so that the replicas of a model polling the same
+        # store each take part of a batch rather than the first taking all of it.
+        places = self.capacity.take_batch(max(4, self.capacity.policy.limit // 8))
         if not places:
             return
         try:
@@ -202,8 +205,9 @@ class BatchWork:
         except asyncio.CancelledError:
             if not record.billed:
                 raise  # handed back: another run will write it
+            state = self._stopping.get(line.batch_id, "cancelled")
             result = LineResult(
-                "cancelled",
+                state,
                 None,
                 record.usage.prompt_tokens,
                 record.usage.cached_tokens,
@@ -211,7 +215,7 @@ class BatchWork:
                 record.usage.estimated_cost,
             )
             await self.store.call(batches.finish, self.store, line, result)
-            metrics.BATCH_LINES.labels(self.card.name, "cancelled").inc()
+            metrics.BATCH_LINES.labels(self.card.name, state).inc()
             raise
         finally:
             if record.place is not None:
@@ -265,9 +269,9 @@ class BatchWork:
     async def _sweep(self) -> None:
         store = self.store
         await self._resume_webhook_jobs()
-        stop = await store.call(batches.stopped, store, {k[0] for k in self.running})
+        self._stopping = await store.call(batches.stopped, store, {k[0] for k in self.running})
         for (batch_id, _), (task, _record) in list(self.running.items()):
-            if batch_id in stop:
+            if batch_id in self._stopping:
                 task.cancel()
         now = time.time()
         await store.call(batches.expire, store, int(now))

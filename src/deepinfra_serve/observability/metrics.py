@@ -203,7 +203,7 @@ TIER_COST = Counter(
 
 BATCH_LINES = Counter(
     "deepinfra_batch_lines",
-    "Batch lines this replica ended: done, failed, or cancelled while running.",
+    "Batch lines this replica ended: done, failed, or stopped while running (cancelled, expired).",
     ["model", "state"],
 )
 # The store's view, the same on every replica of a model: aggregate with max, not sum.
@@ -243,6 +243,8 @@ class BatchGauges:
         self.running = BATCH_OPEN_LINES.labels(model, "running")
         self.oldest = BATCH_OLDEST_WAITING.labels(model)
         self.statuses = {s: BATCHES.labels(model, s) for s in BATCH_STATUSES}
+        for state in ("done", "failed", "cancelled", "expired"):
+            BATCH_LINES.labels(model, state)  # exported from the start, at 0
 
     def publish(
         self, waiting: int, running: int, oldest_s: float | None, by_status: dict[str, int]

@@ -315,25 +315,25 @@ def finish(store: Store, line: Claimed, result: LineResult) -> bool:
     return done.rowcount == 1
 
 
-def stopped(store: Store, batch_ids: Iterable[str]) -> set[str]:
-    """Of `batch_ids`, those whose running lines should stop (cancelled or expired)."""
+def stopped(store: Store, batch_ids: Iterable[str]) -> dict[str, str]:
+    """Of `batch_ids`, those whose running lines should stop, with the state they end in:
+    cancelled, or expired."""
     ids = list(batch_ids)
     if not ids:
-        return set()
+        return {}
     with store.engine.connect() as conn:
-        return set(
-            conn.execute(
-                select(batches.c.id).where(
-                    batches.c.id.in_(ids),
-                    or_(batches.c.status == "cancelling", batches.c.expired_at.is_not(None)),
-                )
-            ).scalars()
-        )
+        rows = conn.execute(
+            select(batches.c.id, batches.c.status).where(
+                batches.c.id.in_(ids),
+                or_(batches.c.status == "cancelling", batches.c.expired_at.is_not(None)),
+            )
+        ).all()
+    return {b: "cancelled" if status == "cancelling" else "expired" for b, status in rows}
 
 
 def expire(store: Store, now: int) -> list[str]:
-    """Batches past their window: their waiting lines end as expired; those running finish
-    (or are stopped by their runners); the batch ends `expired` once none runs."""
+    """Batches past their window: their waiting lines end as expired, those running are
+    stopped by their runners and end so too; the batch ends `expired` once none runs."""
     c = batch_lines.c
     with store.engine.begin() as conn:
         ids = list(
