@@ -33,6 +33,8 @@ TINY = {
     "kv_cache_dtype": "auto",
     "tokenizer_mode": "auto",
     "structured_outputs_config": COMPACT_JSON,
+    # Every card: batch lines run behind online requests in the engine's queue.
+    "scheduling_policy": "priority",
 }
 
 GPU_ARGS = {
@@ -99,6 +101,7 @@ GPU_ARGS = {
         "tokenizer_mode": "auto",
         "structured_outputs_config": COMPACT_JSON,
         "enable_prefix_caching": True,
+        "scheduling_policy": "priority",
     },
     "dev/smollm2-135m-instruct.yaml": {
         "model": "/cache/HuggingFaceTB--SmolLM2-135M-Instruct",
@@ -111,6 +114,7 @@ GPU_ARGS = {
         "kv_cache_dtype": "auto",
         "tokenizer_mode": "auto",
         "structured_outputs_config": COMPACT_JSON,
+        "scheduling_policy": "priority",
     },
     "dev/tiny-mistral.yaml": {
         **TINY,
@@ -122,7 +126,6 @@ GPU_ARGS = {
         **TINY,
         "model": "/cache/deepinfra-serve--tiny-random-llama",
         "served_model_name": ["deepinfra-serve/tiny-random-llama"],
-        "scheduling_policy": "priority",
         "enable_log_requests": True,
     },
 }

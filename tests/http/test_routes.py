@@ -71,12 +71,19 @@ def test_openai_only_model_refuses_the_native_route() -> None:
 # The route table: classification, dispatch and the OpenAPI document all come from it.
 
 
+SAMPLES = {"model": "Owner/Name", "file_id": "file-1", "batch_id": "batch_1"}
+
+
 def test_every_path_of_a_route_is_classified_as_that_route() -> None:
     for route in ROUTES:
         for template, _ in route.paths:
-            path = template.replace("{model:path}", "Owner/Name")
+            path = template
+            for name in route.parameters:
+                path = path.replace(f"{{{name}:path}}", SAMPLES[name]).replace(
+                    f"{{{name}}}", SAMPLES[name]
+                )
             assert TABLE.classify(route.method, path) is route
-            assert route.match(path) == ({"model": "Owner/Name"} if route.parameters else {})
+            assert route.match(path) == {name: SAMPLES[name] for name in route.parameters}
 
 
 def test_a_method_and_path_template_declared_twice_raises() -> None:
@@ -115,15 +122,13 @@ def test_paths_no_route_serves_are_left_to_fastapi(path: str) -> None:
 
 def test_the_openapi_document_declares_the_table_and_nothing_else() -> None:
     doc = TestClient(create_app(MYTHOMAX, _no_engine)).get("/openapi.json").json()
-    declared = {
-        route.family.mounts[0] + route.path.replace(":path}", "}"): route for route in ROUTES
-    }
+    declared = {route.family.mounts[0] + route.path.replace(":path}", "}") for route in ROUTES}
     assert {p for p in doc["paths"] if p.startswith(("/v1/", "/anthropic/", "/models/"))} == set(
         declared
     )
-    for path, route in declared.items():
-        [(method, operation)] = doc["paths"][path].items()
-        assert method == route.method.lower()
+    for route in ROUTES:
+        path = route.family.mounts[0] + route.path.replace(":path}", "}")
+        operation = doc["paths"][path][route.method.lower()]
         assert operation["tags"] == [route.family.name]
         assert operation["description"] == route.description
         assert set(operation["responses"]) == {"200", *map(str, route.errors)}
@@ -132,13 +137,19 @@ def test_the_openapi_document_declares_the_table_and_nothing_else() -> None:
             assert schema["$ref"].endswith("/" + route.family.error_model.__name__)
         content = operation["responses"]["200"]["content"]
         assert ("text/event-stream" in content) == route.streams
-        assert content["application/json"]["schema"]["$ref"].endswith(route.response.__name__)
-        if route.body is None:
+        if route.raw is not None:
+            assert list(content) == [route.raw]
+        else:
+            assert content["application/json"]["schema"]["$ref"].endswith(route.response.__name__)
+        if route.upload:
+            assert list(operation["requestBody"]["content"]) == ["multipart/form-data"]
+        elif route.body is None:
             assert "requestBody" not in operation
         else:
             body = operation["requestBody"]["content"]["application/json"]["schema"]
             assert body["$ref"].endswith("/" + route.body.__name__)
-        assert [p["name"] for p in operation.get("parameters", [])] == (list(route.parameters))
+        names = [p["name"] for p in operation.get("parameters", [])]
+        assert names == [*route.parameters, *route.query]
 
 
 def test_a_wrong_method_is_405_naming_the_allowed_one_in_the_routes_shape(

@@ -9,8 +9,8 @@ One loop per API process:
   waits), claims as many lines from the store (`store.batches.claim`, with a lease), and runs
   each through `Runner.run` at the batch tier (the card's batch price, the engine's lowest
   priority), its access line naming the batch and the line's `custom_id`;
-- records each result under its claim (`store.batches.finish`: a line is written and billed
-  once) and renews its leases while it runs them;
+- records each result under its claim (`store.batches.finish`), and only then bills it, so a
+  line is written and billed once; renews its leases while it runs them;
 - stops the lines of a batch cancelled or expired, ends batches none of whose lines is left
   (`finalize`), expires batches and files whose time is up, and publishes the gauges;
 - when the server drains, hands its lines back at once (their partial work is not billed) for
@@ -38,6 +38,7 @@ from ..engine.call import Outcome
 from ..engine.errors import APIError
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
+from ..observability.accounting import account
 from ..observability.record import RequestRecord
 from ..store import batches, files, webhook_jobs
 from ..store.batches import Claimed, LineResult
@@ -200,22 +201,23 @@ class BatchWork:
         try:
             if body is not None:
                 outcome = await self.runner.run(
-                    route, body, record, admission=Admission.HELD, tier=self.tier
+                    route, body, record, admission=Admission.HELD, tier=self.tier, accounted=False
                 )
         except asyncio.CancelledError:
-            if not record.billed:
-                raise  # handed back: another run will write it
-            state = self._stopping.get(line.batch_id, "cancelled")
-            result = LineResult(
-                state,
-                None,
-                record.usage.prompt_tokens,
-                record.usage.cached_tokens,
-                record.usage.completion_tokens,
-                record.usage.estimated_cost,
-            )
-            await self.store.call(batches.finish, self.store, line, result)
-            metrics.BATCH_LINES.labels(self.card.name, state).inc()
+            if record.billed:  # stopped: its batch was cancelled or expired
+                state = self._stopping.get(line.batch_id, "cancelled")
+                usage = record.usage
+                result = LineResult(
+                    state,
+                    None,
+                    usage.prompt_tokens,
+                    usage.cached_tokens,
+                    usage.completion_tokens,
+                    usage.estimated_cost,
+                )
+                await self._finish(line, result, record)
+            else:
+                account(record)  # handed back: its access line, nothing billed
             raise
         finally:
             if record.place is not None:
@@ -223,11 +225,19 @@ class BatchWork:
         if outcome is None:
             err = APIError(400, "body: no longer valid for this model", param="body")
             outcome = Outcome(400, None, err, record)
-        result = result_line(line.custom_id, outcome, route.family.error_body)
+        await self._finish(
+            line, result_line(line.custom_id, outcome, route.family.error_body), record
+        )
+
+    async def _finish(self, line: Claimed, result: LineResult, record: RequestRecord) -> None:
+        """Record the line's result under its claim, and only then bill it: a result another
+        run's claim superseded is logged unbilled."""
         if await self.store.call(batches.finish, self.store, line, result):
             metrics.BATCH_LINES.labels(self.card.name, result.state).inc()
         else:
             log.warning("batch %s line %d: claimed again elsewhere", line.batch_id, line.line)
+            record.billed = False
+        account(record)
 
     async def _renew(self) -> None:
         store = self.store

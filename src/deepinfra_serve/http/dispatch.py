@@ -20,8 +20,9 @@ from pydantic import BaseModel, ValidationError
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from ..engine.call import BodyStream
-from ..engine.errors import APIError, read_timed_out, validation_error
+from ..engine.errors import APIError, read_timed_out, store_unavailable, validation_error
 from ..observability.record import record_of
+from ..store.database import StoreUnavailable
 from .lifetime import CLIENT_CLOSED, send_error, serve_request
 from .responses import send_json
 from .routes import TABLE, Route
@@ -80,6 +81,9 @@ class Dispatch:
             return
         except ClientGone:
             record.status = CLIENT_CLOSED
+            return
+        except StoreUnavailable:
+            await send_error(send, record, store_unavailable(), route.family)
             return
         try:
             await serve_request(

@@ -18,9 +18,16 @@ from typing import Any
 import orjson
 from starlette.types import Receive, Send
 
-from ..engine.errors import APIError, engine_dead, internal_error, timed_out
+from ..engine.errors import (
+    APIError,
+    engine_dead,
+    internal_error,
+    store_unavailable,
+    timed_out,
+)
 from ..engine.generation import Answer, Raw, Stream
 from ..observability.record import RequestRecord
+from ..store.database import StoreUnavailable
 from .families import ApiFamily
 from .responses import raw_start, response_start, send_json, stream_start
 
@@ -159,4 +166,6 @@ async def _disconnected(receive: Receive) -> None:
 def engine_failure(exc: BaseException) -> APIError:
     from ..engine.vllm_seam import EngineDeadError
 
+    if isinstance(exc, StoreUnavailable):
+        return store_unavailable()
     return engine_dead() if isinstance(exc, EngineDeadError) else internal_error()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 
@@ -15,8 +15,9 @@ from .routes import ROUTES, Route
 _ERROR_STATUSES = {
     400: "Bad request (a prompt longer than the context, a template the messages break)",
     401: "Missing or invalid API key",
-    404: "Unknown model",
-    413: "Request body too large (a gzip body: once inflated)",
+    404: "Unknown model, file or batch",
+    409: "The batch has ended: it cannot be cancelled",
+    413: "Request body too large (a gzip body: once inflated; an upload past its bound)",
     415: "A Content-Encoding other than gzip",
     422: "A field is out of range or malformed; `param` names it",
     429: "Rate limited (the key's limit) or Model busy, retry later",
@@ -25,7 +26,39 @@ _ERROR_STATUSES = {
 }
 
 
-_PARAMETERS = {"model": "The model's name, Owner/Name."}
+_PARAMETERS = {
+    "model": "The model's name, Owner/Name.",
+    "file_id": "A file's id.",
+    "batch_id": "A batch's id.",
+}
+_QUERY = {
+    "purpose": ("Only files of this purpose.", {"type": "string"}),
+    "after": ("The id after which the page starts.", {"type": "string"}),
+    "limit": ("How many at most.", {"type": "integer", "minimum": 1}),
+    "order": ("By creation: asc or desc (the default).", {"enum": ["asc", "desc"]}),
+}
+# An upload's form (OpenAI's `files.create`).
+_UPLOAD = {
+    "required": True,
+    "content": {
+        "multipart/form-data": {
+            "schema": {
+                "type": "object",
+                "required": ["file", "purpose"],
+                "properties": {
+                    "file": {"type": "string", "format": "binary"},
+                    "purpose": {"type": "string", "enum": ["batch"]},
+                    "expires_after[anchor]": {"type": "string", "enum": ["created_at"]},
+                    "expires_after[seconds]": {
+                        "type": "integer",
+                        "minimum": 3600,
+                        "maximum": 2592000,
+                    },
+                },
+            }
+        }
+    },
+}
 
 
 def _parameter(name: str) -> dict[str, Any]:
@@ -35,6 +68,17 @@ def _parameter(name: str) -> dict[str, Any]:
         "required": True,
         "description": _PARAMETERS[name],
         "schema": {"type": "string", "title": name.title()},
+    }
+
+
+def _query(name: str) -> dict[str, Any]:
+    description, schema = _QUERY[name]
+    return {
+        "name": name,
+        "in": "query",
+        "required": False,
+        "description": description,
+        "schema": schema,
     }
 
 
@@ -56,22 +100,28 @@ def _declaration(route: Route) -> APIRoute:
     }
     if route.streams:
         responses[200] = {"content": {"text/event-stream": {}}}
+    if route.raw is not None:
+        binary = {"schema": {"type": "string", "format": "binary"}}
+        responses[200] = {"description": "Its bytes", "content": {route.raw: binary}}
     family = route.family
     # The path's parameters are declared as they are, not as parameters FastAPI would validate
     # (and then document a 422 of its own for).
-    names = route.parameters
-    extra = {"parameters": [_parameter(n) for n in names]} if names else None
+    declared = [_parameter(n) for n in route.parameters] + [_query(n) for n in route.query]
+    extra: dict[str, Any] = {"parameters": declared} if declared else {}
+    if route.upload:
+        extra["requestBody"] = _UPLOAD
     return APIRoute(
         family.mounts[0] + route.path,
         endpoint,
         methods=[route.method],
         name=route.handle.__name__,
         description=route.description,
-        response_model=route.response,
+        response_model=None if route.raw is not None else route.response,
         response_model_exclude_none=family.exclude_none,
         responses=responses,
         tags=[family.name],
-        openapi_extra=extra,
+        openapi_extra=extra or None,
+        **({"response_class": Response} if route.raw is not None else {}),
     )
 
 

@@ -82,6 +82,8 @@ class Route:
     # Its body is streamed to the handler as it arrives (`BodyStream`: a file upload), not read
     # whole by admission.
     upload: bool = False
+    query: tuple[str, ...] = ()  # the query's parameters, for the OpenAPI document
+    raw: str | None = None  # the media type of its raw answer (`Raw`), instead of `response`
     # (mount + template, its pattern or None): where it is served.
     paths: tuple[tuple[str, re.Pattern[str] | None], ...] = field(init=False, repr=False)
 
@@ -253,6 +255,7 @@ ROUTES = (
         FileList,
         "The caller's files (`purpose`, `after`, `limit`, `order`).",
         label="files",
+        query=("purpose", "after", "limit", "order"),
         errors=(400, 401),
         **_STORED,
     ),
@@ -286,6 +289,7 @@ ROUTES = (
         FileObject,
         "A file's bytes (a batch's output: one JSON line per request).",
         label="files",
+        raw="application/jsonl",
         errors=(401, 404, 503),
         **_STORED_ADMITTED,
     ),
@@ -310,6 +314,7 @@ ROUTES = (
         BatchList,
         "The caller's batches, newest first (`after`, `limit`).",
         label="batches",
+        query=("after", "limit"),
         errors=(400, 401),
         **_STORED,
     ),

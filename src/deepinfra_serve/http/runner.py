@@ -117,11 +117,14 @@ class Runner:
         admission: Admission = Admission.WAIT,
         timeout_s: float | None = None,
         tier: Tier | None = None,
+        accounted: bool = True,
     ) -> Outcome:
         """Run one request to its end with no client waiting: its answer whole (a stream's
         frames joined), or its error as the API would answer it; billed, metered and logged
         (`accounting.account`) whatever the end. Only a cancellation from outside raises.
-        `tier`: the tier it is served and billed at, whatever its body asks (a batch line)."""
+        `tier`: the tier it is served and billed at, whatever its body asks (a batch line).
+        `accounted` False: the caller accounts for it (`accounting.account`) once it knows the
+        work counts (a batch line, once its result is recorded under its claim)."""
         timeout_s = timeout_s or self.state.request_timeout_s
         token = bind(record)
         try:
@@ -152,7 +155,8 @@ class Runner:
             if record.place is not None:
                 record.place.release()
             unbind(token)
-            account(record)
+            if accounted:
+                account(record)
 
     def _detached(
         self, route: Route, body: Any, params: Mapping[str, str], parent: RequestRecord

@@ -20,11 +20,11 @@ from typing import Any
 import httpx
 
 from ..engine.call import Outcome
-from ..engine.errors import APIError
+from ..engine.errors import APIError, store_unavailable
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
 from ..store import webhook_jobs
-from ..store.database import Store
+from ..store.database import Store, StoreUnavailable
 from ..store.webhook_jobs import WebhookJob
 from .webhook_targets import PinnedTransport, TargetRefused, WebhookTargets
 
@@ -90,9 +90,12 @@ class WebhookSender:
         loses nothing (another run delivers it)."""
         if self.journal is not None:
             journal = self.journal
-            await journal.store.call(
-                webhook_jobs.keep, journal.store, job, journal.runner, journal.lease_s
-            )
+            try:
+                await journal.store.call(
+                    webhook_jobs.keep, journal.store, job, journal.runner, journal.lease_s
+                )
+            except StoreUnavailable:
+                raise store_unavailable() from None  # not accepted: the client may retry
             self.kept.add(job.request_id)
 
     def submit(

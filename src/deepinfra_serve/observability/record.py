@@ -88,8 +88,8 @@ class RequestRecord:
     cache_salt: str | None = None  # the caller's prefix-cache partition; never logged
     tier: Tier = DEFAULT_TIER  # the service tier it is served and billed at
     place: Any = None  # its place in the model's capacity (`http.capacity.Place`)
-    # False: its work is thrown away to be run again (a batch line handed back when the server
-    # drains), so nothing of it is billed.
+    # False: its work is thrown away (a batch line handed back when the server drains, or whose
+    # claim another run superseded): its access line bills nothing.
     billed: bool = True
     content: dict[str, Any] | None = None
 

@@ -24,7 +24,7 @@ from typing import Any, ParamSpec, TypeVar
 
 from sqlalchemy import Engine, create_engine, event, func, insert, select, text, update
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
+from sqlalchemy.exc import InterfaceError, OperationalError
 
 from .tables import MIGRATIONS, schema_version
 
@@ -48,6 +48,10 @@ def database_url(url: str, data_dir: Path) -> str:
     if parsed.get_backend_name() not in ("sqlite", "postgresql"):
         raise ValueError(f"store_url: SQLite or PostgreSQL, not {parsed.get_backend_name()!r}")
     return parsed.render_as_string(hide_password=False)
+
+
+class StoreUnavailable(Exception):
+    """The database could not be reached or refused a call (the server answers 503)."""
 
 
 class Store:
@@ -112,9 +116,14 @@ class Store:
             return len(MIGRATIONS)
 
     async def call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """`fn(*args, **kwargs)` on one of the store's threads."""
+        """`fn(*args, **kwargs)` on one of the store's threads; StoreUnavailable when the
+        database fails it (down, unreachable, out of space)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._threads, lambda: fn(*args, **kwargs))
+        try:
+            return await loop.run_in_executor(self._threads, lambda: fn(*args, **kwargs))
+        except (OperationalError, InterfaceError) as exc:
+            log.warning("store: %s", exc)
+            raise StoreUnavailable(str(exc)) from exc
 
     def close(self) -> None:
         self._threads.shutdown(wait=True)

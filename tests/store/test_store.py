@@ -1,0 +1,130 @@
+"""The store on both of its databases, SQLite and the session's PostgreSQL: the schema applied
+once whoever opens it first, claims and leases that let a line be written (and billed) by one
+run only, and a database that cannot be reached said as such."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from deepinfra_serve.store import batches, files
+from deepinfra_serve.store.batches import BatchRow, LineResult, NewLine
+from deepinfra_serve.store.database import Store, StoreUnavailable, database_url
+from deepinfra_serve.store.tables import MIGRATIONS, schema_version
+
+from ..helpers import free_port
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def store(
+    request: pytest.FixtureRequest, tmp_path: Path, postgres_url: str | None
+) -> Iterator[Store]:
+    if request.param == "sqlite":
+        opened = Store.open("", tmp_path)
+    else:
+        if postgres_url is None:
+            pytest.skip("Debian's postgresql is not installed here")
+        opened = Store.open(postgres_url, tmp_path)
+        _empty(opened)
+    try:
+        yield opened
+    finally:
+        if request.param == "postgresql":
+            _empty(opened)
+        opened.close()
+
+
+def _empty(store: Store) -> None:
+    from deepinfra_serve.store.tables import batch_lines, file_chunks, webhook_jobs
+    from deepinfra_serve.store.tables import batches as batch_table
+    from deepinfra_serve.store.tables import files as file_table
+
+    with store.engine.begin() as conn:
+        for table in (batch_lines, batch_table, file_chunks, file_table, webhook_jobs):
+            conn.execute(table.delete().where(table.c[next(iter(table.c.keys()))].like("t-%")))
+
+
+def _batch(store: Store, n: int, batch_id: str = "t-batch") -> BatchRow:
+    now = int(time.time())
+    row = BatchRow(
+        id=batch_id,
+        owner="t-owner",
+        model="m",
+        endpoint="/v1/completions",
+        input_file_id="t-file",
+        completion_window="24h",
+        status="in_progress",
+        metadata=None,
+        errors=None,
+        output_file_id=None,
+        error_file_id=None,
+        created_at=now,
+        in_progress_at=now,
+        expires_at=now + 60,
+        finalizing_at=None,
+        completed_at=None,
+        failed_at=None,
+        expired_at=None,
+        cancelling_at=None,
+        cancelled_at=None,
+    )
+    lines = (NewLine(i, "m", f"c{i}", "{}", f"k{i % 2}") for i in range(1, n + 1))
+    return batches.create(store, batch_id, lines, lambda: row)
+
+
+def test_the_schema_is_applied_once_by_whoever_opens_first(store: Store, tmp_path: Path) -> None:
+    url = store.engine.url.render_as_string(hide_password=False)
+    with ThreadPoolExecutor(4) as pool:
+        others = list(pool.map(lambda _: Store.open(url, tmp_path), range(4)))
+    with store.engine.connect() as conn:
+        versions = conn.execute(select(func.count(), func.max(schema_version.c.version))).one()
+    assert tuple(versions) == (1, len(MIGRATIONS))
+    assert {s.migrate() for s in others} == {len(MIGRATIONS)}
+    for other in others:
+        other.close()
+
+
+def test_a_line_is_written_by_its_latest_claim_only(store: Store) -> None:
+    _batch(store, 3)
+    first = batches.claim(store, "m", "a", 3, lease_s=-1)  # a lease already run out
+    assert sorted(c.line for c in first) == [1, 2, 3]
+    second = batches.claim(store, "m", "b", 3, lease_s=60)  # taken over: a's runner "died"
+    assert len(second) == 3 and {c.claim for c in second} == {2}
+    assert batches.claim(store, "m", "c", 3, lease_s=60) == []  # b's lease holds
+    done = LineResult("done", "{}", 1, 0, 1, 0.5)
+    assert not batches.finish(store, first[0], done)  # a's late result is dropped, unbilled
+    assert all(batches.finish(store, c, done) for c in second)
+    row = batches.get(store, "t-owner", "t-batch")
+    assert row is not None and row.counts.completed == 3 and row.counts.cost_usd == 1.5
+    assert batches.ready_to_end(store) == ["t-batch"]
+    unrun = lambda state, custom_id: "{}"  # noqa: E731
+    assert batches.finalize(store, "t-batch", 60, unrun)
+    assert not batches.finalize(store, "t-batch", 60, unrun)  # ended once
+    ended = batches.get(store, "t-owner", "t-batch")
+    assert ended is not None and ended.status == "completed" and ended.error_file_id is None
+    assert [n for n, _ in files.lines(store, ended.output_file_id or "")] == [1, 2, 3]
+    assert batches.get(store, "another-owner", "t-batch") is None
+
+
+def test_lines_handed_back_run_again_at_once(store: Store) -> None:
+    _batch(store, 2)
+    claimed = batches.claim(store, "m", "a", 2, lease_s=600)
+    batches.hand_back(store, "a", [(c.batch_id, c.line) for c in claimed])
+    again = batches.claim(store, "m", "b", 2, lease_s=600)
+    assert sorted(c.line for c in again) == [1, 2] and {c.claim for c in again} == {2}
+
+
+def test_a_database_that_cannot_be_reached_is_said_as_such(tmp_path: Path) -> None:
+    url = database_url(f"postgresql://postgres@127.0.0.1:{free_port()}/none", tmp_path)
+    from sqlalchemy import create_engine
+
+    unreachable = Store(create_engine(url))
+    with pytest.raises(StoreUnavailable):
+        asyncio.run(unreachable.call(files.get, unreachable, "", "file-x"))
+    unreachable.close()
