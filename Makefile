@@ -40,7 +40,8 @@ fleet: install
 # The engine driven in-process (the limit), then this service against vLLM's own OpenAI server
 # side by side, with the HTTP floor (a bare ASGI server over the same engine); where the API
 # process spends its CPU (py-spy); what service tiers buy (priority under saturation, flex on
-# idle capacity); then the fleet's front door against direct and
+# idle capacity); what a batch takes and costs (lines/s, online beside it, the store per line);
+# then the fleet's front door against direct and
 # prefix-affine against round-robin balancing (many minutes on a CPU).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
@@ -48,6 +49,7 @@ bench: install
 	$(BIN)/python -m benchmarks.vs_vllm --bare --out benchmarks/out
 	$(BIN)/python -m benchmarks.profile --out benchmarks/out
 	$(BIN)/python -m benchmarks.tiers --out benchmarks/out
+	$(BIN)/python -m benchmarks.batch --out benchmarks/out
 	$(MAKE) --no-print-directory debs DEBS=haproxy
 	$(BIN)/python -m benchmarks.fleet --out benchmarks/out
 

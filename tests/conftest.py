@@ -19,6 +19,7 @@ from .helpers import (
     Probes,
     postgres_bin,
     postgres_cluster,
+    postgres_database,
     server_process,
 )
 
@@ -70,7 +71,7 @@ def base_url(
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
     }
     if postgres_url is not None:
-        env["DEEPINFRA_SERVE_STORE_URL"] = postgres_url
+        env["DEEPINFRA_SERVE_STORE_URL"] = postgres_database(postgres_url, "session")
     with server_process(TINY_CARD, cache_dir, server_log, env, startup_probes) as (url, _):
         yield url
 

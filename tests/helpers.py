@@ -614,6 +614,18 @@ def tiny_chat_prompt(cache_dir: Path, card: Any, messages: list[dict[str, Any]])
     return list(tokenizer(text, add_special_tokens=False)["input_ids"])
 
 
+def postgres_database(url: str, name: str) -> str:
+    """A fresh, empty database `name` in the cluster at `url` (dropped first if it is there), so
+    that servers of different fixtures never share a store (nor run each other's batches)."""
+    import psycopg
+
+    plain = url.replace("postgresql+psycopg://", "postgresql://")
+    with psycopg.connect(plain, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        conn.execute(f'CREATE DATABASE "{name}"')
+    return plain.rsplit("/", 1)[0] + "/" + name
+
+
 def postgres_bin() -> Path | None:
     """Debian's PostgreSQL server programs, if the package is installed."""
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pg_ctl"))

@@ -1,12 +1,14 @@
 """Nothing accepted is lost: a server killed (SIGKILL, as the OOM killer sends it) with a batch
 half done and a webhook job not yet run, then started again on the same PostgreSQL store,
 finishes the batch (each line once, billed once) and delivers the webhook. The server started
-again has a short completion window, so a batch it takes then expires."""
+again has a short completion window, so a batch it takes then expires; stopped with SIGTERM while
+lines run, it hands them back at once rather than waiting for them."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import signal
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,6 +18,8 @@ import openai
 import psutil
 import pytest
 
+from deepinfra_serve.store.database import Store
+
 from ..helpers import (
     INFERENCE,
     MODEL,
@@ -23,6 +27,7 @@ from ..helpers import (
     Receiver,
     batch_line,
     jsonl,
+    postgres_database,
     receiving,
     server_process,
     upload_batch,
@@ -38,7 +43,7 @@ def env(postgres_url: str | None) -> dict[str, str]:
     if postgres_url is None:
         pytest.skip("Debian's postgresql is not installed here (`make test` installs it)")
     return {
-        "DEEPINFRA_SERVE_STORE_URL": postgres_url,
+        "DEEPINFRA_SERVE_STORE_URL": postgres_database(postgres_url, "restart"),
         "DEEPINFRA_SERVE_BATCH_LEASE_S": str(LEASE_S),
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
         "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
@@ -107,7 +112,7 @@ def test_a_killed_server_loses_nothing_accepted(
 
     restarted = {**env, "DEEPINFRA_SERVE_BATCH_WINDOW_S": "4"}
     with (
-        server_process(TINY_CARD, cache_dir, second_log, restarted) as (url, _),
+        server_process(TINY_CARD, cache_dir, second_log, restarted) as (url, second),
         openai.OpenAI(base_url=f"{url}/v1/openai", api_key="x", max_retries=0) as oai,
     ):
         done = wait_batch(oai, batch.id)
@@ -144,3 +149,32 @@ def test_a_killed_server_loses_nothing_accepted(
         errors = jsonl(oai.files.content(ended.error_file_id).text)
         assert {e["error"]["code"] for e in errors} == {"batch_expired"}
         assert len(errors) == counts.failed
+
+        # SIGTERM with lines running: the drain hands them back at once, waiting for none.
+        draining = upload_batch(oai, long[:50], COMPLETIONS)
+        wait_batch(oai, draining.id, until=lambda b: _states(env, draining.id).get("running"))
+        started = time.monotonic()
+        second.send_signal(signal.SIGTERM)
+        second.wait(timeout=60)
+        assert time.monotonic() - started < 15
+    states = _states(env, draining.id)
+    assert "running" not in states and states.get("waiting", 0) > 0, states
+
+
+def _states(env: dict[str, str], batch_id: str) -> dict[str, int]:
+    """The batch's lines by state, as the store holds them."""
+    from sqlalchemy import func, select
+
+    from deepinfra_serve.store.tables import batch_lines
+
+    store = Store.open(env["DEEPINFRA_SERVE_STORE_URL"], Path("/nonexistent"))
+    try:
+        with store.engine.connect() as conn:
+            rows = conn.execute(
+                select(batch_lines.c.state, func.count())
+                .where(batch_lines.c.batch_id == batch_id)
+                .group_by(batch_lines.c.state)
+            ).all()
+        return {state: count for state, count in rows}
+    finally:
+        store.close()

@@ -26,6 +26,7 @@ from ..helpers import (
     START_TIMEOUT_S,
     RunningFleet,
     free_port,
+    postgres_database,
 )
 
 SPEC = ROOT / "fleets" / "dev" / "tiny.yaml"
@@ -63,7 +64,9 @@ def fleet(
         "DEEPINFRA_SERVE_SHUTDOWN_GRACE_S": "60",
         "PYTHONUNBUFFERED": "1",
         # Every replica's store: the session's PostgreSQL, else one SQLite file they share.
-        "DEEPINFRA_SERVE_STORE_URL": postgres_url or "",
+        "DEEPINFRA_SERVE_STORE_URL": postgres_database(postgres_url, "fleet")
+        if postgres_url
+        else "",
         "DEEPINFRA_SERVE_DATA_DIR": str(run_dir / "data"),
     }
     cmd = [

@@ -18,7 +18,7 @@ from deepinfra_serve.store.batches import BatchRow, LineResult, NewLine
 from deepinfra_serve.store.database import Store, StoreUnavailable, database_url
 from deepinfra_serve.store.tables import MIGRATIONS, schema_version
 
-from ..helpers import free_port
+from ..helpers import free_port, postgres_database
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -30,24 +30,11 @@ def store(
     else:
         if postgres_url is None:
             pytest.skip("Debian's postgresql is not installed here")
-        opened = Store.open(postgres_url, tmp_path)
-        _empty(opened)
+        opened = Store.open(postgres_database(postgres_url, "store_tests"), tmp_path)
     try:
         yield opened
     finally:
-        if request.param == "postgresql":
-            _empty(opened)
         opened.close()
-
-
-def _empty(store: Store) -> None:
-    from deepinfra_serve.store.tables import batch_lines, file_chunks, webhook_jobs
-    from deepinfra_serve.store.tables import batches as batch_table
-    from deepinfra_serve.store.tables import files as file_table
-
-    with store.engine.begin() as conn:
-        for table in (batch_lines, batch_table, file_chunks, file_table, webhook_jobs):
-            conn.execute(table.delete().where(table.c[next(iter(table.c.keys()))].like("t-%")))
 
 
 def _batch(store: Store, n: int, batch_id: str = "t-batch") -> BatchRow:
