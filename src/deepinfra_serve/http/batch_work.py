@@ -13,6 +13,8 @@ One loop per API process:
   line is written and billed once; renews its leases while it runs them;
 - stops the lines of a batch cancelled or expired, ends batches none of whose lines is left
   (`finalize`), expires batches and files whose time is up, and publishes the gauges;
+- beside online requests keeps only a tenth as many lines running as they are, stopping and
+  handing back the newest of the rest (unbilled, run again later);
 - when the server drains, hands its lines back at once (their partial work is not billed) for
   any replica to run again;
 - renews its claim on the webhook jobs its native API runs, and runs and delivers those whose
@@ -52,6 +54,10 @@ log = logging.getLogger(__name__)
 
 _TICK_S = 0.25  # how often the loop looks: a drain hands lines back within this
 _SWEEP_S = 1.0  # cancellations, batches to end, expiry, gauges
+# Lines that may run beside online requests, per online request in flight: on an engine whose
+# steps slow with every sequence (a CPU, a GPU at its compute bound), more would take their share
+# of each step from online traffic.
+_BESIDE_ONLINE = 0.1
 
 
 def line_id() -> str:
@@ -140,6 +146,7 @@ class BatchWork:
             while not self.lifecycle.draining:
                 now = time.monotonic()
                 try:
+                    await self._make_way()
                     await self._start_lines()
                     if now - last_renew > self.lease_s / 3:
                         last_renew = now
@@ -157,10 +164,29 @@ class BatchWork:
         finally:
             await self._hand_back()
 
+    def _allowed(self) -> int:
+        """Lines this process may run now: all the idle room while no online request runs;
+        beside online requests, a tenth as many as they are (none beside fewer than ten), so
+        that online traffic keeps nearly all of the engine's steps."""
+        running, flex = self.capacity.counts()
+        online = running + flex
+        return self.capacity.policy.limit if online == 0 else int(online * _BESIDE_ONLINE)
+
+    async def _make_way(self) -> None:
+        """Online requests arrived: the lines past what is allowed beside them, newest first,
+        are stopped and handed back (unbilled) to run again when there is room."""
+        excess = len(self.running) - self._allowed()
+        if excess <= 0:
+            return
+        newest = list(self.running)[-excess:]
+        await self._give_back(newest)
+        metrics.BATCH_LINES_YIELDED.labels(self.card.name).inc(len(newest))
+
     async def _start_lines(self) -> None:
         # A share of the room at a time, so that the replicas of a model polling the same
         # store each take part of a batch rather than the first taking all of it.
-        places = self.capacity.take_batch(max(4, self.capacity.policy.limit // 8))
+        wanted = min(max(4, self.capacity.policy.limit // 8), self._allowed() - len(self.running))
+        places = self.capacity.take_batch(wanted)
         if not places:
             return
         try:
@@ -296,17 +322,20 @@ class BatchWork:
 
     async def _hand_back(self) -> None:
         """The server drains: the lines running here go back to waiting, for any replica."""
-        if not self.running:
-            return
-        keys = list(self.running)
-        for task, record in self.running.values():
+        if self.running:
+            await self._give_back(list(self.running))
+
+    async def _give_back(self, keys: list[tuple[str, int]]) -> None:
+        """Stop these lines (aborted in the engine, nothing billed) and put them back to wait."""
+        stopping = [self.running[k] for k in keys if k in self.running]
+        for task, record in stopping:
             record.billed = False
             task.cancel()
-        await asyncio.gather(*(t for t, _ in self.running.values()), return_exceptions=True)
+        await asyncio.gather(*(t for t, _ in stopping), return_exceptions=True)
         try:
             await self.store.call(batches.hand_back, self.store, self.name, keys)
-            log.info("handed back %d batch lines", len(keys))
+            log.info("handed back %d batch lines", len(stopping))
         except Exception:
             log.exception(
-                "could not hand back %d batch lines; their leases will run out", len(keys)
+                "could not hand back %d batch lines; their leases will run out", len(stopping)
             )

@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import FastAPI, Response
 from fastapi.openapi.utils import get_openapi
+from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
 from .routes import ROUTES, Route
@@ -121,7 +122,7 @@ def _declaration(route: Route) -> APIRoute:
         responses=responses,
         tags=[family.name],
         openapi_extra=extra or None,
-        **({"response_class": Response} if route.raw is not None else {}),
+        response_class=Response if route.raw is not None else JSONResponse,
     )
 
 

@@ -206,6 +206,11 @@ BATCH_LINES = Counter(
     "Batch lines this replica ended: done, failed, or stopped while running (cancelled, expired).",
     ["model", "state"],
 )
+BATCH_LINES_YIELDED = Counter(
+    "deepinfra_batch_lines_yielded",
+    "Batch lines stopped to make way for online requests and handed back to run again.",
+    ["model"],
+)
 # The store's view, the same on every replica of a model: aggregate with max, not sum.
 BATCH_OPEN_LINES = Gauge(
     "deepinfra_batch_open_lines",
@@ -245,6 +250,7 @@ class BatchGauges:
         self.statuses = {s: BATCHES.labels(model, s) for s in BATCH_STATUSES}
         for state in ("done", "failed", "cancelled", "expired"):
             BATCH_LINES.labels(model, state)  # exported from the start, at 0
+        BATCH_LINES_YIELDED.labels(model)
 
     def publish(
         self, waiting: int, running: int, oldest_s: float | None, by_status: dict[str, int]
