@@ -22,7 +22,15 @@ import pytest
 from deepinfra_serve.config.cards import ModelCard
 from deepinfra_serve.config.pricing import estimated_cost
 
-from ..helpers import MODEL, batch_line, jsonl, metric_sum, upload_batch, wait_batch
+from ..helpers import (
+    MODEL,
+    batch_line,
+    eventually,
+    jsonl,
+    metric_sum,
+    upload_batch,
+    wait_batch,
+)
 
 CHAT, COMPLETIONS = "/v1/chat/completions", "/v1/completions"
 LINES = 100
@@ -119,7 +127,12 @@ def test_batches_answer_as_online_at_the_batch_price(
     assert len(mine) == LINES and {x["service_tier"] for x in mine} == {"batch"}
     assert sorted(x["custom_id"] for x in mine) == sorted(f"{CHAT}-{i}" for i in range(LINES))
     metrics = httpx.get(f"{base_url}/metrics").text
-    assert metric_sum(metrics, "deepinfra_batches", model=MODEL, status="completed") >= 2
+
+    def completed() -> float:
+        text = httpx.get(f"{base_url}/metrics").text
+        return metric_sum(text, "deepinfra_batches", model=MODEL, status="completed")
+
+    eventually(lambda: completed() >= 2, timeout=15)  # the store's counts, every 5 s
     assert metric_sum(metrics, "deepinfra_batch_lines_total", model=MODEL, state="done") >= 200
     listed = oai.batches.list(limit=2)
     assert [b.id for b in listed.data] == [created[COMPLETIONS].id, created[CHAT].id]

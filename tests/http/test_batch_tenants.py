@@ -70,7 +70,7 @@ def test_a_batch_takes_no_room_online_requests_need(
 ) -> None:
     """With a batch running in all the idle room, the limit still admits exactly as many
     online requests as without it (the 5th gets "Model busy" either way), the batch's own key
-    included."""
+    included, and the lines running make way for them in the engine."""
     a, _ = clients
     url = guarded[0]
     lines = [
@@ -97,6 +97,9 @@ def test_a_batch_takes_no_room_online_requests_need(
 
         statuses = sorted(pool.map(online, keys))
     assert statuses == [200] * GUARDED_LIMIT + [429] * (len(keys) - GUARDED_LIMIT)
+    # The lines that were running made way for them: stopped and handed back to run later.
+    text = httpx.get(f"{url}/metrics").text
+    assert metric_sum(text, "deepinfra_batch_lines_yielded_total", model=MODEL) > 0
     cancelled = a.batches.cancel(batch.id)
     assert cancelled.status in ("cancelling", "cancelled")
     assert wait_batch(a, batch.id).status == "cancelled"

@@ -53,7 +53,8 @@ from .runner import Admission, Runner
 log = logging.getLogger(__name__)
 
 _TICK_S = 0.25  # how often the loop looks: a drain hands lines back within this
-_SWEEP_S = 1.0  # cancellations, batches to end, expiry, gauges
+_SWEEP_S = 1.0  # cancellations, batches to end, expiry
+_GAUGES_S = 5.0  # the store's counts for the gauges (a count over the model's open lines)
 # Lines that may run beside online requests, per online request in flight: on an engine whose
 # steps slow with every sequence (a CPU, a GPU at its compute bound), more would take their share
 # of each step from online traffic.
@@ -138,6 +139,7 @@ class BatchWork:
         self._stopping: dict[str, str] = {}  # batch id -> how its running lines end
         self._wake = asyncio.Event()
         self._gauges = metrics.batch_gauges(card.name)
+        self._published = 0.0
 
     async def run(self) -> None:
         """Until the server drains (or the task is cancelled): then hand back what runs."""
@@ -315,6 +317,9 @@ class BatchWork:
         for batch_id in await store.call(batches.ready_to_end, store):
             if await store.call(batches.finalize, store, batch_id, self.output_ttl_s, unrun_line):
                 log.info("batch %s ended", batch_id)
+        if now - self._published < _GAUGES_S:
+            return
+        self._published = now
         await store.call(files.expire, store, int(now))
         waiting, running, oldest = await store.call(batches.open_lines, store, self.card.name)
         by_status = await store.call(batches.by_status, store, self.card.name)
