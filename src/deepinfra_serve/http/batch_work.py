@@ -138,6 +138,7 @@ class BatchWork:
         self.running: dict[tuple[str, int], tuple[asyncio.Task[None], RequestRecord]] = {}
         self._stopping: dict[str, str] = {}  # batch id -> how its running lines end
         self._wake = asyncio.Event()
+        capacity.batch_wake = self._wake  # an online request admitted: make way at once
         self._gauges = metrics.batch_gauges(card.name)
         self._published = 0.0
 

@@ -82,6 +82,9 @@ class Capacity:
             self._counts = shared
             self._lock = shared.get_lock()
         self._flex_queue: deque[object] = deque()
+        # Set when an online request is admitted while batch lines run, so that they make way
+        # at once (`batch_work`), not at the batch loop's next look.
+        self.batch_wake: asyncio.Event | None = None
         self._room = asyncio.Event()
         self._model = model
         self._waiting = metrics.FLEX_WAITING.labels(model)
@@ -104,6 +107,9 @@ class Capacity:
             if tenant is not None:
                 key = _KEYS + tenant.index
                 counts[key] += 1
+            batch = counts[_BATCH]
+        if batch and self.batch_wake is not None:
+            self.batch_wake.set()
         self.lifecycle.in_flight += 1
         self._admitted(tier, 0.0)
         return Place(self, key, _RUNNING)
@@ -159,6 +165,9 @@ class Capacity:
             if counts[_RUNNING] + counts[_FLEX] >= policy.limit:
                 return False
             counts[_FLEX] += 1
+            batch = counts[_BATCH]
+        if batch and self.batch_wake is not None:
+            self.batch_wake.set()
         place.column = _FLEX
         return True
 
