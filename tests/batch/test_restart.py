@@ -45,6 +45,8 @@ def env(postgres_url: str | None) -> dict[str, str]:
     return {
         "DEEPINFRA_SERVE_STORE_URL": postgres_database(postgres_url, "restart"),
         "DEEPINFRA_SERVE_BATCH_LEASE_S": str(LEASE_S),
+        # Room for 8 lines at a time: the batch is still half done when the server is killed.
+        "DEEPINFRA_SERVE_MAX_CONCURRENT_REQUESTS": "8",
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
         "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
         # Another model behind the same base URL: a batch may not mix them.
