@@ -28,8 +28,9 @@ from tqdm import tqdm
 
 from deepinfra_serve.config.cards import load_card
 from deepinfra_serve.engine.weights import prepare_weights
-from deepinfra_serve.store import batches
-from deepinfra_serve.store.batches import BatchRow, LineResult, NewLine
+from deepinfra_serve.store import batches, claims
+from deepinfra_serve.store.batches import BatchRow, NewLine
+from deepinfra_serve.store.claims import LineResult
 from deepinfra_serve.store.database import Store
 
 from .measure import percentile
@@ -110,9 +111,9 @@ def store_cost(url: str, data_dir: Path, n: int) -> float:
         started = time.perf_counter()
         lines = (NewLine(i, "bench", f"c{i}", body, f"k{i % 7}") for i in range(1, n + 1))
         batches.create(store, batch_id, lines, lambda: row)
-        while claimed := batches.claim(store, "bench", "bench-runner", 25, 60):
+        while claimed := claims.claim(store, "bench", "bench-runner", 25, 60):
             for line in claimed:
-                batches.finish(store, line, LineResult("done", result, 30, 0, 64, 1e-6))
+                claims.finish(store, line, LineResult("done", result, 30, 0, 64, 1e-6))
         assert batches.finalize(store, batch_id, 3600, lambda state, custom_id: "{}")
         return (time.perf_counter() - started) / n
     finally:

@@ -648,24 +648,28 @@ def postgres_cluster() -> Iterator[str]:
         shutil.chown(data, "postgres", "postgres")
         as_user = ["runuser", "-u", "postgres", "--"]
     port = free_port()
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.STDOUT}
+    quiet = subprocess.DEVNULL
     subprocess.run(
         [*as_user, str(bin_dir / "initdb"), "-D", str(data), "-A", "trust", "-U", "postgres"],
         check=True,
-        **quiet,  # type: ignore[arg-type]
+        stdout=quiet,
+        stderr=quiet,
     )
     options = f"-k {data} -p {port} -c listen_addresses=127.0.0.1 -c fsync=off"
     pg_ctl = [*as_user, str(bin_dir / "pg_ctl"), "-D", str(data)]
     subprocess.run(
         [*pg_ctl, "-o", options, "-l", str(data / "server.log"), "-w", "start"],
         check=True,
-        **quiet,  # type: ignore[arg-type]
+        stdout=quiet,
+        stderr=quiet,
     )
     pid = int((data / "postmaster.pid").read_text().split()[0])
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
-        subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], check=False, **quiet)  # type: ignore[arg-type]
+        subprocess.run(
+            [*pg_ctl, "-m", "fast", "-w", "stop"], check=False, stdout=quiet, stderr=quiet
+        )
         with contextlib.suppress(ProcessLookupError):
             os.kill(pid, signal.SIGKILL)  # if the stop failed: by its process id
         shutil.rmtree(data, ignore_errors=True)

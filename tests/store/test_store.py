@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from deepinfra_serve.store import batches, files
-from deepinfra_serve.store.batches import BatchRow, LineResult, NewLine
+from deepinfra_serve.store import batches, claims, files
+from deepinfra_serve.store.batches import BatchRow, NewLine
+from deepinfra_serve.store.claims import LineResult
 from deepinfra_serve.store.database import Store, StoreUnavailable, database_url
 from deepinfra_serve.store.tables import MIGRATIONS, schema_version
 
@@ -79,14 +80,14 @@ def test_the_schema_is_applied_once_by_whoever_opens_first(store: Store, tmp_pat
 
 def test_a_line_is_written_by_its_latest_claim_only(store: Store) -> None:
     _batch(store, 3)
-    first = batches.claim(store, "m", "a", 3, lease_s=-1)  # a lease already run out
+    first = claims.claim(store, "m", "a", 3, lease_s=-1)  # a lease already run out
     assert sorted(c.line for c in first) == [1, 2, 3]
-    second = batches.claim(store, "m", "b", 3, lease_s=60)  # taken over: a's runner "died"
+    second = claims.claim(store, "m", "b", 3, lease_s=60)  # taken over: a's runner "died"
     assert len(second) == 3 and {c.claim for c in second} == {2}
-    assert batches.claim(store, "m", "c", 3, lease_s=60) == []  # b's lease holds
+    assert claims.claim(store, "m", "c", 3, lease_s=60) == []  # b's lease holds
     done = LineResult("done", "{}", 1, 0, 1, 0.5)
-    assert not batches.finish(store, first[0], done)  # a's late result is dropped, unbilled
-    assert all(batches.finish(store, c, done) for c in second)
+    assert not claims.finish(store, first[0], done)  # a's late result is dropped, unbilled
+    assert all(claims.finish(store, c, done) for c in second)
     row = batches.get(store, "t-owner", "t-batch")
     assert row is not None and row.counts.completed == 3 and row.counts.cost_usd == 1.5
     assert batches.ready_to_end(store) == ["t-batch"]
@@ -101,9 +102,9 @@ def test_a_line_is_written_by_its_latest_claim_only(store: Store) -> None:
 
 def test_lines_handed_back_run_again_at_once(store: Store) -> None:
     _batch(store, 2)
-    claimed = batches.claim(store, "m", "a", 2, lease_s=600)
-    batches.hand_back(store, "a", [(c.batch_id, c.line) for c in claimed])
-    again = batches.claim(store, "m", "b", 2, lease_s=600)
+    claimed = claims.claim(store, "m", "a", 2, lease_s=600)
+    claims.hand_back(store, "a", [(c.batch_id, c.line) for c in claimed])
+    again = claims.claim(store, "m", "b", 2, lease_s=600)
     assert sorted(c.line for c in again) == [1, 2] and {c.claim for c in again} == {2}
 
 

@@ -18,7 +18,7 @@ from fastapi import FastAPI, Response
 from fastapi.responses import JSONResponse
 
 from .. import __version__
-from ..batch.routes import BatchServices
+from ..batch.services import BatchServices
 from ..config.cards import ModelCard, load_cards
 from ..config.catalog import Catalog
 from ..config.settings import ServerSettings

@@ -6,10 +6,10 @@ every online request in the engine's queue.
 
 One loop per API process:
 - takes places in the room nothing else uses (`Capacity.take_batch`: none while a flex request
-  waits), claims as many lines from the store (`store.batches.claim`, with a lease), and runs
+  waits), claims as many lines from the store (`store.claims.claim`, with a lease), and runs
   each through `Runner.run` at the batch tier (the card's batch price, the engine's lowest
   priority), its access line naming the batch and the line's `custom_id`;
-- records each result under its claim (`store.batches.finish`), and only then bills it, so a
+- records each result under its claim (`store.claims.finish`), and only then bills it, so a
   line is written and billed once; renews its leases while it runs them;
 - stops the lines of a batch cancelled or expired, ends batches none of whose lines is left
   (`finalize`), expires batches and files whose time is up, and publishes the gauges;
@@ -26,13 +26,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import Callable
 from typing import Any
 
-import orjson
-
+from ..batch.results import result_line, unrun_line
 from ..config.cards import ModelCard
 from ..config.settings import ServerSettings
 from ..config.tiers import Tier
@@ -42,8 +40,8 @@ from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
 from ..observability.accounting import account
 from ..observability.record import RequestRecord
-from ..store import batches, files, webhook_jobs
-from ..store.batches import Claimed, LineResult
+from ..store import batches, claims, files, webhook_jobs
+from ..store.claims import Claimed, LineResult
 from ..store.database import Store
 from .auth import ApiKeys
 from .capacity import Capacity, Place
@@ -59,58 +57,6 @@ _GAUGES_S = 5.0  # the store's counts for the gauges (a count over the model's o
 # steps slow with every sequence (a CPU, a GPU at its compute bound), more would take their share
 # of each step from online traffic.
 _BESIDE_ONLINE = 0.1
-
-
-def line_id() -> str:
-    return f"batch_req_{secrets.token_hex(12)}"
-
-
-def result_line(custom_id: str, outcome: Outcome, error_body: Callable[[Any], Any]) -> LineResult:
-    """A line's result in OpenAI's shape: its answer in the output file, its error (with the
-    status and body the same request gets online) in the error file; its tokens and cost."""
-    record = outcome.record
-    usage = record.usage
-    if (
-        outcome.error is None
-        and outcome.answer is not None
-        and not isinstance(outcome.answer, bytes)
-    ):
-        body: Any = outcome.answer.model_dump(mode="json")
-        state = "done"
-    else:
-        body = error_body(outcome.error) if outcome.error is not None else None
-        state = "failed"
-    line = {
-        "id": line_id(),
-        "custom_id": custom_id,
-        "response": {"status_code": outcome.status, "request_id": record.request_id, "body": body},
-        "error": None,
-    }
-    return LineResult(
-        state,
-        orjson.dumps(line).decode(),
-        usage.prompt_tokens,
-        usage.cached_tokens,
-        usage.completion_tokens,
-        usage.estimated_cost,
-    )
-
-
-def unrun_line(state: str, custom_id: str) -> str:
-    """The error file's line of a line that never ran: cancelled, or expired."""
-    code, message = (
-        ("batch_cancelled", "The batch was cancelled before this request ran")
-        if state == "cancelled"
-        else ("batch_expired", "The batch expired before this request ran")
-    )
-    return orjson.dumps(
-        {
-            "id": line_id(),
-            "custom_id": custom_id,
-            "response": None,
-            "error": {"code": code, "message": message},
-        }
-    ).decode()
 
 
 class BatchWork:
@@ -194,7 +140,7 @@ class BatchWork:
             return
         try:
             claimed = await self.store.call(
-                batches.claim, self.store, self.card.name, self.name, len(places), self.lease_s
+                claims.claim, self.store, self.card.name, self.name, len(places), self.lease_s
             )
         except BaseException:
             for place in places:
@@ -261,7 +207,7 @@ class BatchWork:
     async def _finish(self, line: Claimed, result: LineResult, record: RequestRecord) -> None:
         """Record the line's result under its claim, and only then bill it: a result another
         run's claim superseded is logged unbilled."""
-        if await self.store.call(batches.finish, self.store, line, result):
+        if await self.store.call(claims.finish, self.store, line, result):
             metrics.BATCH_LINES.labels(self.card.name, result.state).inc()
         else:
             log.warning("batch %s line %d: claimed again elsewhere", line.batch_id, line.line)
@@ -270,7 +216,7 @@ class BatchWork:
 
     async def _renew(self) -> None:
         store = self.store
-        await store.call(batches.renew, store, self.name, list(self.running), self.lease_s)
+        await store.call(claims.renew, store, self.name, list(self.running), self.lease_s)
         native = self.services("native")
         if native is not None and native.webhooks.kept:
             ids = list(native.webhooks.kept)
@@ -308,13 +254,13 @@ class BatchWork:
     async def _sweep(self) -> None:
         store = self.store
         await self._resume_webhook_jobs()
-        self._stopping = await store.call(batches.stopped, store, {k[0] for k in self.running})
+        self._stopping = await store.call(claims.stopped, store, {k[0] for k in self.running})
         for (batch_id, _), (task, _record) in list(self.running.items()):
             if batch_id in self._stopping:
                 task.cancel()
         now = time.time()
         await store.call(batches.expire, store, int(now))
-        await store.call(batches.stop_abandoned, store, now)
+        await store.call(claims.stop_abandoned, store, now)
         for batch_id in await store.call(batches.ready_to_end, store):
             if await store.call(batches.finalize, store, batch_id, self.output_ttl_s, unrun_line):
                 log.info("batch %s ended", batch_id)
@@ -339,7 +285,7 @@ class BatchWork:
             task.cancel()
         await asyncio.gather(*(t for t, _ in stopping), return_exceptions=True)
         try:
-            await self.store.call(batches.hand_back, self.store, self.name, keys)
+            await self.store.call(claims.hand_back, self.store, self.name, keys)
             log.info("handed back %d batch lines", len(stopping))
         except Exception:
             log.exception(

@@ -18,6 +18,7 @@ from pydantic import BaseModel
 
 from ..anthropic import routes as anthropic
 from ..anthropic.schema import MessageOut, MessagesRequest, TokenCount, TokenCountRequest
+from ..batch import file_routes
 from ..batch import routes as batch
 from ..batch.schema import BatchCreate, BatchList, BatchOut, FileDeleted, FileList, FileObject
 from ..engine.call import Call
@@ -238,7 +239,7 @@ ROUTES = (
         OPENAI,
         "POST",
         "/files",
-        batch.upload_file,
+        file_routes.upload_file,
         FileObject,
         "Upload a file (multipart: `file`, `purpose: batch`, optional `expires_after`), "
         "streamed to the store; past the size bound: 413.",
@@ -251,7 +252,7 @@ ROUTES = (
         OPENAI,
         "GET",
         "/files",
-        batch.list_files,
+        file_routes.list_files,
         FileList,
         "The caller's files (`purpose`, `after`, `limit`, `order`).",
         label="files",
@@ -263,7 +264,7 @@ ROUTES = (
         OPENAI,
         "GET",
         "/files/{file_id}",
-        batch.get_file,
+        file_routes.get_file,
         FileObject,
         "One of the caller's files.",
         label="files",
@@ -274,7 +275,7 @@ ROUTES = (
         OPENAI,
         "DELETE",
         "/files/{file_id}",
-        batch.delete_file,
+        file_routes.delete_file,
         FileDeleted,
         "Delete one of the caller's files.",
         label="files",
@@ -285,7 +286,7 @@ ROUTES = (
         OPENAI,
         "GET",
         "/files/{file_id}/content",
-        batch.file_content,
+        file_routes.file_content,
         FileObject,
         "A file's bytes (a batch's output: one JSON line per request).",
         label="files",

@@ -1,10 +1,7 @@
-"""Batches and their lines: created whole, claimed a few at a time by the replicas that serve
-their model, ended once.
+"""Batches: created whole with their lines, read, cancelled, expired, and ended once (how
+their lines are claimed and run is `claims`).
 
-A line is claimed with a lease (`claim`): its runner renews the lease while it runs it
-(`renew`), and a line whose lease ran out (its runner died) is claimable again. A result
-counts only from the line's latest claim (`finish` matches the claim number), so a line is
-written, and billed, once. A batch ends (`finalize`) when none of its lines waits or runs: its
+A batch ends (`finalize`) when none of its lines waits or runs: its
 output and error files are written in the same transaction as its last status, so a replica
 that dies while finalizing leaves the batch to be finalized again, never half written.
 """
@@ -13,18 +10,16 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy import Connection, and_, case, func, insert, or_, select, tuple_, update
+from sqlalchemy import Connection, and_, case, func, insert, or_, select, update
 
 from .database import Store
 from .files import write_file
 from .tables import batch_lines, batches
 
-LIVE = ("validating", "in_progress", "finalizing", "cancelling")
-ENDED = ("failed", "completed", "expired", "cancelled")
 OPEN_LINES = ("waiting", "running")
 FAILED_LINES = ("failed", "cancelled", "expired")
 _INSERT_ROWS = 1000  # lines per INSERT when a batch is created
@@ -73,27 +68,6 @@ class NewLine:
     custom_id: str
     body: str  # JSON
     order_key: str
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    batch_id: str
-    line: int
-    custom_id: str
-    body: str
-    claim: int  # this claim's number: the result counts only if no later claim was made
-    endpoint: str  # the batch's
-    owner: str  # the batch's
-
-
-@dataclass(frozen=True, slots=True)
-class LineResult:
-    state: str  # done, failed, or cancelled (stopped while it ran)
-    result: str | None  # its line of the output or error file; None: written at the end
-    prompt_tokens: int = 0
-    cached_tokens: int = 0
-    completion_tokens: int = 0
-    cost_usd: float = 0.0
 
 
 def _batch(r: Any) -> BatchRow:
@@ -228,109 +202,6 @@ def cancel(store: Store, owner: str, batch_id: str) -> BatchRow | None:
     return get(store, owner, batch_id)
 
 
-def claim(store: Store, model: str, runner: str, n: int, lease_s: float) -> list[Claimed]:
-    """Up to `n` lines of `model` to run: waiting ones, or running ones whose runner's lease ran
-    out; oldest batch first, and within it lines that share a prompt prefix together."""
-    now = time.time()
-    c = batch_lines.c
-    claimable = (
-        select(c.batch_id, c.line)
-        .where(
-            c.model == model,
-            or_(c.state == "waiting", and_(c.state == "running", c.lease_until < now)),
-        )
-        .order_by(c.batch_id, c.order_key, c.line)
-        .limit(n)
-        .with_for_update(skip_locked=True)
-    )
-    with store.engine.begin() as conn:
-        rows = conn.execute(
-            update(batch_lines)
-            .where(tuple_(c.batch_id, c.line).in_(claimable))
-            .values(state="running", runner=runner, lease_until=now + lease_s, claim=c.claim + 1)
-            .returning(c.batch_id, c.line, c.custom_id, c.body, c.claim)
-        ).all()
-        ids = {r[0] for r in rows}
-        of = {
-            b: (endpoint, owner)
-            for b, endpoint, owner in conn.execute(
-                select(batches.c.id, batches.c.endpoint, batches.c.owner).where(
-                    batches.c.id.in_(ids)
-                )
-            )
-        }
-    return [Claimed(b, n, cid, body, k, *of[b]) for b, n, cid, body, k in rows]
-
-
-def renew(store: Store, runner: str, keys: Sequence[tuple[str, int]], lease_s: float) -> None:
-    """Extend this runner's leases on the lines it is running."""
-    if not keys:
-        return
-    c = batch_lines.c
-    with store.engine.begin() as conn:
-        conn.execute(
-            update(batch_lines)
-            .where(c.runner == runner, c.state == "running", tuple_(c.batch_id, c.line).in_(keys))
-            .values(lease_until=time.time() + lease_s)
-        )
-
-
-def hand_back(store: Store, runner: str, keys: Sequence[tuple[str, int]]) -> None:
-    """Lines this runner will not finish (it drains): waiting again, for any replica now."""
-    if not keys:
-        return
-    c = batch_lines.c
-    with store.engine.begin() as conn:
-        conn.execute(
-            update(batch_lines)
-            .where(c.runner == runner, c.state == "running", tuple_(c.batch_id, c.line).in_(keys))
-            .values(state="waiting", runner=None, lease_until=None)
-        )
-
-
-def finish(store: Store, line: Claimed, result: LineResult) -> bool:
-    """Record a line's result if `line` is still its latest claim (else another runner has it,
-    and this result is dropped unbilled); whether it was recorded."""
-    c = batch_lines.c
-    with store.engine.begin() as conn:
-        done = conn.execute(
-            update(batch_lines)
-            .where(
-                c.batch_id == line.batch_id,
-                c.line == line.line,
-                c.claim == line.claim,
-                c.state == "running",
-            )
-            .values(
-                state=result.state,
-                result=result.result,
-                prompt_tokens=result.prompt_tokens,
-                cached_tokens=result.cached_tokens,
-                completion_tokens=result.completion_tokens,
-                cost_usd=result.cost_usd,
-                runner=None,
-                lease_until=None,
-            )
-        )
-    return done.rowcount == 1
-
-
-def stopped(store: Store, batch_ids: Iterable[str]) -> dict[str, str]:
-    """Of `batch_ids`, those whose running lines should stop, with the state they end in:
-    cancelled, or expired."""
-    ids = list(batch_ids)
-    if not ids:
-        return {}
-    with store.engine.connect() as conn:
-        rows = conn.execute(
-            select(batches.c.id, batches.c.status).where(
-                batches.c.id.in_(ids),
-                or_(batches.c.status == "cancelling", batches.c.expired_at.is_not(None)),
-            )
-        ).all()
-    return {b: "cancelled" if status == "cancelling" else "expired" for b, status in rows}
-
-
 def expire(store: Store, now: int) -> list[str]:
     """Batches past their window: their waiting lines end as expired, those running are
     stopped by their runners and end so too; the batch ends `expired` once none runs."""
@@ -353,22 +224,6 @@ def expire(store: Store, now: int) -> list[str]:
                 .values(state="expired")
             )
     return ids
-
-
-def stop_abandoned(store: Store, now: float) -> None:
-    """Running lines of cancelled or expired batches whose runner died: they end as such."""
-    c = batch_lines.c
-    with store.engine.begin() as conn:
-        for state, condition in (
-            ("cancelled", batches.c.status == "cancelling"),
-            ("expired", batches.c.expired_at.is_not(None)),
-        ):
-            ids = select(batches.c.id).where(condition).scalar_subquery()
-            conn.execute(
-                update(batch_lines)
-                .where(c.batch_id.in_(ids), c.state == "running", c.lease_until < now)
-                .values(state=state)
-            )
 
 
 def ready_to_end(store: Store) -> list[str]:

@@ -12,8 +12,9 @@ import secrets
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import Connection, delete, insert, select
+from sqlalchemy import Connection, Row, delete, insert, select
 
 from .database import Store
 from .tables import file_chunks, files
@@ -38,8 +39,8 @@ class FileRow:
     expires_at: int | None
 
 
-def _row(r: object) -> FileRow:
-    m = r._mapping  # type: ignore[attr-defined]  # a SQLAlchemy Row
+def _row(r: Row[Any]) -> FileRow:
+    m = r._mapping
     return FileRow(
         m["id"],
         m["owner"],
