@@ -17,6 +17,7 @@ from .helpers import (
     DEMO_CARD,
     TINY_CARD,
     Probes,
+    make_adapters,
     postgres_bin,
     postgres_cluster,
     postgres_database,
@@ -58,8 +59,19 @@ def postgres_url() -> Iterator[str | None]:
 
 
 @pytest.fixture(scope="session")
+def adapter_dir(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder the servers may load LoRA adapters from (`ADAPTER_DIRS`), with adapters of
+    the tiny card made here: good ones, and ones each of `POST /lora-model`'s checks refuses."""
+    return make_adapters(tmp_path_factory.mktemp("adapters"), cache_dir)
+
+
+@pytest.fixture(scope="session")
 def base_url(
-    cache_dir: Path, server_log: Path, startup_probes: Probes, postgres_url: str | None
+    cache_dir: Path,
+    server_log: Path,
+    startup_probes: Probes,
+    postgres_url: str | None,
+    adapter_dir: Path,
 ) -> Iterator[str]:
     """The real server on the real CPU engine with the tiny card, started once per session;
     its store is the session's PostgreSQL."""
@@ -69,6 +81,7 @@ def base_url(
         "DEEPINFRA_SERVE_WEBHOOK_TIMEOUT_S": "1",
         "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
+        "DEEPINFRA_SERVE_ADAPTER_DIRS": str(adapter_dir),
     }
     if postgres_url is not None:
         env["DEEPINFRA_SERVE_STORE_URL"] = postgres_database(postgres_url, "session")

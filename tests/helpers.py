@@ -707,3 +707,29 @@ def wait_batch(client: Any, batch_id: str, timeout_s: float = 180, until: Any = 
 
 def jsonl(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.strip()]
+
+
+def make_adapters(folder: Path, cache_dir: Path) -> Path:
+    """LoRA adapters of the tiny card in `folder`: `green` and `blue` (good, rank 8),
+    `rank-32` (over the card's max_lora_rank 16), `mistral` (a LoRA of another model's
+    shapes) and `prefix` (a PEFT adapter that is not a LoRA)."""
+
+    from deepinfra_serve.config.adapters import GeneratedAdapterWeights
+    from deepinfra_serve.config.cards import load_card
+    from deepinfra_serve.engine.generated_adapters import generate_adapter
+    from deepinfra_serve.engine.weights import prepare_weights
+
+    base = Path(prepare_weights(load_card(TINY_CARD), cache_dir))
+    for name, seed, rank in (("green", 2, 8), ("blue", 3, 8), ("rank-32", 4, 32)):
+        generate_adapter(
+            GeneratedAdapterWeights(source="generated", seed=seed, rank=rank), base, folder / name
+        )
+    other = folder / ".mistral-base"
+    other.mkdir()
+    config = json.loads((base / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "hidden_size": 64}))
+    generate_adapter(GeneratedAdapterWeights(source="generated", seed=5), other, folder / "mistral")
+    prefix = folder / "prefix"
+    generate_adapter(GeneratedAdapterWeights(source="generated", seed=6), base, prefix)
+    (prefix / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING", "r": 8}))
+    return folder

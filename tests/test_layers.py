@@ -19,12 +19,12 @@ LAYERS = [
     {"observability"},
     {"store"},
     {"engine"},
-    {"openai", "native", "anthropic", "batch"},
+    {"openai", "native", "anthropic", "batch", "lora"},
     {"http"},
     {"fleet", "cli"},
 ]
 WEB_FRAMEWORKS = {"fastapi", "starlette", "uvicorn"}
-APIS = {"openai", "native", "anthropic", "batch"}  # side by side: none imports another
+APIS = {"openai", "native", "anthropic", "batch", "lora"}  # side by side: none imports another
 BELOW_HTTP = {"config", "observability", "store", "engine"}
 
 

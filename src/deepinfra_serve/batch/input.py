@@ -31,8 +31,10 @@ class LineRefused(Exception):
         self.param = param
 
 
-# (endpoint, body) -> the model it names; LineRefused naming the field otherwise.
-LineCheck = Callable[[str, dict[str, Any]], str]
+# (endpoint, body) -> the model it names and the card's model that serves it (itself, or a
+# LoRA adapter's base: its lines run where the base runs); LineRefused naming the field
+# otherwise.
+LineCheck = Callable[[str, dict[str, Any]], tuple[str, str]]
 
 
 @dataclass
@@ -120,7 +122,7 @@ def _check_line(
         )
         return None
     try:
-        model = check(endpoint, body)
+        model, base = check(endpoint, body)
     except LineRefused as exc:
         out.refuse(n, "invalid_request", exc.message, exc.param)
         return None
@@ -136,4 +138,4 @@ def _check_line(
         return None
     prompt = body.get("messages", body.get("prompt"))
     key = orjson.dumps(prompt).decode()[:PREFIX_CHARS]
-    return NewLine(n, model, custom_id, orjson.dumps(body).decode(), key)
+    return NewLine(n, base, custom_id, orjson.dumps(body).decode(), key)

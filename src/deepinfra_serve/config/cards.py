@@ -14,6 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from . import strict_yaml
+from .adapters import LoraSpec
 from .models import StrictModel
 from .pricing import Pricing
 from .tiers import ServiceTiers, TierPolicy
@@ -165,6 +166,9 @@ class ModelCard(StrictModel):
     tool_calling: ToolCalling | None = Field(
         None, description="Function calling on the chat API; absent: tools are refused."
     )
+    lora: LoraSpec | None = Field(
+        None, description="LoRA adapters served under their own names; absent: none."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ModelCard:
@@ -172,6 +176,10 @@ class ModelCard(StrictModel):
             raise ValueError("name must be Owner/Name")
         if self.defaults.max_tokens and self.defaults.max_tokens >= self.engine.max_model_len:
             raise ValueError("defaults.max_tokens must be below engine.max_model_len")
+        if self.lora is not None:
+            for i, adapter in enumerate(self.lora.adapters):
+                if adapter.name == self.name:
+                    raise ValueError(f"lora.adapters.{i}.name: `{adapter.name}` is the model's")
         return self
 
     def tier_policy(self, limit: int | None = None) -> TierPolicy:
@@ -192,6 +200,10 @@ class ModelCard(StrictModel):
         if self.version is not None:
             return self.version
         return self.weights.revision if isinstance(self.weights, HubWeights) else None
+
+    @property
+    def adapter_names(self) -> list[str]:
+        return [] if self.lora is None else [a.name for a in self.lora.adapters]
 
     @property
     def max_output_tokens(self) -> int:
@@ -230,4 +242,17 @@ def load_cards(spec: str) -> list[ModelCard]:
         path = Path(item)
         files = sorted(path.glob("*.yaml")) if path.is_dir() else [path]
         cards.extend(load_card(f) for f in files)
+    _check_names(cards)
     return cards
+
+
+def _check_names(cards: list[ModelCard]) -> None:
+    """A name (a model's or an adapter's) is served by one card only."""
+    owners: dict[str, str] = {}
+    for card in cards:
+        for name in (card.name, *card.adapter_names):
+            if name in owners:
+                raise CardError(
+                    f"{card.name}: the name `{name}` is already served by {owners[name]}"
+                )
+            owners[name] = card.name

@@ -30,6 +30,17 @@ class Pricing(BaseModel):
         "real-time price, cached tokens included.",
     )
 
+    def scaled(self, multiplier: float) -> Pricing:
+        """Every token price times `multiplier` (a LoRA adapter's), cache reads included."""
+        # Rounded, so that float noise (0.15000000000000002) stays out of the model lists.
+        return self.model_copy(
+            update={
+                "input_usd_per_mtok": round(self.input_usd_per_mtok * multiplier, 9),
+                "output_usd_per_mtok": round(self.output_usd_per_mtok * multiplier, 9),
+                "cache_read_usd_per_mtok": round(self.cache_read * multiplier, 9),
+            }
+        )
+
     @property
     def cache_read(self) -> float:
         """USD per million cached prompt tokens."""

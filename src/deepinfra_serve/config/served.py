@@ -14,13 +14,32 @@ from .pricing import Pricing
 
 
 @dataclass(frozen=True, slots=True)
+class ServedAdapter:
+    """A LoRA adapter of the card's model, as the engine knows it (vLLM's `LoRARequest`)."""
+
+    name: str  # Owner/Name, the model name clients send
+    lora_id: int  # the engine's id for it: unique per adapter, the same in every API process
+    path: str  # its PEFT folder on this host
+    pricing: Pricing  # the card's prices times the adapter's multiplier
+    owner: str | None = None  # the key's digest that added it at run time; None: the card's
+    version: str | None = None  # what `Owner/Name:VERSION` may name (a card's adapter)
+
+
+@dataclass(frozen=True, slots=True)
 class Served:
-    """The model a request asked for, as this server serves it."""
+    """The model a request asked for, as this server serves it: the card's model, or one of
+    its LoRA adapters (priced at the adapter's multiple of the card's prices)."""
 
     name: str  # the name answers echo (Owner/Name, without a version)
     version: str | None  # the version it asked for, when it named one
     card: ModelCard
     pricing: Pricing
+    adapter: ServedAdapter | None = None
+
+    @property
+    def base(self) -> str:
+        """The card's model, which an adapter's traffic counts against."""
+        return self.card.name
 
 
 @dataclass(frozen=True, slots=True)

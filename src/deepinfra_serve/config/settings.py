@@ -44,6 +44,14 @@ class ServerSettings(BaseSettings):
     max_file_bytes: int = Field(
         200 * 1024 * 1024, ge=1024, description="Larger uploads to /v1/openai/files get 413."
     )
+    adapter_dirs: str = Field(
+        "",
+        description="Colon-separated folders whose PEFT folders `POST /lora-model` may load "
+        "by absolute path (`hf_model_name`); empty: adapters come from the hub only.",
+    )
+    max_adapter_bytes: int = Field(
+        1024 * 1024 * 1024, ge=1024, description="Larger LoRA adapters are refused (400)."
+    )
     output_file_ttl_s: int = Field(
         30 * 24 * 3600, ge=60, description="How long a batch's output and error files are kept."
     )

@@ -54,6 +54,12 @@ def gpu_engine_kwargs(card: ModelCard, model: str) -> dict[str, Any]:
     # first when its KV cache runs out) by each request's `priority`; under fcfs vLLM ignores
     # it.
     kwargs["scheduling_policy"] = "priority"
+    if card.lora is not None:
+        # LoRA adapters, the card's and those added at run time, on the same engine.
+        kwargs["enable_lora"] = True
+        kwargs["max_loras"] = card.lora.max_loras
+        kwargs["max_lora_rank"] = card.lora.max_lora_rank
+        kwargs["max_cpu_loras"] = card.lora.max_cpu_loras
     kwargs.update(spec.extra_args)
     return kwargs
 

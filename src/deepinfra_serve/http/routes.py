@@ -23,13 +23,15 @@ from ..batch import routes as batch
 from ..batch.schema import BatchCreate, BatchList, BatchOut, FileDeleted, FileList, FileObject
 from ..engine.call import Call
 from ..engine.generation import Answer
+from ..lora import routes as lora
+from ..lora.schema import DeploymentOut, LoraModelUploadIn
 from ..native import routes as native
 from ..native.schema import InferenceRequest, InferenceResponse
 from ..openai import routes as openai
 from ..openai.responses import ChatCompletion, Completion, ModelList, ModelOut
 from ..openai.schema import ChatCompletionRequest, CompletionRequest
 from . import account, model_info
-from .families import ACCOUNT, ANTHROPIC, MODELS, NATIVE, OPENAI, ApiFamily
+from .families import ACCOUNT, ANTHROPIC, LORA, MODELS, NATIVE, OPENAI, ApiFamily
 
 Handler = Callable[[Call[Any, Any]], Awaitable[Answer]]
 Method = Literal["GET", "POST", "DELETE"]
@@ -85,6 +87,7 @@ class Route:
     upload: bool = False
     query: tuple[str, ...] = ()  # the query's parameters, for the OpenAPI document
     raw: str | None = None  # the media type of its raw answer (`Raw`), instead of `response`
+    lora: bool = False  # its handler adds, removes or lists LoRA adapters (`LoraServices`)
     # (mount + template, its pattern or None): where it is served.
     paths: tuple[tuple[str, re.Pattern[str] | None], ...] = field(init=False, repr=False)
 
@@ -216,6 +219,46 @@ ROUTES = (
         model_in="body",
         holds_place=False,
         **_ANTHROPIC,
+    ),
+    Route(
+        MODELS,
+        "GET",
+        "/lora/list",
+        model_info.lora_list,
+        model_info.ModelList,
+        "The LoRA adapters that can be called here: the cards' and the caller's own.",
+        label="lora",
+        lora=True,
+        auth=("authorization",),
+        errors=(401, 503),
+    ),
+    Route(
+        LORA,
+        "POST",
+        "/lora-model",
+        lora.add_lora_model,
+        DeploymentOut,
+        "Add a LoRA adapter of the served model under a model name of its own, for the "
+        "calling key (`hf_model_name`: a hub repository, or a folder the operator allows).",
+        body=LoraModelUploadIn,
+        label="lora",
+        lora=True,
+        admitted=True,
+        holds_place=False,
+        auth=("authorization",),
+        errors=(400, 401, 404, 409, 422, 429, 503),
+    ),
+    Route(
+        LORA,
+        "DELETE",
+        "/lora-model/{lora_model_name:path}",
+        lora.delete_lora_model,
+        DeploymentOut,
+        "Remove one of the calling key's LoRA adapters.",
+        label="lora",
+        lora=True,
+        auth=("authorization",),
+        errors=(401, 404, 503),
     ),
     Route(
         MODELS,

@@ -19,13 +19,14 @@ from typing import Any
 from starlette.datastructures import State
 
 from ..config.catalog import Catalog
-from ..config.served import Tenant
+from ..config.served import Served, Tenant
 from ..config.tiers import Tier
 from ..engine.call import Call, Outcome
 from ..engine.errors import APIError, model_loading, store_unavailable, timed_out
 from ..engine.generation import Raw, Stream
 from ..observability.accounting import account
 from ..observability.record import RequestRecord, bind, new_request_id, unbind
+from ..store.database import StoreUnavailable
 from .capacity import Capacity
 from .families import served_as
 from .lifetime import CLIENT_CLOSED, engine_failure
@@ -49,7 +50,7 @@ class Runner:
         self.state = state
         self.catalog = catalog
 
-    def call(
+    async def call(
         self, route: Route, body: Any, params: Mapping[str, str], record: RequestRecord
     ) -> Call[Any, Any]:
         """The request as its handler gets it; 404 or 400 for a model not served here through
@@ -57,7 +58,7 @@ class Runner:
         state = self.state
         if route.model_in is not None:
             model = params["model"] if route.model_in == "path" else body.model
-            record.served = served_as(state.card, model, route.family)
+            record.served = await self._served(route, model, record.tenant)
         if record.tenant is not None and not state.shared_prompt_cache:
             record.cache_salt = record.tenant.cache_salt
         if route.tiered:
@@ -67,6 +68,8 @@ class Runner:
             services = state.batch_services
             if services is None:
                 raise store_unavailable()
+        elif route.lora:
+            services = state.lora_services
         elif route.admitted:
             services = state.apis.get(route.family.name)
             if services is None:
@@ -74,6 +77,19 @@ class Runner:
         return Call(
             services, body, params, record, lambda b: self._detached(route, b, params, record)
         )
+
+    async def _served(self, route: Route, model: str, tenant: Tenant | None) -> Served:
+        """The card's model, or the LoRA adapter of that name: the card's, or one added at
+        run time by this key (another key's is a model that does not exist)."""
+        card = self.state.card
+        name = model.partition(":")[0]
+        adapter = None
+        if name != card.name:
+            adapter = await self.state.adapters.find(name)
+            owner = "" if tenant is None else tenant.owner
+            if adapter is not None and adapter.owner not in (None, owner):
+                adapter = None
+        return served_as(card, model, route.family, adapter)
 
     async def admit(self, route: Route, record: RequestRecord, how: Admission) -> None:
         """Its place in the model's capacity (its key's limit, its tier's share) onto its
@@ -130,7 +146,7 @@ class Runner:
         try:
             error: APIError | None = None
             try:
-                call = self.call(route, body, params, record)
+                call = await self.call(route, body, params, record)
                 if tier is not None:
                     record.tier = tier
                 await self.admit(route, record, admission)
@@ -140,6 +156,8 @@ class Runner:
                 error = exc
             except TimeoutError:
                 error = timed_out(timeout_s)
+            except StoreUnavailable:
+                error = store_unavailable()
             except asyncio.CancelledError:
                 record.status = CLIENT_CLOSED
                 raise

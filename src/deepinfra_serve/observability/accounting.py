@@ -8,6 +8,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from ..config.pricing import Usage
 from . import metrics
 from .logs import access_log
 from .record import NO_USAGE, RequestRecord
@@ -60,6 +61,9 @@ def account(record: RequestRecord) -> None:
     series.billing.bill(usage)
     if usage.estimated_cost:
         metrics.child(metrics.TIER_COST, model, tier).inc(usage.estimated_cost)
+    adapter = None if record.served is None else record.served.adapter
+    if adapter is not None:
+        _bill_adapter(model, adapter.name, usage)
     line: dict[str, Any] = {
         "request_id": record.request_id,
         "model": model,
@@ -78,6 +82,8 @@ def account(record: RequestRecord) -> None:
         "user": record.user,
         "source": record.source,
     }
+    if adapter is not None:
+        line["adapter"] = adapter.name
     if record.via != "http":
         line["via"] = record.via
     if record.batch is not None:
@@ -85,3 +91,12 @@ def account(record: RequestRecord) -> None:
     if record.content is not None:
         line["content"] = record.content
     access_log.write(line)
+
+
+def _bill_adapter(model: str, adapter: str, usage: Usage) -> None:
+    metrics.child(metrics.ADAPTER_REQUESTS, model, adapter).inc()
+    metrics.child(metrics.ADAPTER_TOKENS, model, adapter, "prompt").inc(usage.prompt_tokens)
+    metrics.child(metrics.ADAPTER_TOKENS, model, adapter, "cached").inc(usage.cached_tokens)
+    metrics.child(metrics.ADAPTER_TOKENS, model, adapter, "completion").inc(usage.completion_tokens)
+    if usage.estimated_cost:
+        metrics.child(metrics.ADAPTER_COST, model, adapter).inc(usage.estimated_cost)

@@ -201,6 +201,25 @@ TIER_COST = Counter(
     ["model", "tier"],
 )
 
+# Traffic served through a LoRA adapter (also counted under its base `model` everywhere else).
+# Its label set is bounded: the card's adapters and at most the card's `lora.max_added`.
+ADAPTER_REQUESTS = Counter(
+    "deepinfra_adapter_requests",
+    "Requests served through a LoRA adapter, by adapter.",
+    ["model", "adapter"],
+)
+ADAPTER_TOKENS = Counter(
+    "deepinfra_adapter_tokens",
+    "Tokens of requests served through a LoRA adapter: prompt (cached ones included), "
+    "cached and completion.",
+    ["model", "adapter", "kind"],
+)
+ADAPTER_COST = Counter(
+    "deepinfra_adapter_estimated_cost_usd",
+    "Estimated cost billed, in USD, for requests served through a LoRA adapter.",
+    ["model", "adapter"],
+)
+
 BATCH_LINES = Counter(
     "deepinfra_batch_lines",
     "Batch lines this replica ended: done, failed, or stopped while running (cancelled, expired).",

@@ -167,7 +167,7 @@ class ModelOut(ResponseModel):
     created: int
     owned_by: str
     root: str
-    parent: None = None
+    parent: str | None = Field(None, description="A LoRA adapter's base model.")
     tags: list[str] = Field(
         description="What the model can do, as DeepInfra lists it (`tools`: function calling); "
         "clients such as llama-index read it here."

@@ -341,7 +341,6 @@ def open_lines(store: Store, model: str) -> tuple[int, int, float | None]:
         )
         oldest = conn.execute(
             select(func.min(batches.c.created_at)).where(
-                batches.c.model == model,
                 batches.c.id.in_(
                     select(c.batch_id).where(c.model == model, c.state == "waiting").distinct()
                 ),

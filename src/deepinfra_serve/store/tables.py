@@ -118,8 +118,38 @@ webhook_jobs = Table(
 )
 
 
+# A LoRA adapter added at run time (`POST /lora-model`): served by every replica of its base.
+lora_adapters = Table(
+    "lora_adapters",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),  # the engine's id for it
+    Column("name", String(256), nullable=False, unique=True),
+    Column("base", Text, nullable=False),
+    Column("owner", String(64), nullable=False),
+    Column("source", Text, nullable=False),  # where its weights came from
+    Column("rank", Integer, nullable=False),
+    Column("bytes", BigInteger, nullable=False),
+    Column("created_at", BigInteger, nullable=False),
+    Index("lora_adapters_by_base", "base", "owner"),
+)
+
+# Its PEFT folder's files, in chunks (a replica writes them to its disk on first use).
+lora_adapter_chunks = Table(
+    "lora_adapter_chunks",
+    metadata,
+    Column("adapter_id", Integer, primary_key=True),
+    Column("file", String(128), primary_key=True),
+    Column("seq", Integer, primary_key=True),
+    Column("data", LargeBinary, nullable=False),
+)
+
+
 def _version_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[files, file_chunks, batches, batch_lines, webhook_jobs])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_version_1]
+def _version_2(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[lora_adapters, lora_adapter_chunks])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_version_1, _version_2]

@@ -1,0 +1,1 @@
+"""LoRA adapters served as model names."""
