@@ -39,7 +39,7 @@ LEASE_S = 2
 
 
 @pytest.fixture(scope="module")
-def env(postgres_url: str | None) -> dict[str, str]:
+def env(postgres_url: str | None, adapter_dir: Path) -> dict[str, str]:
     if postgres_url is None:
         pytest.skip("Debian's postgresql is not installed here (`make test` installs it)")
     return {
@@ -51,6 +51,7 @@ def env(postgres_url: str | None) -> dict[str, str]:
         "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
         # Another model behind the same base URL: a batch may not mix them.
         "DEEPINFRA_SERVE_FLEET_CARDS": str(TINY_CARD.parent / "tiny-mistral.yaml"),
+        "DEEPINFRA_SERVE_ADAPTER_DIRS": str(adapter_dir),
     }
 
 
@@ -80,7 +81,7 @@ def _kill(proc: object) -> None:
 
 
 def test_a_killed_server_loses_nothing_accepted(
-    env: dict[str, str], cache_dir: Path, tmp_path: Path, receiver: Receiver
+    env: dict[str, str], cache_dir: Path, tmp_path: Path, receiver: Receiver, adapter_dir: Path
 ) -> None:
     n = 40
     lines = [
@@ -104,6 +105,15 @@ def test_a_killed_server_loses_nothing_accepted(
             ]
             batch = upload_batch(oai, lines, COMPLETIONS)
             wait_batch(oai, batch.id, until=lambda b: b.request_counts.completed >= 5)
+        # A LoRA adapter added at run time: kept in the store, files and all.
+        greedy = {"model": "restart/green", "prompt": "Hi", "max_tokens": 8, "temperature": 0}
+        added = httpx.post(
+            f"{url}/lora-model",
+            json={"lora_model_name": "restart/green", "hf_model_name": str(adapter_dir / "green")},
+            timeout=30,
+        )
+        assert added.status_code == 200, added.text
+        green = httpx.post(f"{url}/v1/openai/completions", json=greedy, timeout=30).json()
         # A webhook request, answered queued, its generation far from done.
         job = {"input": "Hello", "max_new_tokens": 900, "webhook": receiver.url}
         queued = httpx.post(f"{url}{INFERENCE}", json=job, timeout=30).json()
@@ -117,6 +127,10 @@ def test_a_killed_server_loses_nothing_accepted(
         server_process(TINY_CARD, cache_dir, second_log, restarted) as (url, second),
         openai.OpenAI(base_url=f"{url}/v1/openai", api_key="x", max_retries=0) as oai,
     ):
+        # The restarted server (another data folder) serves the adapter from the store alone.
+        again = httpx.post(f"{url}/v1/openai/completions", json=greedy, timeout=30).json()
+        assert again["model"] == "restart/green"
+        assert again["choices"][0]["text"] == green["choices"][0]["text"]
         done = wait_batch(oai, batch.id)
         assert done.status == "completed" and done.request_counts.completed == n
         out = jsonl(oai.files.content(done.output_file_id).text)

@@ -49,7 +49,10 @@ def _free_ports(count: int) -> int:
 
 @pytest.fixture(scope="package")
 def fleet(
-    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory, postgres_url: str | None
+    cache_dir: Path,
+    tmp_path_factory: pytest.TempPathFactory,
+    postgres_url: str | None,
+    adapter_dir: Path,
 ) -> Iterator[RunningFleet]:
     if shutil.which("haproxy") is None:
         pytest.skip("Debian's haproxy is not installed here (`make test` installs it as root)")
@@ -68,6 +71,7 @@ def fleet(
         if postgres_url
         else "",
         "DEEPINFRA_SERVE_DATA_DIR": str(run_dir / "data"),
+        "DEEPINFRA_SERVE_ADAPTER_DIRS": str(adapter_dir),
     }
     cmd = [
         sys.executable,

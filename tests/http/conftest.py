@@ -28,7 +28,7 @@ from ..helpers import (
 
 @pytest.fixture(scope="package")
 def guarded(
-    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory
+    cache_dir: Path, tmp_path_factory: pytest.TempPathFactory, adapter_dir: Path
 ) -> Iterator[tuple[str, Path]]:
     """(base URL, log) of the guarded server."""
     work = tmp_path_factory.mktemp("guarded")
@@ -48,6 +48,7 @@ def guarded(
         "DEEPINFRA_SERVE_MAX_CONNECTIONS": str(GUARDED_MAX_CONNECTIONS),
         "DEEPINFRA_SERVE_MAX_PENDING_BODY_BYTES": str(GUARDED_PENDING_BYTES),
         "DEEPINFRA_SERVE_FLEX_MAX_WAIT_S": str(GUARDED_FLEX_WAIT_S),
+        "DEEPINFRA_SERVE_ADAPTER_DIRS": str(adapter_dir),
     }
     with server_process(card_path, cache_dir, log, env) as (url, _):
         yield url, log

@@ -64,8 +64,13 @@ def write_config(
         fleet.backend(card): [r for r in fleet.replicas if r.card.name == card.name]
         for card, _ in fleet.cards
     }
+    # Each card's model and its LoRA adapters, to the card's replicas.
     (run_dir / "models.map").write_text(
-        "".join(f"{name} {backend}\n" for backend, name in backends)
+        "".join(
+            f"{name} {fleet.backend(card)}\n"
+            for card, _ in fleet.cards
+            for name in (card.name, *card.adapter_names)
+        )
     )
     entries = read_entries(settings.api_keys, settings.api_keys_file)
     (run_dir / "key_limits.map").write_text(key_limits_map(entries))

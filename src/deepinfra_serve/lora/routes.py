@@ -182,7 +182,9 @@ async def delete_lora_model(call: Call[LoraServices, None]) -> DeploymentOut:
     if row is None:
         raise not_found(name)
     services.adapters.forget(name, row.id)
-    if services.model is not None:
+    # The engine that loaded it lets it go; other replicas stop serving it within
+    # `registry.RECHECK_S` and their engines drop it as it falls out of use.
+    if services.model is not None and row.base == services.card.name:
         await services.model.remove_adapter(services.adapters.served(row))
     return _deployment(row, "deleted")
 
