@@ -12,6 +12,7 @@ from deepinfra_serve.config.cards import (
     HubWeights,
     WheelWeights,
     load_card,
+    load_cards,
 )
 
 from ..helpers import CARDS
@@ -109,6 +110,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 
 
 BASE = (CARDS / "dev" / "tiny-random.yaml").read_text()
+TINY = "deepinfra-serve/tiny-random-llama"
 
 
 @pytest.mark.parametrize(
@@ -138,6 +140,14 @@ BASE = (CARDS / "dev" / "tiny-random.yaml").read_text()
             "found the key 'max_model_len' twice",
         ),
         ("- a list", "must be a YAML mapping"),
+        # LoRA adapters: a name that is the model's, a rank over the card's bound, no source.
+        (
+            BASE.replace("name: deepinfra-serve/tiny-random-llama-pirate", f"name: {TINY}"),
+            "lora.adapters.0.name",
+        ),
+        (BASE.replace("seed: 1, rank: 8}", "seed: 1, rank: 32}"), "adapters.0.weights.rank"),
+        (BASE.replace("{source: generated, seed: 1, rank: 8}", "{seed: 1}"), "lora.adapters.0"),
+        (BASE.replace("max_lora_rank: 16", "max_lora_rank: 12"), "lora.max_lora_rank"),
     ],
 )
 def test_broken_card_names_file_and_field(tmp_path: Path, text: str, expected: str) -> None:
@@ -171,3 +181,14 @@ def test_serve_refuses_a_broken_card_at_start(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert f"{path}: invalid model card: engine.tensor_parallel_size" in proc.stderr
+
+
+def test_an_adapter_named_as_another_cards_model_is_refused(tmp_path: Path) -> None:
+    mistral = (CARDS / "dev" / "tiny-mistral.yaml").read_text()
+    (tmp_path / "a.yaml").write_text(
+        BASE.replace(f"name: {TINY}-pirate", "name: deepinfra-serve/tiny-mistral")
+    )
+    (tmp_path / "b.yaml").write_text(mistral)
+    with pytest.raises(CardError) as info:
+        load_cards(str(tmp_path))
+    assert "`deepinfra-serve/tiny-mistral` is already served by" in str(info.value)

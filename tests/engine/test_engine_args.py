@@ -127,6 +127,11 @@ GPU_ARGS = {
         "model": "/cache/deepinfra-serve--tiny-random-llama",
         "served_model_name": ["deepinfra-serve/tiny-random-llama"],
         "enable_log_requests": True,
+        # Its LoRA section: adapters on the same engine.
+        "enable_lora": True,
+        "max_loras": 2,
+        "max_lora_rank": 16,
+        "max_cpu_loras": 4,
     },
 }
 

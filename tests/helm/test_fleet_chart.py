@@ -328,3 +328,19 @@ def test_the_front_door_holds_keys_by_digest_and_keeps_the_tiers_apart(tmp_path:
         ["haproxy", "-c", "-f", str(tmp_path / "haproxy.cfg")], capture_output=True, text=True
     )
     assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_cards_lora_adapters_are_routed_to_its_replicas() -> None:
+    models = [
+        {"card": (ROOT / "model_cards" / "dev" / f"{name}.yaml").read_text(), "name": name}
+        for name in ("tiny-random", "tiny-mistral")
+    ]
+    store = {"secretName": "store", "key": "url"}
+    docs = render({"models": models, "store": store}, name="fleet")
+    data = named(docs, "ConfigMap", "fleet-deepinfra-serve-front-door")["data"]
+    routes = dict(line.split() for line in data["models.map"].splitlines() if line.strip())
+    base, adapter = "deepinfra-serve/tiny-random-llama", "deepinfra-serve/tiny-random-llama-pirate"
+    assert routes[adapter] == routes[base] != routes["deepinfra-serve/tiny-mistral"]
+    assert (
+        "use_backend any_model if METH_POST { var(txn.backend) -m str any }" in data["haproxy.cfg"]
+    )
