@@ -196,6 +196,9 @@ def test_one_json_access_line_per_request_without_content(
 def test_grafana_dashboard_uses_only_exported_metrics(client: httpx.Client) -> None:
     dashboard = json.loads((ROOT / "deploy" / "grafana" / "deepinfra-serve.json").read_text())
     exprs = [t["expr"] for p in dashboard["panels"] for t in p["targets"]]
+    # The adapter series exist once an adapter has served a request.
+    adapter = {"model": "deepinfra-serve/tiny-random-llama-pirate", "prompt": "Hi", "max_tokens": 1}
+    assert client.post("/v1/openai/completions", json=adapter).status_code == 200
     assert len(exprs) >= 10
     exported = {name for name, _ in scrape(client)}
     used = {m for e in exprs for m in re.findall(r"(?:deepinfra_|vllm:)[a-z0-9_:]+", e)}
