@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python -m benchmarks.profile --out benchmarks/out
 	$(BIN)/python -m benchmarks.tiers --out benchmarks/out
 	$(BIN)/python -m benchmarks.batch --out benchmarks/out
+	$(BIN)/python -m benchmarks.lora --out benchmarks/out
 	$(MAKE) --no-print-directory debs DEBS=haproxy
 	$(BIN)/python -m benchmarks.fleet --out benchmarks/out
 

@@ -712,7 +712,8 @@ def jsonl(text: str) -> list[dict[str, Any]]:
 def make_adapters(folder: Path, cache_dir: Path) -> Path:
     """LoRA adapters of the tiny card in `folder`: `green` and `blue` (good, rank 8),
     `rank-32` (over the card's max_lora_rank 16), `mistral` (a LoRA of another model's
-    shapes) and `prefix` (a PEFT adapter that is not a LoRA)."""
+    shapes), `prefix` (a PEFT adapter that is not a LoRA) and `linked` (green's files, linked
+    to)."""
 
     from deepinfra_serve.config.adapters import GeneratedAdapterWeights
     from deepinfra_serve.config.cards import load_card
@@ -732,4 +733,7 @@ def make_adapters(folder: Path, cache_dir: Path) -> Path:
     prefix = folder / "prefix"
     generate_adapter(GeneratedAdapterWeights(source="generated", seed=6), base, prefix)
     (prefix / "adapter_config.json").write_text(json.dumps({"peft_type": "PREFIX_TUNING", "r": 8}))
+    (folder / "linked").mkdir()
+    for name in ("adapter_config.json", "adapter_model.safetensors"):
+        (folder / "linked" / name).symlink_to(folder / "green" / name)
     return folder

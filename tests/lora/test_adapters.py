@@ -182,6 +182,7 @@ def test_an_adapter_added_at_run_time_is_served_until_deleted(
         ({"hf_model_name": "{dir}/mistral"}, 400, "hf_model_name", "not a LoRA of this model"),
         ({"hf_model_name": "{dir}/prefix"}, 400, "hf_model_name", "not a LoRA adapter"),
         ({"hf_model_name": "{dir}/missing"}, 400, "hf_model_name", "is not a folder"),
+        ({"hf_model_name": "{dir}/linked"}, 400, "hf_model_name", "not links"),
         ({"hf_model_name": "{dir}/../weights"}, 400, "hf_model_name", "not inside a folder"),
         ({"hf_model_name": "/etc"}, 400, "hf_model_name", "not inside a folder"),
         ({"hf_model_name": "no such repo"}, 400, "hf_model_name", "a hub repository"),

@@ -130,7 +130,7 @@ async def add_lora_model(call: Call[LoraServices, LoraModelUploadIn]) -> Deploym
                 owner=_owner(call),
                 source=req.hf_model_name,
                 rank=checked.rank,
-                folder=checked.folder,
+                files=checked.files,
                 max_added=lora.max_added,
                 max_per_key=lora.max_added_per_key,
             )

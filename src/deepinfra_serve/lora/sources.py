@@ -43,6 +43,11 @@ class Checked:
     folder: Path  # the PEFT folder: adapter_config.json and adapter_model.safetensors
     rank: int
 
+    @property
+    def files(self) -> list[Path]:
+        """What is kept of it: its config and its weights, nothing else the folder holds."""
+        return [self.folder / CONFIG, self.folder / WEIGHTS]
+
 
 def local_folder(name: str, allowed: list[Path]) -> Path:
     """The folder `name` names, when it lies inside an allowed one (links resolved first)."""
@@ -77,6 +82,9 @@ def check(folder: Path, base_config: dict[str, Any], max_rank: int, max_bytes: i
     config_file, weights = folder / CONFIG, folder / WEIGHTS
     if not config_file.is_file() or not weights.is_file():
         raise refused(f"a PEFT adapter folder has {CONFIG} and {WEIGHTS}")
+    if config_file.is_symlink() or weights.is_symlink():
+        # A link could lead out of the folders the operator allows.
+        raise refused(f"{CONFIG} and {WEIGHTS} must be files, not links")
     if config_file.stat().st_size + weights.stat().st_size > max_bytes:
         raise refused(f"the adapter is larger than this server takes ({max_bytes} bytes)")
     try:

@@ -62,13 +62,12 @@ def add(
     owner: str,
     source: str,
     rank: int,
-    folder: Path,
+    files: list[Path],
     max_added: int,
     max_per_key: int,
 ) -> AdapterRow:
-    """Insert the adapter and its folder's files in one transaction, within the bounds on
-    adapters of the base (`max_added`) and of one key (`max_per_key`)."""
-    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    """Insert the adapter and its files in one transaction, within the bounds on adapters of
+    the base (`max_added`) and of one key (`max_per_key`)."""
     size = sum(p.stat().st_size for p in files)
     try:
         with store.engine.begin() as conn:
