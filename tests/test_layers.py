@@ -109,6 +109,7 @@ VLLM_DOCUMENTED = {
     "vllm.engine.arg_utils",
     "vllm.config",
     "vllm.v1.engine.async_llm",
+    "vllm.lora.request",  # `LoRARequest`, as vLLM's LoRA guide imports it
 }
 SEAM = "deepinfra_serve.engine.vllm_seam"
 

@@ -106,6 +106,8 @@ def test_models_lists_the_whole_fleet_with_its_metadata(fleet: RunningFleet, pat
         listing = httpx.get(fleet.url + path, timeout=10).json()
         assert listing["object"] == "list"
         models = {m["id"]: m for m in listing["data"]}
+        # The tiny Llama's LoRA adapter is listed after it, with its own prices.
+        assert models.pop(f"{LLAMA}-pirate")["parent"] == LLAMA
         assert set(models) == {LLAMA, MISTRAL}
         for m in models.values():
             assert m["object"] == "model"
@@ -123,7 +125,7 @@ def test_models_lists_the_whole_fleet_with_its_metadata(fleet: RunningFleet, pat
         info = httpx.get(f"{fleet.url}/models/{MISTRAL}", timeout=10).json()
         assert info["model_name"] == MISTRAL and "tools" in info["tags"]
         listing = httpx.get(f"{fleet.url}/models/list", timeout=10).json()
-        assert {m["model_name"] for m in listing} == {LLAMA, MISTRAL}
+        assert {m["model_name"] for m in listing} == {LLAMA, f"{LLAMA}-pirate", MISTRAL}
 
 
 def test_an_unknown_model_is_404_in_each_apis_shape(fleet: RunningFleet) -> None:

@@ -48,4 +48,4 @@ def test_model_info_has_deepinfras_shape_and_the_tools_tag(client: httpx.Client)
 def test_models_list_has_deepinfras_shape(client: httpx.Client) -> None:
     listing = client.get("/models/list").json()
     assert all(set(m) == MODEL_OUT_FIELDS for m in listing)
-    assert [m["model_name"] for m in listing] == [MODEL]
+    assert [m["model_name"] for m in listing] == [MODEL, f"{MODEL}-pirate"]  # and its adapter

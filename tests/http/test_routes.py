@@ -71,7 +71,12 @@ def test_openai_only_model_refuses_the_native_route() -> None:
 # The route table: classification, dispatch and the OpenAPI document all come from it.
 
 
-SAMPLES = {"model": "Owner/Name", "file_id": "file-1", "batch_id": "batch_1"}
+SAMPLES = {
+    "model": "Owner/Name",
+    "file_id": "file-1",
+    "batch_id": "batch_1",
+    "lora_model_name": "Owner/Name",
+}
 
 
 def test_every_path_of_a_route_is_classified_as_that_route() -> None:
@@ -123,9 +128,8 @@ def test_paths_no_route_serves_are_left_to_fastapi(path: str) -> None:
 def test_the_openapi_document_declares_the_table_and_nothing_else() -> None:
     doc = TestClient(create_app(MYTHOMAX, _no_engine)).get("/openapi.json").json()
     declared = {route.family.mounts[0] + route.path.replace(":path}", "}") for route in ROUTES}
-    assert {p for p in doc["paths"] if p.startswith(("/v1/", "/anthropic/", "/models/"))} == set(
-        declared
-    )
+    served = ("/v1/", "/anthropic/", "/models/", "/lora-model")
+    assert {p for p in doc["paths"] if p.startswith(served)} == set(declared)
     for route in ROUTES:
         path = route.family.mounts[0] + route.path.replace(":path}", "}")
         operation = doc["paths"][path][route.method.lower()]

@@ -212,8 +212,9 @@ def test_models_lists_deepinfra_metadata(client: httpx.Client) -> None:
     for path in ("/v1/openai/models", "/v1/models"):
         body = client.get(path).json()
         assert body["object"] == "list"
-        [model] = body["data"]
-        assert model["id"] == MODEL
+        model, adapter = body["data"]  # the model, then its LoRA adapter
+        assert (adapter["id"], adapter["parent"]) == (f"{MODEL}-pirate", MODEL)
+        assert model["id"] == MODEL and model["parent"] is None
         assert model["object"] == "model"
         assert model["owned_by"] == "deepinfra-serve"
         assert model["metadata"] == {

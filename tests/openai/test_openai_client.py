@@ -36,7 +36,7 @@ def test_streaming(oai: openai.OpenAI) -> None:
 
 
 def test_models(oai: openai.OpenAI) -> None:
-    assert [m.id for m in oai.models.list()] == [MODEL]
+    assert [m.id for m in oai.models.list()] == [MODEL, f"{MODEL}-pirate"]
 
 
 def test_errors_surface_as_typed_exceptions(oai: openai.OpenAI) -> None:

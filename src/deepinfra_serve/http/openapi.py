@@ -31,6 +31,7 @@ _PARAMETERS = {
     "model": "The model's name, Owner/Name.",
     "file_id": "A file's id.",
     "batch_id": "A batch's id.",
+    "lora_model_name": "A LoRA adapter's model name, Owner/Name.",
 }
 _QUERY = {
     "purpose": ("Only files of this purpose.", {"type": "string"}),
