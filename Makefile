@@ -68,7 +68,7 @@ helm-test: install
 	$(BIN)/pytest tests/helm
 
 test: lint debs helm-test
-	$(BIN)/pytest --ignore=tests/helm --ignore=tests/image
+	$(BIN)/pytest --ignore=tests/helm --ignore=tests/image --durations=25
 
 # The container image: the GPU build by default, `make image VARIANT=cpu` for the CPU build
 # (which needs torch's CPU wheel: PIP_EXTRA_INDEX_URL=https://download.pytorch.org/whl/cpu).
