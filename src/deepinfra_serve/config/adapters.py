@@ -17,8 +17,9 @@ LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 DEFAULT_PRICE_MULTIPLIER = 1.5
 
 
-class HubAdapterWeights(StrictModel):
-    """A PEFT adapter pulled from a model hub, as the base model's hub weights are."""
+class HubWeights(StrictModel):
+    """Weights pulled from a model hub (on GPU nodes, into the model cache volume): a model's
+    (by vLLM) or a LoRA adapter's (at start, with the model's)."""
 
     source: Literal["hub"]
     repo: str
@@ -34,9 +35,7 @@ class GeneratedAdapterWeights(StrictModel):
     rank: int = Field(8, ge=1)
 
 
-AdapterWeights = Annotated[
-    HubAdapterWeights | GeneratedAdapterWeights, Field(discriminator="source")
-]
+AdapterWeights = Annotated[HubWeights | GeneratedAdapterWeights, Field(discriminator="source")]
 
 
 class CardAdapter(StrictModel):
@@ -50,7 +49,7 @@ class CardAdapter(StrictModel):
     def served_version(self) -> str | None:
         if self.version is not None:
             return self.version
-        return self.weights.revision if isinstance(self.weights, HubAdapterWeights) else None
+        return self.weights.revision if isinstance(self.weights, HubWeights) else None
 
 
 class LoraSpec(StrictModel):

@@ -14,7 +14,7 @@ import yaml
 from pydantic import Field, ValidationError, model_validator
 
 from . import strict_yaml
-from .adapters import LoraSpec
+from .adapters import HubWeights, LoraSpec
 from .models import StrictModel
 from .pricing import Pricing
 from .tiers import ServiceTiers, TierPolicy
@@ -28,14 +28,6 @@ API_MAX_N = 4
 
 # A typo in a card must fail loudly rather than silently fall back to a default: its models
 # are strict.
-
-
-class HubWeights(StrictModel):
-    """Weights pulled by vLLM from a model hub (on GPU nodes, into the model cache volume)."""
-
-    source: Literal["hub"]
-    repo: str
-    revision: str | None = None
 
 
 class WheelWeights(StrictModel):

@@ -21,7 +21,7 @@ from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
-from ..config.adapters import CardAdapter, HubAdapterWeights
+from ..config.adapters import CardAdapter
 from ..config.cards import GeneratedWeights, HubWeights, ModelCard, WheelWeights
 
 log = logging.getLogger(__name__)
@@ -79,7 +79,7 @@ def _once(folder: Path, make: Callable[[Path], None]) -> None:
 
 def _adapter(adapter: CardAdapter, base: str, work: Path) -> None:
     weights = adapter.weights
-    if isinstance(weights, HubAdapterWeights):
+    if isinstance(weights, HubWeights):
         from huggingface_hub import snapshot_download
 
         log.info("pulling the adapter %s from %s", adapter.name, weights.repo)
