@@ -61,7 +61,7 @@ def test_the_adapter_through_chat_native_and_messages(
     chat = openai.OpenAI(base_url=f"{base_url}/v1/openai", api_key="x", max_retries=0)
     texts = {}
     for model in (BASE, PIRATE):
-        out = chat.chat.completions.create(model=model, messages=messages, **GREEDY)  # type: ignore[arg-type]
+        out = chat.chat.completions.create(model=model, messages=messages, **GREEDY)
         assert out.model == model
         texts[model] = out.choices[0].message.content
         assert out.usage is not None
@@ -99,7 +99,7 @@ def test_the_adapter_through_chat_native_and_messages(
             extra_body={"temperature": 0},
         )
         assert msg.model == model
-        said[model] = msg.content[0].text  # type: ignore[union-attr]
+        said[model] = msg.content[0].text
     assert said[BASE] != said[PIRATE]
 
 

@@ -79,7 +79,7 @@ def add(
                 max_per_key
             ):
                 raise OverBound("max_added_per_key")
-            values = {
+            values: dict[str, Any] = {
                 "name": name,
                 "base": base,
                 "owner": owner,
@@ -103,7 +103,7 @@ def add(
                         seq += 1
     except IntegrityError as exc:
         raise NameTaken(name) from exc
-    return AdapterRow(adapter_id, **values)  # type: ignore[arg-type]
+    return AdapterRow(adapter_id, name, base, owner, source, rank, size, values["created_at"])
 
 
 def by_name(store: Store, name: str) -> AdapterRow | None:
