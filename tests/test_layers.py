@@ -19,12 +19,19 @@ LAYERS = [
     {"observability"},
     {"store"},
     {"engine"},
-    {"openai", "native", "anthropic", "batch", "lora"},
+    {"openai", "native", "anthropic", "batch", "lora", "usage"},
     {"http"},
     {"fleet", "cli"},
 ]
 WEB_FRAMEWORKS = {"fastapi", "starlette", "uvicorn"}
-APIS = {"openai", "native", "anthropic", "batch", "lora"}  # side by side: none imports another
+APIS = {
+    "openai",
+    "native",
+    "anthropic",
+    "batch",
+    "lora",
+    "usage",
+}  # side by side: none imports another
 BELOW_HTTP = {"config", "observability", "store", "engine"}
 
 

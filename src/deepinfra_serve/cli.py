@@ -1,4 +1,4 @@
-"""Command line: `deepinfra-serve serve|prepare|engine-args`."""
+"""Command line: `deepinfra-serve serve|prepare|engine-args|fleet|key-limits|usage`."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import gc
 import json
 import logging
 import sys
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -53,7 +54,25 @@ def _parser() -> argparse.ArgumentParser:
         "with its own rate_limit (from DEEPINFRA_SERVE_API_KEYS and the keys file)",
     )
     keys.add_argument("--api-keys-file", type=Path, help="(DEEPINFRA_SERVE_API_KEYS_FILE)")
+    usage = sub.add_parser(
+        "usage",
+        help="print the usage ledger's daily rows (one per key, day, model and tier) from the "
+        "store, to invoice from",
+    )
+    usage.add_argument("--from", dest="first", type=_day, help="first day, YYYY-MM-DD (UTC)")
+    usage.add_argument("--to", dest="last", type=_day, help="last day, included; default: today")
+    usage.add_argument("--format", choices=["csv", "json"], default="csv")
+    usage.add_argument("--key", help="one API key's sha256 digest only")
+    usage.add_argument("--store-url", help="(DEEPINFRA_SERVE_STORE_URL)")
+    usage.add_argument("--data-dir", type=Path, help="(DEEPINFRA_SERVE_DATA_DIR)")
     return parser
+
+
+def _day(text: str) -> date:
+    try:
+        return date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: a day, YYYY-MM-DD") from None
 
 
 def serve_command(card: Path, host: str, port: int, *extra: str) -> list[str]:
@@ -68,7 +87,8 @@ def main(argv: list[str] | None = None) -> int:
     setting_names = ServerSettings.model_fields.keys()
     overrides = {k: v for k, v in vars(args).items() if v is not None and k in setting_names}
     settings = ServerSettings(**overrides)
-    configure_logging(settings.log_level)
+    # The usage report is the command's output: its log lines go to stderr.
+    configure_logging(settings.log_level, sys.stderr if args.command == "usage" else sys.stdout)
     if args.command in ("key-limits", "serve", "fleet"):
         # A typo in the keys fails the start, naming the option (never the key).
         from .http.auth import read_entries
@@ -83,6 +103,8 @@ def main(argv: list[str] | None = None) -> int:
 
             print(key_limits_map(entries), end="")
             return 0
+    if args.command == "usage":
+        return _usage(args, settings)
     if args.command == "fleet":
         from .fleet.run import DEFAULT_MAX_BODY_BYTES, run_fleet
 
@@ -134,6 +156,25 @@ def main(argv: list[str] | None = None) -> int:
     status = _serve(card, settings, device)
     gc.collect()  # what the app left in reference cycles goes while every module is whole
     return status
+
+
+def _usage(args: argparse.Namespace, settings: ServerSettings) -> int:
+    from .store import usage
+    from .store.database import Store
+    from .usage.report import render
+
+    last = args.last or datetime.now(UTC).date()
+    first = args.first or last.replace(day=1)
+    if first > last:
+        print("deepinfra-serve usage: --from is after --to", file=sys.stderr)
+        return 2
+    store = Store.open(settings.store_url, settings.data_dir)
+    try:
+        rows = usage.daily(store, first, last, args.key)
+    finally:
+        store.close()
+    sys.stdout.write(render(rows, args.format))
+    return 0
 
 
 def _serve(card: ModelCard, settings: ServerSettings, device: Device) -> int:

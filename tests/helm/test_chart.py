@@ -150,6 +150,8 @@ def test_the_store_is_a_secret_url_or_sqlite_on_the_cache_volume() -> None:
         "key": "url",
     }
     assert "DEEPINFRA_SERVE_DATA_DIR" not in env
+    assert env["DEEPINFRA_SERVE_USAGE_LEDGER"]["value"] == "true"
+    assert env["DEEPINFRA_SERVE_USAGE_RETENTION_DAYS"]["value"] == "30"
     alone = render({})
     [container] = kind(alone, "Deployment")["spec"]["template"]["spec"]["containers"]
     env = {e["name"]: e for e in container["env"]}

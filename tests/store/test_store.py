@@ -1,6 +1,7 @@
 """The store on both of its databases, SQLite and the session's PostgreSQL: the schema applied
 once whoever opens it first, claims and leases that let a line be written (and billed) by one
-run only, and a database that cannot be reached said as such."""
+run only, the usage ledger's entries added once however often written, and a database that
+cannot be reached said as such."""
 
 from __future__ import annotations
 
@@ -8,12 +9,15 @@ import asyncio
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, date, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
 
-from deepinfra_serve.store import batches, claims, files
+from deepinfra_serve.observability.ledger import LedgerEntry
+from deepinfra_serve.store import batches, claims, files, usage
 from deepinfra_serve.store.batches import BatchRow, NewLine
 from deepinfra_serve.store.claims import LineResult
 from deepinfra_serve.store.database import Store, StoreUnavailable, database_url
@@ -116,3 +120,64 @@ def test_a_database_that_cannot_be_reached_is_said_as_such(tmp_path: Path) -> No
     with pytest.raises(StoreUnavailable):
         asyncio.run(unreachable.call(files.get, unreachable, "", "file-x"))
     unreachable.close()
+
+
+def _entry(seq: int, request_id: str, owner: str = "k1", **fields: Any) -> LedgerEntry:
+    values: dict[str, Any] = {
+        "origin": "o1",
+        "seq": seq,
+        "request_id": request_id,
+        "owner": owner,
+        "model": "m",
+        "adapter": None,
+        "api": "chat",
+        "tier": "default",
+        "via": "http",
+        "batch_id": None,
+        "created_at": DAY_1 + seq,
+        "prompt_tokens": 10,
+        "cached_tokens": 4,
+        "completion_tokens": 5,
+        "cost_pico_usd": 1_234_567,
+        **fields,
+    }
+    return LedgerEntry(**values)
+
+
+DAY_1 = datetime(2026, 12, 1, 12, tzinfo=UTC).timestamp()
+
+
+def test_the_ledger_adds_each_entry_once_to_its_day(store: Store) -> None:
+    group = [
+        _entry(1, "r1"),
+        _entry(2, "r2", tier="flex", cost_pico_usd=500),
+        _entry(3, "r3", adapter="o/lora", created_at=DAY_1 + 86400),
+        _entry(4, "r1", owner="k2", cost_pico_usd=9),  # another key, the same client id
+    ]
+    assert usage.write(store, group) == 4
+    # Written again (its first answer lost): nothing is added twice.
+    assert usage.write(store, [*group, _entry(5, "r5")]) == 1
+    days = usage.daily(store, date(2026, 12, 1), date(2026, 12, 2))
+    summary = {(d.day, d.owner, d.served_as, d.tier): (d.requests, d.cost_pico_usd) for d in days}
+    assert summary == {
+        ("2026-12-01", "k1", "m", "default"): (2, 2_469_134),
+        ("2026-12-01", "k1", "m", "flex"): (1, 500),
+        ("2026-12-01", "k2", "m", "default"): (1, 9),
+        ("2026-12-02", "k1", "o/lora", "default"): (1, 1_234_567),
+    }
+    assert [d.day for d in usage.daily(store, date(2026, 12, 2), date(2026, 12, 2), "k1")] == [
+        "2026-12-02"
+    ]
+    # By any id a client saw; another key's ids are unknown, never priced.
+    asked = ["r1", "chatcmpl-r2", "msg_r3", "batch_req_r5", "cmpl-nothing", "r4"]
+    assert usage.costs(store, "k1", asked) == {
+        "r1": 1_234_567,
+        "chatcmpl-r2": 500,
+        "msg_r3": 1_234_567,
+        "batch_req_r5": 1_234_567,
+    }
+    assert usage.costs(store, "k2", ["r1", "r2"]) == {"r1": 9}
+    # Past the retention the request rows go; the daily rows stay.
+    assert usage.purge(store, 30, now=DAY_1 + 30 * 86400 + 4.5) == 3
+    assert usage.costs(store, "k1", ["r1", "chatcmpl-r2", "msg_r3"]) == {"msg_r3": 1_234_567}
+    assert usage.daily(store, date(2026, 12, 1), date(2026, 12, 2)) == days

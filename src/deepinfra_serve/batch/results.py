@@ -33,7 +33,8 @@ def result_line(custom_id: str, outcome: Outcome, error_body: Callable[[Any], An
         body = error_body(outcome.error) if outcome.error is not None else None
         state = "failed"
     line = {
-        "id": line_id(),
+        # Named after the request it ran as: `POST /v1/request-costs` knows it by this id too.
+        "id": f"batch_req_{record.request_id}",
         "custom_id": custom_id,
         "response": {"status_code": outcome.status, "request_id": record.request_id, "body": body},
         "error": None,

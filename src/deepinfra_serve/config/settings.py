@@ -52,6 +52,22 @@ class ServerSettings(BaseSettings):
     max_adapter_bytes: int = Field(
         1024 * 1024 * 1024, ge=1024, description="Larger LoRA adapters are refused (400)."
     )
+    usage_ledger: bool = Field(
+        True,
+        description="Record every billed request in the store (`/v1/request-costs`, "
+        "`/v1/me/usage`, `deepinfra-serve usage`).",
+    )
+    usage_retention_days: float = Field(
+        30,
+        gt=0,
+        description="How long the ledger keeps each request's row; the daily rows are kept.",
+    )
+    usage_queue_max: int = Field(
+        100_000,
+        ge=1,
+        description="Ledger entries held while the store is slow or down; past it the oldest "
+        "are forced out (deepinfra_ledger_records_dropped_total).",
+    )
     output_file_ttl_s: int = Field(
         30 * 24 * 3600, ge=60, description="How long a batch's output and error files are kept."
     )

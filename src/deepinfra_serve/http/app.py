@@ -29,8 +29,11 @@ from ..engine.watchdog import watch_engine
 from ..engine.weights import model_path
 from ..lora.registry import Adapters
 from ..lora.routes import LoraServices, base_config
+from ..observability.ledger import Ledger
 from ..observability.metrics import exposition, publish_prices
-from ..store.database import Store
+from ..store import usage
+from ..store.database import Store, StoreUnavailable
+from ..usage.routes import UsageServices
 from .admission import AdmissionMiddleware
 from .auth import ApiKeys
 from .batch_input import endpoint_routes, line_check, native_route
@@ -44,6 +47,8 @@ from .openapi import document
 from .runner import Runner
 
 log = logging.getLogger(__name__)
+
+LEDGER_CLOSE_S = 10  # how long a shutdown waits for the store to take the ledger's last entries
 
 
 def fleet_cards(card: ModelCard, spec: str) -> list[ModelCard]:
@@ -144,10 +149,18 @@ def create_app(
             on_fatal()
             return
         app.state.store = store
-        app.state.batch_services = BatchServices(
-            store, settings, line_check(catalog, app.state.adapters)
-        )
+        app.state.store_services = {
+            "openai": BatchServices(store, settings, line_check(catalog, app.state.adapters)),
+            "account": UsageServices(store, ledger is not None),
+        }
         app.state.adapters.store = store
+        if ledger is not None:
+            app.state.ledger_writer = asyncio.create_task(
+                ledger.run(lambda entries: store.call(usage.write, store, entries))
+            )
+            app.state.ledger_purge = asyncio.create_task(
+                purge_usage(store, settings.usage_retention_days)
+            )
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -171,8 +184,13 @@ def create_app(
             if app.state.model is not None:
                 lora.model = None
                 app.state.model.shutdown()
+            if app.state.ledger_writer is not None:
+                assert ledger is not None
+                app.state.ledger_purge.cancel()
+                # Every request has ended: what they billed is written before the store closes.
+                await ledger.close(app.state.ledger_writer, LEDGER_CLOSE_S)
             if app.state.store is not None:
-                app.state.batch_services = None
+                app.state.store_services = {}
                 app.state.adapters.store = None
                 app.state.store.close()
             gc.unfreeze()  # what start-up built may now be collected at exit
@@ -195,7 +213,11 @@ def create_app(
     app.state.apis = {}
     app.state.read_timeout_s = settings.read_timeout_s
     app.state.store = None  # files, batches, webhook jobs: opened as the server starts
-    app.state.batch_services = None
+    # The services of the routes on the store, by API family: the Batch API's, the usage routes'.
+    app.state.store_services = {}
+    # Every billed request's entry, written to the store by a task of its own.
+    ledger = Ledger(card.name, settings.usage_queue_max) if settings.usage_ledger else None
+    app.state.ledger_writer = app.state.ledger_purge = None
     app.state.batch_work = None
     # The LoRA adapters served by name: the card's, and those added at run time (the store's).
     app.state.adapters = Adapters(card, settings.cache_dir, settings.data_dir)
@@ -204,7 +226,7 @@ def create_app(
     catalog = Catalog(
         fleet_cards(card, settings.fleet_cards), int(time.time()), capacity.policy.limit
     )
-    app.state.runner = Runner(app.state, catalog)
+    app.state.runner = Runner(app.state, catalog, ledger)
     install_error_handlers(app)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]  # FastAPI's way to replace it
 
@@ -248,5 +270,19 @@ def create_app(
         ),
         model=card.name,
         log_content=settings.log_content,
+        ledger=ledger,
     )
     return app
+
+
+async def purge_usage(store: Store, retention_days: float) -> None:
+    """Delete the ledger's request rows past their retention, at start and hourly after (every
+    replica does; a delete finds nothing left to do)."""
+    while True:
+        try:
+            gone = await store.call(usage.purge, store, retention_days)
+            if gone:
+                log.info("usage ledger: %d request rows past %g days deleted", gone, retention_days)
+        except StoreUnavailable:
+            pass  # tried again within the hour
+        await asyncio.sleep(3600)

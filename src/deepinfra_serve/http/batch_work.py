@@ -38,7 +38,6 @@ from ..engine.call import Outcome
 from ..engine.errors import APIError
 from ..engine.lifecycle import Lifecycle
 from ..observability import metrics
-from ..observability.accounting import account
 from ..observability.record import RequestRecord
 from ..store import batches, claims, files, webhook_jobs
 from ..store.claims import Claimed, LineResult
@@ -192,7 +191,7 @@ class BatchWork:
                 )
                 await self._finish(line, result, record)
             else:
-                account(record)  # handed back: its access line, nothing billed
+                self.runner.account(record)  # handed back: its access line, nothing billed
             raise
         finally:
             if record.place is not None:
@@ -212,7 +211,7 @@ class BatchWork:
         else:
             log.warning("batch %s line %d: claimed again elsewhere", line.batch_id, line.line)
             record.billed = False
-        account(record)
+        self.runner.account(record)
 
     async def _renew(self) -> None:
         store = self.store

@@ -15,15 +15,19 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..observability import metrics
 from ..observability.accounting import account
+from ..observability.ledger import Ledger
 from ..observability.record import RequestRecord, bind, request_id_from, source_from, unbind
 from .routes import TABLE
 
 
 class ObservabilityMiddleware:
-    def __init__(self, app: ASGIApp, model: str, log_content: bool = False) -> None:
+    def __init__(
+        self, app: ASGIApp, model: str, log_content: bool = False, ledger: Ledger | None = None
+    ) -> None:
         self.app = app
         self.model = model
         self.log_content = log_content
+        self.ledger = ledger
         self._in_flight: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -67,7 +71,7 @@ class ObservabilityMiddleware:
                     in_flight.dec()
         finally:
             unbind(token)
-            account(record)
+            account(record, self.ledger)
 
 
 def _with_id(send: Send, record: RequestRecord) -> Send:

@@ -38,6 +38,8 @@ _QUERY = {
     "after": ("The id after which the page starts.", {"type": "string"}),
     "limit": ("How many at most.", {"type": "integer", "minimum": 1}),
     "order": ("By creation: asc or desc (the default).", {"enum": ["asc", "desc"]}),
+    "from": ("The first day, YYYY-MM-DD (UTC).", {"type": "string", "format": "date"}),
+    "to": ("The last day, included; default: today.", {"type": "string", "format": "date"}),
 }
 # An upload's form (OpenAI's `files.create`).
 _UPLOAD = {

@@ -30,6 +30,8 @@ from ..native.schema import InferenceRequest, InferenceResponse
 from ..openai import routes as openai
 from ..openai.responses import ChatCompletion, Completion, ModelList, ModelOut
 from ..openai.schema import ChatCompletionRequest, CompletionRequest
+from ..usage import routes as usage
+from ..usage.schema import RequestCostQuery, RequestCostResponse, UsageOut
 from . import account, model_info
 from .families import ACCOUNT, ANTHROPIC, LORA, MODELS, NATIVE, OPENAI, ApiFamily
 
@@ -395,6 +397,34 @@ ROUTES = (
         "`tpm_rate_limit` 0: tokens per minute are not limited.",
         auth=("authorization", "x-api-key"),
         errors=(401,),
+    ),
+    Route(
+        ACCOUNT,
+        "POST",
+        "/request-costs",
+        usage.request_costs,
+        RequestCostResponse,
+        "What the caller's past requests cost, in nano-USD, by any id the request was answered "
+        "with; ids of no request of the caller's are left out.",
+        body=RequestCostQuery,
+        label="usage",
+        admitted=True,
+        holds_place=False,
+        errors=(401, 404, 422, 503),
+        **_STORED,
+    ),
+    Route(
+        ACCOUNT,
+        "GET",
+        "/me/usage",
+        usage.my_usage,
+        UsageOut,
+        "The caller's usage by day (UTC), model and tier, `from` to `to` (YYYY-MM-DD, both "
+        "included; default: the last 30 days).",
+        label="usage",
+        query=("from", "to"),
+        errors=(400, 401, 404, 503),
+        **_STORED,
     ),
 )
 

@@ -25,6 +25,7 @@ from ..engine.call import Call, Outcome
 from ..engine.errors import APIError, model_loading, store_unavailable, timed_out
 from ..engine.generation import Raw, Stream
 from ..observability.accounting import account
+from ..observability.ledger import Ledger
 from ..observability.record import RequestRecord, bind, new_request_id, unbind
 from ..store.database import StoreUnavailable
 from .capacity import Capacity
@@ -46,9 +47,14 @@ class Admission(StrEnum):
 
 
 class Runner:
-    def __init__(self, state: State, catalog: Catalog) -> None:
+    def __init__(self, state: State, catalog: Catalog, ledger: Ledger | None) -> None:
         self.state = state
         self.catalog = catalog
+        self.ledger = ledger
+
+    def account(self, record: RequestRecord) -> None:
+        """`accounting.account`, with this server's usage ledger."""
+        account(record, self.ledger)
 
     async def call(
         self, route: Route, body: Any, params: Mapping[str, str], record: RequestRecord
@@ -65,7 +71,7 @@ class Runner:
             record.tier = state.capacity.policy.applied(body.service_tier)
         services: Any = self.catalog
         if route.store:
-            services = state.batch_services
+            services = state.store_services.get(route.family.name)
             if services is None:
                 raise store_unavailable()
         elif route.lora:
@@ -174,7 +180,7 @@ class Runner:
                 record.place.release()
             unbind(token)
             if accounted:
-                account(record)
+                account(record, self.ledger)
 
     def _detached(
         self, route: Route, body: Any, params: Mapping[str, str], parent: RequestRecord

@@ -1,6 +1,6 @@
-"""One request's accounting, written once when it ends: its metrics, its dollars and its
-access-log line, whether a client waited for it (the middleware calls this when the last byte
-is sent) or not (a webhook job, when its generation has ended).
+"""One request's accounting, written once when it ends: its metrics, its dollars, its
+usage-ledger entry and its access-log line, whether a client waited for it (the middleware
+calls this when the last byte is sent) or not (a webhook job, when its generation has ended).
 """
 
 from __future__ import annotations
@@ -10,6 +10,7 @@ from typing import Any
 
 from ..config.pricing import Usage
 from . import metrics
+from .ledger import Ledger, LedgerEntry
 from .logs import access_log
 from .record import NO_USAGE, RequestRecord
 
@@ -30,9 +31,10 @@ class _Series:
 _series: dict[tuple[str, str], _Series] = {}
 
 
-def account(record: RequestRecord) -> None:
-    """Metrics, dollars and the access line of a request that has ended. A request on no
-    metered route (`record.api` None) is neither metered nor logged."""
+def account(record: RequestRecord, ledger: Ledger | None = None) -> None:
+    """Metrics, dollars, the ledger's entry (handed to `ledger`, when one is kept) and the
+    access line of a request that has ended. A request on no metered route (`record.api`
+    None) is neither metered nor logged."""
     api = record.api
     if api is None:
         return
@@ -64,6 +66,27 @@ def account(record: RequestRecord) -> None:
     adapter = None if record.served is None else record.served.adapter
     if adapter is not None:
         _bill_adapter(model, adapter.name, usage)
+    if ledger is not None and (usage.prompt_tokens or usage.completion_tokens):
+        tenant = record.tenant
+        ledger.add(
+            LedgerEntry(
+                ledger.origin,
+                ledger.next_seq(),
+                record.request_id,
+                "" if tenant is None else tenant.owner,
+                model,
+                None if adapter is None else adapter.name,
+                api,
+                tier,
+                record.via,
+                None if record.batch is None else record.batch[0],
+                time.time(),
+                usage.prompt_tokens,
+                usage.cached_tokens,
+                usage.completion_tokens,
+                round(usage.estimated_cost * 1e12),
+            )
+        )
     line: dict[str, Any] = {
         "request_id": record.request_id,
         "model": model,

@@ -7,7 +7,7 @@ import logging
 import os
 import sys
 import time
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 from pythonjsonlogger.core import RESERVED_ATTRS
@@ -76,10 +76,11 @@ class AccessLog:
 access_log = AccessLog()
 
 
-def configure_logging(level: str) -> None:
-    """Our loggers write JSON to stdout; vLLM and uvicorn keep their own formats. orjson
-    writes the lines: the stdlib encoder took half of a line's cost."""
-    handler = logging.StreamHandler(sys.stdout)
+def configure_logging(level: str, stream: TextIO = sys.stdout) -> None:
+    """Our loggers write JSON to stdout (a command whose output is its answer: to stderr);
+    vLLM and uvicorn keep their own formats. orjson writes the lines: the stdlib encoder took
+    half of a line's cost."""
+    handler = logging.StreamHandler(stream)
     handler.setFormatter(
         OrjsonFormatter(
             "{asctime}{levelname}{name}{process}{message}",

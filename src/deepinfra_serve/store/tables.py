@@ -144,6 +144,50 @@ lora_adapter_chunks = Table(
 )
 
 
+# One billed request, as its client saw it billed (`observability.ledger`): kept for the
+# operator's retention (`usage_retention_days`). (origin, seq) names the entry once whatever
+# number of times a writer retries it: a retried write adds nothing.
+usage_requests = Table(
+    "usage_requests",
+    metadata,
+    Column("origin", String(32), primary_key=True),  # the process that billed it
+    Column("seq", BigInteger, primary_key=True),
+    Column("request_id", String(128), nullable=False),  # its id (X-Request-ID, `request_id`)
+    Column("owner", String(64), nullable=False),  # the API key's digest; "" on an open server
+    Column("model", String(256), nullable=False),  # the card's model
+    Column("adapter", String(256)),  # the LoRA adapter it was served through, if any
+    Column("api", String(32), nullable=False),
+    Column("tier", String(16), nullable=False),
+    Column("via", String(16), nullable=False),  # http, background (a webhook job) or batch
+    Column("batch_id", String(64)),
+    Column("created_at", Float, nullable=False),  # when it ended, in seconds since the epoch
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost_pico_usd", BigInteger, nullable=False),  # its `estimated_cost`, exactly
+    Index("usage_requests_by_owner", "owner", "request_id"),
+    Index("usage_requests_by_time", "created_at"),
+)
+
+# What each key used, one row per day (UTC), model, adapter and tier: the invoice's lines,
+# added to in the same transaction as the request rows and kept after them.
+usage_daily = Table(
+    "usage_daily",
+    metadata,
+    Column("day", String(10), primary_key=True),  # YYYY-MM-DD
+    Column("owner", String(64), primary_key=True),
+    Column("model", String(256), primary_key=True),
+    Column("adapter", String(256), primary_key=True),  # "" for the model itself
+    Column("tier", String(16), primary_key=True),
+    Column("requests", BigInteger, nullable=False),
+    Column("prompt_tokens", BigInteger, nullable=False),
+    Column("cached_tokens", BigInteger, nullable=False),
+    Column("completion_tokens", BigInteger, nullable=False),
+    Column("cost_pico_usd", BigInteger, nullable=False),
+    Index("usage_daily_by_owner", "owner", "day"),
+)
+
+
 def _version_1(conn: Connection) -> None:
     metadata.create_all(conn, tables=[files, file_chunks, batches, batch_lines, webhook_jobs])
 
@@ -152,4 +196,8 @@ def _version_2(conn: Connection) -> None:
     metadata.create_all(conn, tables=[lora_adapters, lora_adapter_chunks])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_version_1, _version_2]
+def _version_3(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[usage_requests, usage_daily])
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_version_1, _version_2, _version_3]

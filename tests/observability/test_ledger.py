@@ -1,0 +1,96 @@
+"""The usage ledger's queue on its own, its store a list that can be made to fail: entries are
+written in groups, kept and written again while the store fails, forced out oldest first only
+by the bound (and counted), and written at shutdown when the store answers."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from deepinfra_serve.observability.ledger import DROPPED, WRITTEN, Ledger, LedgerEntry
+
+
+class FlakyStore:
+    """The store's `write`, as the writer calls it: fails while `down`."""
+
+    def __init__(self) -> None:
+        self.down = False
+        self.groups: list[list[int]] = []
+        self.attempts = 0
+
+    async def write(self, entries: Sequence[LedgerEntry]) -> None:
+        self.attempts += 1
+        await asyncio.sleep(0.001)
+        if self.down:
+            raise ConnectionError("the store is down")
+        self.groups.append([e.seq for e in entries])
+
+    @property
+    def written(self) -> list[int]:
+        return [seq for group in self.groups for seq in group]
+
+
+def _add(ledger: Ledger, n: int) -> None:
+    for _ in range(n):
+        seq = ledger.next_seq()
+        ledger.add(
+            LedgerEntry(
+                ledger.origin, seq, f"r{seq}", "", "m", None, "chat", "default", "http",
+                None, 0.0, 1, 0, 1, 1000,
+            )
+        )  # fmt: skip
+
+
+def _value(counter: object, model: str) -> float:
+    return counter.labels(model)._value.get()  # type: ignore[attr-defined]
+
+
+async def test_entries_wait_while_the_store_is_down_and_only_the_bound_drops_them() -> None:
+    model = "test/ledger-outage"
+    ledger = Ledger(model, max_queued=10)
+    store = FlakyStore()
+    writer = asyncio.create_task(ledger.run(store.write))
+    _add(ledger, 3)
+    await asyncio.sleep(0.05)
+    assert store.written == [1, 2, 3]  # the first entry woke the writer: written at once
+    store.down = True
+    _add(ledger, 14)  # 4 more than the bound while nothing can be written
+    await asyncio.sleep(0.6)
+    assert store.attempts > len(store.groups)  # tried, failed, kept
+    assert ledger.queued == 10
+    assert _value(DROPPED, model) == 4
+    store.down = False
+    for _ in range(100):
+        if ledger.queued == 0:
+            break
+        await asyncio.sleep(0.05)
+    # The oldest four were forced out; the rest written once each, in order.
+    assert store.written == [1, 2, 3, *range(8, 18)]
+    assert _value(WRITTEN, model) == 13
+    _add(ledger, 2)
+    await ledger.close(writer, timeout_s=5)
+    assert store.written[-2:] == [18, 19]
+
+
+async def test_a_busy_server_writes_a_few_large_groups() -> None:
+    ledger = Ledger("test/ledger-groups", max_queued=100_000)
+    store = FlakyStore()
+    writer = asyncio.create_task(ledger.run(store.write))
+    for _ in range(20):  # 1000 requests ending over about half a second
+        _add(ledger, 50)
+        await asyncio.sleep(0.025)
+    await ledger.close(writer, timeout_s=5)
+    assert store.written == list(range(1, 1001))
+    assert len(store.groups) <= 6, [len(g) for g in store.groups]
+
+
+async def test_what_a_shutdown_cannot_write_is_counted_as_dropped() -> None:
+    model = "test/ledger-shutdown"
+    ledger = Ledger(model, max_queued=100)
+    store = FlakyStore()
+    store.down = True
+    writer = asyncio.create_task(ledger.run(store.write))
+    _add(ledger, 5)
+    await ledger.close(writer, timeout_s=0.3)
+    assert writer.done() and store.written == []
+    assert _value(DROPPED, model) == 5 and ledger.queued == 0
