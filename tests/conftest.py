@@ -15,6 +15,7 @@ from deepinfra_serve.config.settings import ServerSettings
 
 from .helpers import (
     DEMO_CARD,
+    SESSION_LEDGER_QUEUE,
     TINY_CARD,
     Probes,
     make_adapters,
@@ -66,11 +67,18 @@ def adapter_dir(cache_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Pa
 
 
 @pytest.fixture(scope="session")
+def session_store_url(postgres_url: str | None) -> str | None:
+    """The session server's store: a database of the session's PostgreSQL (None: SQLite in its
+    data folder, where the package is not installed)."""
+    return None if postgres_url is None else postgres_database(postgres_url, "session")
+
+
+@pytest.fixture(scope="session")
 def base_url(
     cache_dir: Path,
     server_log: Path,
     startup_probes: Probes,
-    postgres_url: str | None,
+    session_store_url: str | None,
     adapter_dir: Path,
 ) -> Iterator[str]:
     """The real server on the real CPU engine with the tiny card, started once per session;
@@ -82,9 +90,11 @@ def base_url(
         "DEEPINFRA_SERVE_WEBHOOK_BACKOFF_S": "0.05",
         "DEEPINFRA_SERVE_WEBHOOK_ALLOWED_NETWORKS": "127.0.0.2/32",
         "DEEPINFRA_SERVE_ADAPTER_DIRS": str(adapter_dir),
+        # A small bound on the usage ledger's queue: the store-outage test overflows it.
+        "DEEPINFRA_SERVE_USAGE_QUEUE_MAX": str(SESSION_LEDGER_QUEUE),
     }
-    if postgres_url is not None:
-        env["DEEPINFRA_SERVE_STORE_URL"] = postgres_database(postgres_url, "session")
+    if session_store_url is not None:
+        env["DEEPINFRA_SERVE_STORE_URL"] = session_store_url
     with server_process(TINY_CARD, cache_dir, server_log, env, startup_probes) as (url, _):
         yield url
 

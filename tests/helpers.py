@@ -48,6 +48,8 @@ KUBE_VERSION = "1.37.0"  # the Kubernetes schemas the chart is validated against
 # An abort takes one engine step here (tens of ms); the bound leaves a loaded 2-core machine
 # room, and the measured figure is printed.
 ABORT_BOUND_S = 3.0
+# The session server's usage ledger holds this many entries while its store is down.
+SESSION_LEDGER_QUEUE = 64
 # The concurrency limit of the HTTP tests' guarded server, and a key it accepts.
 GUARDED_LIMIT = 4
 GUARDED_KEY_LIMIT = 2  # secret-from-file's own limit
@@ -632,6 +634,30 @@ def postgres_bin() -> Path | None:
     return found[-1].parent if found else None
 
 
+# The clusters `postgres_cluster` runs, by port: (pg_ctl, its options, its data folder).
+_CLUSTERS: dict[int, tuple[list[str], str, Path]] = {}
+
+
+@contextlib.contextmanager
+def postgres_stopped(url: str) -> Iterator[None]:
+    """The cluster serving `url` (one `postgres_cluster` runs) stopped for the block, its
+    connections cut, then started again on its port."""
+    from sqlalchemy.engine import make_url
+
+    pg_ctl, options, data = _CLUSTERS[int(make_url(url).port or 0)]
+    quiet = subprocess.DEVNULL
+    subprocess.run([*pg_ctl, "-m", "fast", "-w", "stop"], check=True, stdout=quiet, stderr=quiet)
+    try:
+        yield
+    finally:
+        subprocess.run(
+            [*pg_ctl, "-o", options, "-l", str(data / "server.log"), "-w", "start"],
+            check=True,
+            stdout=quiet,
+            stderr=quiet,
+        )
+
+
 @contextlib.contextmanager
 def postgres_cluster() -> Iterator[str]:
     """A throwaway PostgreSQL cluster on loopback (Debian's package), owned by the caller and
@@ -664,9 +690,13 @@ def postgres_cluster() -> Iterator[str]:
         stderr=quiet,
     )
     pid = int((data / "postmaster.pid").read_text().split()[0])
+    _CLUSTERS[port] = (pg_ctl, options, data)
     try:
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
+        _CLUSTERS.pop(port, None)
+        with contextlib.suppress(FileNotFoundError):  # started again since: its new pid
+            pid = int((data / "postmaster.pid").read_text().split()[0])
         subprocess.run(
             [*pg_ctl, "-m", "fast", "-w", "stop"], check=False, stdout=quiet, stderr=quiet
         )

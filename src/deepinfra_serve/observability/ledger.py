@@ -155,6 +155,7 @@ class Ledger:
             self._errors.inc()
             queue.extendleft(reversed(group))
             self._drop_over_bound()
+            self._queued.set(len(queue))
             log.warning("usage ledger: %d entries wait for the store: %s", len(queue), exc)
             return False
         finally:
