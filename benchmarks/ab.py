@@ -12,6 +12,7 @@ same installed vLLM.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -20,6 +21,7 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
+import psutil
 from tqdm import tqdm
 
 from deepinfra_serve.config.cards import load_card
@@ -60,53 +62,94 @@ def main(argv: list[str] | None = None) -> int:
         "before": (18331, {**env, "PYTHONPATH": str(tree / "src")}),
         "after": (18332, {**env, "PYTHONPATH": str(ROOT / "src")}),
     }
-    rows: list[Summary] = []
-    total = args.rounds * len(arms) * sum(args.requests or requests_per_level(c) for c in levels)
     try:
         with contextlib.ExitStack() as stack:
-            front = {
-                name: front_end(
-                    stack.enter_context(
-                        server(
-                            name,
-                            ours_command(card_file, port, args.cache_dir),
-                            arm_env,
-                            f"http://127.0.0.1:{port}",
-                            args.out / f"ab-{name}.log",
-                        )
-                    )
-                )
-                for name, (port, arm_env) in arms.items()
-            }
-            bar = stack.enter_context(tqdm(total=total, unit="req", desc="A/B"))
-            for port, _ in arms.values():  # warm-up, not measured
-                run_level(f"http://127.0.0.1:{port}", CHAT, card.name, 4, 8, args.max_tokens)
-            for rnd in range(args.rounds):
-                for c in levels:
-                    order = list(arms) if rnd % 2 == 0 else list(reversed(arms))
-                    for name in order:
-                        base = f"http://127.0.0.1:{arms[name][0]}"
-                        n = args.requests or requests_per_level(c)
-                        bar.set_postfix(arm=name, concurrency=c, round=rnd + 1)
-                        cpu = cpu_seconds(front[name])
-                        level = run_level(base, CHAT, card.name, c, n, args.max_tokens, bar)
-                        cpu = cpu_seconds(front[name]) - cpu
-                        rows.append(summarize(name, c, rnd + 1, level, cpu))
+            front = start_arms(stack, arms, card_file, args, "ab")
+            ports = {name: port for name, (port, _) in arms.items()}
+            rows = interleaved(ports, front, card.name, levels, args, "A/B")
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
-    (args.out / "ab.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
-    table = markdown(combine(rows), levels, baseline="before")
-    table += "\n" + paired_markdown(
-        paired_ratios(rows, levels, "after", "before"), "after", "before"
+    write_report(
+        args, "ab", rows, ("before", "after"), f"Before: {revision}; after: the working tree."
     )
-    report = (
-        f"Machine: {machine()}\n\nBefore: {revision}; after: the working tree. Card: "
-        f"`{args.card}`, {args.rounds} rounds, {args.max_tokens} tokens per request, streaming "
-        f"chat completions.\n\n{table}"
-    )
-    (args.out / "ab.md").write_text(report)
-    print(report)
     return 0
+
+
+def write_report(
+    args: argparse.Namespace,
+    name: str,
+    rows: list[Summary],
+    arms: tuple[str, str],
+    intro: str,
+) -> None:
+    """`rows` as `<name>.json`, and as `<name>.md`: the arms' figures and the paired ratios of
+    the second arm to the first (also printed)."""
+    levels = [int(c) for c in args.concurrency.split(",")]
+    before, after = arms
+    (args.out / f"{name}.json").write_text(json.dumps([asdict(r) for r in rows], indent=2))
+    table = markdown(combine(rows), levels, baseline=before)
+    table += "\n" + paired_markdown(paired_ratios(rows, levels, after, before), after, before)
+    report = (
+        f"Machine: {machine()}\n\n{intro} Card: `{args.card}`, {args.rounds} rounds, "
+        f"{args.max_tokens} tokens per request, streaming chat completions.\n\n{table}"
+    )
+    (args.out / f"{name}.md").write_text(report)
+    print(report)
+
+
+def start_arms(
+    stack: contextlib.ExitStack,
+    arms: dict[str, tuple[int, dict[str, str]]],
+    card_file: Path,
+    args: argparse.Namespace,
+    prefix: str,
+) -> dict[str, list[psutil.Process]]:
+    """One server per arm (its port and environment), stopped when `stack` closes; each arm's
+    front-end processes."""
+    return {
+        name: front_end(
+            stack.enter_context(
+                server(
+                    name,
+                    ours_command(card_file, port, args.cache_dir),
+                    arm_env,
+                    f"http://127.0.0.1:{port}",
+                    args.out / f"{prefix}-{name}.log",
+                )
+            )
+        )
+        for name, (port, arm_env) in arms.items()
+    }
+
+
+def interleaved(
+    ports: dict[str, int],
+    front: dict[str, list[psutil.Process]],
+    model: str,
+    levels: list[int],
+    args: argparse.Namespace,
+    desc: str,
+) -> list[Summary]:
+    """Every arm at every level in each round, the order turning every round; each row with the
+    API processes' CPU time it took."""
+    rows: list[Summary] = []
+    total = args.rounds * len(ports) * sum(args.requests or requests_per_level(c) for c in levels)
+    with tqdm(total=total, unit="req", desc=desc) as bar:
+        for port in ports.values():  # warm-up, not measured
+            run_level(f"http://127.0.0.1:{port}", CHAT, model, 4, 8, args.max_tokens)
+        for rnd in range(args.rounds):
+            for c in levels:
+                order = list(ports) if rnd % 2 == 0 else list(reversed(ports))
+                for name in order:
+                    n = args.requests or requests_per_level(c)
+                    bar.set_postfix(arm=name, concurrency=c, round=rnd + 1)
+                    cpu = cpu_seconds(front[name])
+                    level = run_level(
+                        f"http://127.0.0.1:{ports[name]}", CHAT, model, c, n, args.max_tokens, bar
+                    )
+                    cpu = cpu_seconds(front[name]) - cpu
+                    rows.append(summarize(name, c, rnd + 1, level, cpu))
+    return rows
 
 
 CHAT = "/v1/openai/chat/completions"

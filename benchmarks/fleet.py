@@ -36,7 +36,7 @@ from tqdm import tqdm
 
 from deepinfra_serve.config.cards import load_card
 
-from .measure import percentile, summarize
+from .measure import counter, percentile, summarize
 from .report import machine
 from .servers import bench_parser
 from .workload import run, run_level
@@ -117,15 +117,6 @@ def _ready(url: str) -> bool:
         return httpx.get(f"{url}/health/ready", timeout=2).status_code == 200
     except httpx.HTTPError:
         return False
-
-
-def counter(urls: list[str], name: str) -> float:
-    total = 0.0
-    for url in urls:
-        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
-            if line.startswith(name + "{") or line.startswith(name + " "):
-                total += float(line.rsplit(" ", 1)[1])
-    return total
 
 
 def shared_prefix_bodies(

@@ -6,6 +6,7 @@ import statistics
 from collections import Counter
 from dataclasses import dataclass
 
+import httpx
 import psutil
 
 from .workload import Level
@@ -34,6 +35,16 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+def counter(urls: list[str], name: str) -> float:
+    """The sum of a metric's samples over the servers at `urls`."""
+    total = 0.0
+    for url in urls:
+        for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+            if line.startswith(name + "{") or line.startswith(name + " "):
+                total += float(line.rsplit(" ", 1)[1])
+    return total
 
 
 def front_end(root: psutil.Process) -> list[psutil.Process]:

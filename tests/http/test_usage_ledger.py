@@ -29,8 +29,13 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
+from deepinfra_serve.engine.call import Call
+from deepinfra_serve.engine.errors import APIError
+from deepinfra_serve.observability.record import RequestRecord
 from deepinfra_serve.store.database import Store
 from deepinfra_serve.store.tables import usage_daily, usage_requests
+from deepinfra_serve.usage.routes import UsageServices, my_usage, request_costs
+from deepinfra_serve.usage.schema import RequestCostQuery
 
 from ..helpers import (
     COMPLETIONS,
@@ -206,7 +211,9 @@ def _rows(store_url: str, request_ids: list[str]) -> dict[str, Any]:
         c = usage_requests.c
         with store.engine.connect() as conn:
             rows = conn.execute(select(usage_requests).where(c.request_id.in_(request_ids))).all()
-        return {row.request_id: row for row in rows}
+        by_id = {row.request_id: row for row in rows}
+        assert len(by_id) == len(rows), "a request recorded twice"
+        return by_id
     finally:
         store.close()
 
@@ -347,3 +354,22 @@ def test_with_the_store_stopped_requests_are_served_and_the_queue_drains_once_it
     # The bound forced out the oldest: the first `over` requests; the rest are all recorded.
     rows = _rows(session_store_url, held + forced_out)
     assert set(rows) == set((held + forced_out)[over:])
+
+
+def test_a_server_that_keeps_no_ledger_says_so(tmp_path: Path) -> None:
+    """With `USAGE_LEDGER=false` the usage routes answer 404, in DeepInfra's shape."""
+    store = Store.open("", tmp_path)
+    try:
+        call = Call(
+            UsageServices(store, kept=False),
+            RequestCostQuery(requestIds=["x"]),
+            {},
+            RequestRecord(request_id="r", model=MODEL),
+            lambda _: None,  # type: ignore[arg-type,return-value]
+        )
+        for handler in (request_costs, my_usage):
+            with pytest.raises(APIError) as refused:
+                asyncio.run(handler(call))  # type: ignore[arg-type]
+            assert refused.value.status == 404 and "usage_ledger" in str(refused.value)
+    finally:
+        store.close()
