@@ -8,12 +8,14 @@ written again (its first answer lost) adds nothing.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
+from typing import Any
 
-from sqlalchemy import Connection, Table, delete, select
+from sqlalchemy import Insert, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
 from ..observability.ledger import LedgerEntry
@@ -33,18 +35,32 @@ def day_of(timestamp: float) -> str:
 
 def write(store: Store, entries: Sequence[LedgerEntry]) -> int:
     """Record `entries`; how many were new."""
+    add_requests, add_to_days = _statements(store.sqlite)
     with store.engine.begin() as conn:
-        inserted = conn.execute(
-            _insert(store, usage_requests)
-            .on_conflict_do_nothing()
-            .returning(usage_requests.c.origin, usage_requests.c.seq),
-            [_request_row(e) for e in entries],
-        ).all()
+        inserted = conn.execute(add_requests, [_request_row(e) for e in entries]).all()
         new = {(origin, seq) for origin, seq in inserted}
-        _add_to_days(
-            conn, _insert(store, usage_daily), [e for e in entries if (e.origin, e.seq) in new]
-        )
+        days = _days(e for e in entries if (e.origin, e.seq) in new)
+        if days:
+            conn.execute(add_to_days, days)
     return len(new)
+
+
+@functools.cache
+def _statements(sqlite_: bool) -> tuple[Insert, Insert]:
+    """The two statements a write runs, in the dialect's words (both say ON CONFLICT alike),
+    made once: the request rows, each inserted once; the daily rows, added to."""
+    dialect: Any = sqlite if sqlite_ else postgresql
+    requests = (
+        dialect.insert(usage_requests)
+        .on_conflict_do_nothing()
+        .returning(usage_requests.c.origin, usage_requests.c.seq)
+    )
+    daily = dialect.insert(usage_daily)
+    add_to_days = daily.on_conflict_do_update(
+        index_elements=list(_DAILY_KEY),
+        set_={name: usage_daily.c[name] + daily.excluded[name] for name in _SUMS},
+    )
+    return requests, add_to_days
 
 
 def _request_row(e: LedgerEntry) -> dict[str, object]:
@@ -67,14 +83,8 @@ def _request_row(e: LedgerEntry) -> dict[str, object]:
     }
 
 
-def _insert(store: Store, table: Table) -> sqlite.Insert | postgresql.Insert:
-    """The dialect's INSERT, which says ON CONFLICT (both say it alike)."""
-    return sqlite.insert(table) if store.sqlite else postgresql.insert(table)
-
-
-def _add_to_days(
-    conn: Connection, upsert: sqlite.Insert | postgresql.Insert, entries: Iterable[LedgerEntry]
-) -> None:
+def _days(entries: Iterable[LedgerEntry]) -> list[dict[str, object]]:
+    """The daily rows `entries` add to, with what they add."""
     days: dict[tuple[str, str, str, str, str], list[int]] = {}
     for e in entries:
         key = (day_of(e.created_at), e.owner, e.model, e.adapter or "", e.tier)
@@ -86,21 +96,11 @@ def _add_to_days(
         sums[2] += e.cached_tokens
         sums[3] += e.completion_tokens
         sums[4] += e.cost_pico_usd
-    if not days:
-        return
-    c = usage_daily.c
     # In the order of the key, so that two writers add to the same rows without a deadlock.
-    rows = [
+    return [
         dict(zip(_DAILY_KEY, key, strict=True)) | dict(zip(_SUMS, sums, strict=True))
         for key, sums in sorted(days.items())
     ]
-    conn.execute(
-        upsert.on_conflict_do_update(
-            index_elements=list(_DAILY_KEY),
-            set_={name: c[name] + upsert.excluded[name] for name in _SUMS},
-        ),
-        rows,
-    )
 
 
 def costs(store: Store, owner: str, ids: Sequence[str]) -> dict[str, int]:
