@@ -6,6 +6,9 @@ cannot be reached said as such."""
 from __future__ import annotations
 
 import asyncio
+import csv
+import io
+import json
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -22,6 +25,7 @@ from deepinfra_serve.store.batches import BatchRow, NewLine
 from deepinfra_serve.store.claims import LineResult
 from deepinfra_serve.store.database import Store, StoreUnavailable, database_url
 from deepinfra_serve.store.tables import MIGRATIONS, schema_version
+from deepinfra_serve.usage.report import render
 
 from ..helpers import free_port, postgres_database
 
@@ -168,6 +172,16 @@ def test_the_ledger_adds_each_entry_once_to_its_day(store: Store) -> None:
     assert [d.day for d in usage.daily(store, date(2026, 12, 2), date(2026, 12, 2), "k1")] == [
         "2026-12-02"
     ]
+    # The operator's report, exact to 1e-12 USD, in either format.
+    as_json = json.loads(render(days, "json"))
+    as_csv = list(csv.DictReader(io.StringIO(render(days, "csv"))))
+    for rows in (as_json, as_csv):
+        assert [(r["key"], r["model"], r["cost_usd"]) for r in rows] == [
+            ("k1", "m", "0.000002469134"),
+            ("k1", "m", "0.000000000500"),
+            ("k2", "m", "0.000000000009"),
+            ("k1", "o/lora", "0.000001234567"),
+        ]
     # By any id a client saw; another key's ids are unknown, never priced.
     asked = ["r1", "chatcmpl-r2", "msg_r3", "batch_req_r5", "cmpl-nothing", "r4"]
     assert usage.costs(store, "k1", asked) == {
