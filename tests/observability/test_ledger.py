@@ -1,13 +1,18 @@
 """The usage ledger's queue on its own, its store a list that can be made to fail: entries are
 written in groups, kept and written again while the store fails, forced out oldest first only
-by the bound (and counted), and written at shutdown when the store answers."""
+by the bound (and counted), and written at shutdown when the store answers; work of a key no
+longer configured recorded under its digest."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
 
+from deepinfra_serve.config.pricing import Pricing, Usage
+from deepinfra_serve.http.routes import TABLE
+from deepinfra_serve.observability.accounting import account
 from deepinfra_serve.observability.ledger import DROPPED, WRITTEN, Ledger, LedgerEntry
+from deepinfra_serve.observability.record import RequestRecord
 
 
 class FlakyStore:
@@ -16,6 +21,7 @@ class FlakyStore:
     def __init__(self) -> None:
         self.down = False
         self.groups: list[list[int]] = []
+        self.entries: list[LedgerEntry] = []
         self.attempts = 0
 
     async def write(self, entries: Sequence[LedgerEntry]) -> None:
@@ -24,6 +30,7 @@ class FlakyStore:
         if self.down:
             raise ConnectionError("the store is down")
         self.groups.append([e.seq for e in entries])
+        self.entries.extend(entries)
 
     @property
     def written(self) -> list[int]:
@@ -94,3 +101,28 @@ async def test_what_a_shutdown_cannot_write_is_counted_as_dropped() -> None:
     await ledger.close(writer, timeout_s=0.3)
     assert writer.done() and store.written == []
     assert _value(DROPPED, model) == 5 and ledger.queued == 0
+
+
+async def test_work_of_a_key_no_longer_configured_is_recorded_under_its_digest() -> None:
+    """A batch line or webhook job whose key was removed runs without a tenant; its usage is
+    still the key's (its digest from the store), never the open server's."""
+    ledger = Ledger("test/ledger-owner", max_queued=10)
+    store = FlakyStore()
+    writer = asyncio.create_task(ledger.run(store.write))
+    record = RequestRecord(
+        request_id="r-owner",
+        model="test/ledger-owner",
+        route=TABLE.classify("POST", "/v1/openai/completions"),
+        via="batch",
+        owner="digest-of-a-removed-key",
+    )
+    record.settle(Usage.of(Pricing(input_usd_per_mtok=1, output_usd_per_mtok=2), 2, 3), "length")
+    account(record, ledger)
+    await ledger.close(writer, timeout_s=5)
+    [entry] = store.entries
+    assert (entry.request_id, entry.owner, entry.via) == (
+        "r-owner",
+        "digest-of-a-removed-key",
+        "batch",
+    )
+    assert entry.cost_pico_usd == 8_000_000  # 2 x $1 + 3 x $2 per million tokens

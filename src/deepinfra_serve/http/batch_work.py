@@ -154,6 +154,7 @@ class BatchWork:
         route = self.routes[line.endpoint]
         tenant = self.api_keys.by_owner(line.owner)
         record = self.runner.record(route, via="batch", tenant=tenant)
+        record.owner = line.owner
         record.batch = (line.batch_id, line.custom_id)
         record.place = place
         task = asyncio.create_task(self._run_line(line, route, record))
@@ -246,6 +247,7 @@ class BatchWork:
                 request_id=job.request_id,
                 tenant=self.api_keys.by_owner(job.owner),
             )
+            record.owner = job.owner
             tier = self.capacity.policy.tiers.get(job.tier)
             log.info("webhook job %s: run again, its first runner is gone", job.request_id)
             native.resume(job, self.runner.run(route, body, record, params=params, tier=tier))

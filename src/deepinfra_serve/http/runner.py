@@ -197,6 +197,7 @@ class Runner:
             capture_content=parent.capture_content,
             source=parent.source,
             tenant=parent.tenant,
+            owner=parent.owner,
             tier=parent.tier,
             place=None if parent.place is None else parent.place.again(),
         )

@@ -73,7 +73,7 @@ def account(record: RequestRecord, ledger: Ledger | None = None) -> None:
                 ledger.origin,
                 ledger.next_seq(),
                 record.request_id,
-                "" if tenant is None else tenant.owner,
+                record.owner if tenant is None else tenant.owner,
                 model,
                 None if adapter is None else adapter.name,
                 api,

@@ -85,6 +85,9 @@ class RequestRecord:
     source: str | None = None  # the client's x-deepinfra-source
     served: Served | None = None  # the model it named, once the dispatcher resolved it
     tenant: Tenant | None = None  # its API key's tenant; None on an open server
+    # Work from the store whose key is no longer configured (no tenant): the digest it was
+    # accepted under, which its usage is still recorded under.
+    owner: str = ""
     cache_salt: str | None = None  # the caller's prefix-cache partition; never logged
     tier: Tier = DEFAULT_TIER  # the service tier it is served and billed at
     place: Any = None  # its place in the model's capacity (`http.capacity.Place`)
