@@ -32,7 +32,7 @@ from ..lora.routes import LoraServices, base_config
 from ..observability.ledger import Ledger
 from ..observability.metrics import exposition, publish_prices
 from ..store import usage
-from ..store.database import Store, StoreUnavailable
+from ..store.database import Store
 from ..usage.routes import UsageServices
 from .admission import AdmissionMiddleware
 from .auth import ApiKeys
@@ -283,6 +283,6 @@ async def purge_usage(store: Store, retention_days: float) -> None:
             gone = await store.call(usage.purge, store, retention_days)
             if gone:
                 log.info("usage ledger: %d request rows past %g days deleted", gone, retention_days)
-        except StoreUnavailable:
-            pass  # tried again within the hour
+        except Exception as exc:  # the store down, or a failed delete: tried again in an hour
+            log.warning("usage ledger: the purge of old request rows failed: %s", exc)
         await asyncio.sleep(3600)
