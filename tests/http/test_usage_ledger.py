@@ -3,7 +3,7 @@ and the session's server (PostgreSQL, open). A mixed run (chat, streamed complet
 Messages, a LoRA adapter, priority and flex, a client's own X-Request-ID, a webhook job, a batch)
 is recorded request by request with the numbers the client, the access line and Prometheus saw;
 `POST /v1/request-costs` prices each id a client saw, for its own key only; `/v1/me/usage` and
-`deepinfra-serve usage` add up to the same. With the session's PostgreSQL stopped under load the
+`deepinfra-serve usage` add up to the same; a bad query is refused naming its field. With the session's PostgreSQL stopped under load the
 server serves on, the queue holds what its bound allows, counts what it forced out, and drains
 once the store is back."""
 
@@ -321,6 +321,25 @@ def test_every_billed_request_is_in_the_ledger_as_its_client_saw_it(
                 assert sum(Decimal(r["cost_usd"]) for r in lines) == Decimal(daily_pico).scaleb(-12)
     finally:
         store.close()
+
+
+def test_bad_usage_queries_get_a_4xx_naming_the_field(guarded: tuple[str, Path]) -> None:
+    url, _ = guarded
+    with httpx.Client(base_url=url, headers=_headers(KEY_A), timeout=30) as client:
+        too_many = client.post("/v1/request-costs", json={"requestIds": ["x"] * 1001})
+        assert too_many.status_code == 422 and "requestIds" in too_many.json()["error"]
+        assert client.post("/v1/request-costs", json={}).status_code == 422
+        anonymous = httpx.post(f"{url}/v1/request-costs", json={"requestIds": ["x"]})
+        assert anonymous.status_code == 401
+        for params, field in (
+            ({"from": "2026-13-01"}, "from"),
+            ({"to": "yesterday"}, "to"),
+            ({"from": "2026-12-08", "to": "2026-12-07"}, "from"),
+            ({"from": "2025-01-01", "to": "2026-12-07"}, "from"),  # past 366 days
+        ):
+            refused = client.get("/v1/me/usage", params=params)
+            assert refused.status_code == 400, (params, refused.text)
+            assert refused.json()["error"].startswith(f"{field}:"), refused.text
 
 
 def test_with_the_store_stopped_requests_are_served_and_the_queue_drains_once_it_is_back(
