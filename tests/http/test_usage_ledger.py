@@ -3,9 +3,9 @@ and the session's server (PostgreSQL, open). A mixed run (chat, streamed complet
 Messages, a LoRA adapter, priority and flex, a client's own X-Request-ID, a webhook job, a batch)
 is recorded request by request with the numbers the client, the access line and Prometheus saw;
 `POST /v1/request-costs` prices each id a client saw, for its own key only; `/v1/me/usage` and
-`deepinfra-serve usage` add up to the same; a bad query is refused naming its field. With the session's PostgreSQL stopped under load the
-server serves on, the queue holds what its bound allows, counts what it forced out, and drains
-once the store is back."""
+`deepinfra-serve usage` add up to the same; a bad query is refused naming its field. With the
+session's PostgreSQL stopped under load the server serves on, the queue holds what its bound
+allows, counts what it forced out, and drains once the store is back."""
 
 from __future__ import annotations
 
