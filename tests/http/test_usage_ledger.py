@@ -29,7 +29,7 @@ import openai
 import pytest
 from sqlalchemy import func, select
 
-from deepinfra_serve.engine.call import Call
+from deepinfra_serve.engine.call import Call, Outcome
 from deepinfra_serve.engine.errors import APIError
 from deepinfra_serve.observability.record import RequestRecord
 from deepinfra_serve.store.database import Store
@@ -170,7 +170,9 @@ def _mixed_run(url: str, key: str | None, receiver: Receiver, batch: bool) -> li
         rid = native["request_id"]
         out.append(Billed(rid, [rid], native["inference_status"]["cost"], key))
         with anthropic.Anthropic(base_url=f"{url}/anthropic", api_key=api_key) as claude:
-            message = claude.messages.create(model=MODEL, max_tokens=3, messages=HELLO)  # type: ignore[arg-type]
+            message = claude.messages.create(
+                model=MODEL, max_tokens=3, messages=[{"role": "user", "content": "Hello!"}]
+            )
         assert message.usage.model_extra is not None
         rid = _strip("msg_", message.id)
         out.append(Billed(rid, [message.id], message.usage.model_extra["estimated_cost"], key))
@@ -380,17 +382,21 @@ def test_with_the_store_stopped_requests_are_served_and_the_queue_drains_once_it
 def test_a_server_that_keeps_no_ledger_says_so(tmp_path: Path) -> None:
     """With `USAGE_LEDGER=false` the usage routes answer 404, in DeepInfra's shape."""
     store = Store.open("", tmp_path)
+    services = UsageServices(store, kept=False)
+
+    def call(body: Any) -> Call[UsageServices, Any]:
+        async def no_detach(_: Any) -> Outcome:
+            raise AssertionError("the usage routes detach nothing")
+
+        return Call(services, body, {}, RequestRecord(request_id="r", model=MODEL), no_detach)
+
     try:
-        call = Call(
-            UsageServices(store, kept=False),
-            RequestCostQuery(requestIds=["x"]),
-            {},
-            RequestRecord(request_id="r", model=MODEL),
-            lambda _: None,  # type: ignore[arg-type,return-value]
-        )
-        for handler in (request_costs, my_usage):
+        for run in (
+            lambda: request_costs(call(RequestCostQuery(requestIds=["x"]))),
+            lambda: my_usage(call(None)),
+        ):
             with pytest.raises(APIError) as refused:
-                asyncio.run(handler(call))  # type: ignore[arg-type]
+                asyncio.run(run())
             assert refused.value.status == 404 and "usage_ledger" in str(refused.value)
     finally:
         store.close()
