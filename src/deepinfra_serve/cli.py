@@ -6,6 +6,7 @@ import argparse
 import gc
 import json
 import logging
+import os
 import sys
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -14,6 +15,8 @@ from typing import TYPE_CHECKING, Any
 from .config.cards import CardError, ModelCard, load_card, load_cards
 from .config.settings import ServerSettings
 from .observability.logs import configure_logging
+from .observability.tracing import TracingError
+from .observability.tracing import settings_from as tracing_settings
 
 if TYPE_CHECKING:  # the engine's modules load vLLM: imported where a command needs them
     from .engine.engine_args import Device
@@ -118,9 +121,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     try:
         card = load_card(settings.card)
-    except CardError as exc:
+        traces = tracing_settings(os.environ)
+    except (CardError, TracingError) as exc:
         print(f"deepinfra-serve: {exc}", file=sys.stderr)
         return 2
+    endpoint = None if traces is None else traces.traces_endpoint
 
     from .engine.engine_args import api_process_count, detect_device, plan_engine
     from .engine.weights import prepare_weights
@@ -134,6 +139,7 @@ def main(argv: list[str] | None = None) -> int:
             model_path(card, settings.cache_dir),
             device,
             cpu_kv_cache_gib=settings.cpu_kv_cache_gib,
+            traces_endpoint=endpoint,
         )
         print(
             json.dumps(
@@ -153,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(prepare_weights(card, settings.cache_dir))
         return 0
 
-    status = _serve(card, settings, device)
+    status = _serve(card, settings, device, endpoint)
     gc.collect()  # what the app left in reference cycles goes while every module is whole
     return status
 
@@ -177,7 +183,9 @@ def _usage(args: argparse.Namespace, settings: ServerSettings) -> int:
     return 0
 
 
-def _serve(card: ModelCard, settings: ServerSettings, device: Device) -> int:
+def _serve(
+    card: ModelCard, settings: ServerSettings, device: Device, traces_endpoint: str | None
+) -> int:
     from .engine.engine_args import api_process_count, build_engine_args, plan_engine
     from .engine.served_model import ServedModel
     from .engine.weights import prepare_weights
@@ -186,7 +194,13 @@ def _serve(card: ModelCard, settings: ServerSettings, device: Device) -> int:
     def plan() -> Any:
         model = prepare_weights(card, settings.cache_dir)
         return build_engine_args(
-            plan_engine(card, model, device, cpu_kv_cache_gib=settings.cpu_kv_cache_gib)
+            plan_engine(
+                card,
+                model,
+                device,
+                cpu_kv_cache_gib=settings.cpu_kv_cache_gib,
+                traces_endpoint=traces_endpoint,
+            )
         )
 
     try:

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -243,3 +244,25 @@ def test_engine_args_on_the_command_line() -> None:
     assert printed["api_processes"] == 2
     assert printed["engine_args"] == GPU_ARGS["mythomax-l2-13b-turbo.yaml"]
     assert printed["env"] == {} and printed["changes"] == []
+
+
+def test_the_engine_traces_where_opentelemetrys_settings_say() -> None:
+    """With an OTLP endpoint set, the engine gets vLLM's `otlp_traces_endpoint` (its spans go
+    under the server's); a protocol the server cannot use is refused before anything starts."""
+    command = [sys.executable, "-m", "deepinfra_serve.cli", "engine-args", "--device", "cuda",
+               "--card", str(CARDS / "mythomax-l2-13b-turbo.yaml")]  # fmt: skip
+    env = {
+        **os.environ,
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://127.0.0.1:4318",
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+    }
+    out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120, env=env)
+    args = json.loads(out.stdout)["engine_args"]
+    assert args == {
+        **GPU_ARGS["mythomax-l2-13b-turbo.yaml"],
+        "otlp_traces_endpoint": "http://127.0.0.1:4318/v1/traces",
+    }
+    env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/json"
+    refused = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+    assert refused.returncode == 2
+    assert "OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json'" in refused.stderr

@@ -171,6 +171,35 @@ def test_the_store_is_a_secret_url_or_sqlite_on_the_cache_volume() -> None:
             render(several)
 
 
+def test_tracing_is_opentelemetrys_own_settings_on_every_replica_and_off_by_default() -> None:
+    def env_of(values: dict[str, Any]) -> dict[str, Any]:
+        [container] = kind(render(values), "Deployment")["spec"]["template"]["spec"]["containers"]
+        return {e["name"]: e.get("value") for e in container["env"]}
+
+    assert not [name for name in env_of({}) if name.startswith("OTEL_")]
+    env = env_of(
+        {
+            "tracing": {
+                "endpoint": "http://otel-collector.observability:4318",
+                "protocol": "http/protobuf",
+                "sampler": "traceidratio",
+                "samplerArg": "0.1",
+                "resourceAttributes": "deployment.environment=prod",
+            }
+        }
+    )
+    assert {k: v for k, v in env.items() if k.startswith("OTEL_")} == {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": "http://otel-collector.observability:4318",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "deepinfra-serve",
+        "OTEL_TRACES_SAMPLER": "traceidratio",
+        "OTEL_TRACES_SAMPLER_ARG": "0.1",
+        "OTEL_RESOURCE_ATTRIBUTES": "deployment.environment=prod",
+    }
+    with pytest.raises(helm_python.HelmError, match="tracing"):
+        render({"tracing": {"protocol": "http/json"}})
+
+
 def test_existing_claim_replaces_the_pvc() -> None:
     docs = render(
         {"modelCache": {"enabled": True, "existingClaim": "shared-models", "mountPath": "/models"}}

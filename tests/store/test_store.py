@@ -17,14 +17,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text, update
 
 from deepinfra_serve.observability.ledger import LedgerEntry
-from deepinfra_serve.store import batches, claims, files, usage
+from deepinfra_serve.store import batches, claims, files, usage, webhook_jobs
 from deepinfra_serve.store.batches import BatchRow, NewLine
 from deepinfra_serve.store.claims import LineResult
 from deepinfra_serve.store.database import Store, StoreUnavailable, database_url
 from deepinfra_serve.store.tables import MIGRATIONS, schema_version
+from deepinfra_serve.store.webhook_jobs import WebhookJob
 from deepinfra_serve.usage.report import render
 
 from ..helpers import free_port, postgres_database
@@ -46,7 +47,7 @@ def store(
         opened.close()
 
 
-def _batch(store: Store, n: int, batch_id: str = "t-batch") -> BatchRow:
+def _batch(store: Store, n: int, batch_id: str = "t-batch", origin: str | None = None) -> BatchRow:
     now = int(time.time())
     row = BatchRow(
         id=batch_id,
@@ -71,7 +72,7 @@ def _batch(store: Store, n: int, batch_id: str = "t-batch") -> BatchRow:
         cancelled_at=None,
     )
     lines = (NewLine(i, "m", f"c{i}", "{}", f"k{i % 2}") for i in range(1, n + 1))
-    return batches.create(store, batch_id, lines, lambda: row)
+    return batches.create(store, batch_id, lines, lambda: row, origin)
 
 
 def test_the_schema_is_applied_once_by_whoever_opens_first(store: Store, tmp_path: Path) -> None:
@@ -84,6 +85,30 @@ def test_the_schema_is_applied_once_by_whoever_opens_first(store: Store, tmp_pat
     assert {s.migrate() for s in others} == {len(MIGRATIONS)}
     for other in others:
         other.close()
+
+
+def test_a_store_of_version_3_gains_the_traceparent_its_work_links_to(
+    store: Store, tmp_path: Path
+) -> None:
+    """Batches and webhook jobs keep their creating request's `traceparent` (version 4); a
+    store made before it gains the column, and the claims hand it to their runs."""
+    with store.engine.begin() as conn:
+        for table in ("batches", "webhook_jobs"):
+            conn.execute(text(f"ALTER TABLE {table} DROP COLUMN traceparent"))
+        conn.execute(update(schema_version).values(version=3))
+    url = store.engine.url.render_as_string(hide_password=False)
+    again = Store.open(url, tmp_path)
+    try:
+        assert again.migrate() == len(MIGRATIONS) == 4
+        origin = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+        _batch(again, 1, "traced-batch", origin)
+        [line] = claims.claim(again, "m", "a", 1, lease_s=60)
+        assert (line.batch_id, line.origin) == ("traced-batch", origin)
+        job = WebhookJob("traced-job", "m", "o/m", "{}", "http://127.0.0.2/", "", "default", origin)
+        webhook_jobs.keep(again, job, "a", lease_s=-1)
+        assert webhook_jobs.claim(again, "m", "b", 1, lease_s=60) == [job]
+    finally:
+        again.close()
 
 
 def test_a_line_is_written_by_its_latest_claim_only(store: Store) -> None:

@@ -106,9 +106,12 @@ async def create_batch(call: Call[BatchServices, BatchCreate]) -> BatchOut:
             cancelled_at=None,
         )
 
+    trace = call.record.trace
+    origin = None if trace is None else trace.traceparent()  # its lines' traces link here
+
     def write() -> batches.BatchRow:
         lines = check_lines(files.lines(store, source.id), req.endpoint, services.check, checked)
-        batches.create(store, batch_id, lines, row)
+        batches.create(store, batch_id, lines, row, origin)
         written = batches.get(store, owner, batch_id)
         assert written is not None
         return written

@@ -77,9 +77,17 @@ def _cpu_thread_binding(tp: int) -> str:
 
 
 def plan_engine(
-    card: ModelCard, model: str, device: Device, *, cpu_kv_cache_gib: int = 1
+    card: ModelCard,
+    model: str,
+    device: Device,
+    *,
+    cpu_kv_cache_gib: int = 1,
+    traces_endpoint: str | None = None,
 ) -> EnginePlan:
+    """`traces_endpoint`: where the engine's spans go (`observability.tracing`); None: off."""
     kwargs = gpu_engine_kwargs(card, model)
+    if traces_endpoint is not None:
+        kwargs["otlp_traces_endpoint"] = traces_endpoint
     if device == "cuda":
         return EnginePlan(kwargs)
 

@@ -42,6 +42,7 @@ class Generation:
         "_pricing",
         "_reasons",
         "_record",
+        "_span",
         "_structured_param",
         "_texts",
         "cached_tokens",
@@ -81,8 +82,13 @@ class Generation:
         self._structured_param = structured_param
         self._first: Any = None
         self._texts: list[list[str]] | None = None
+        self._span: Any = None  # its span, when the request is traced
+        headers = None
+        trace = record.trace
+        if trace is not None and trace.recording:
+            self._span, headers = trace.generation(record, params)
         self.outputs = model.generate(
-            prompt, params, request_id, record.tier.engine_priority, served.adapter
+            prompt, params, request_id, record.tier.engine_priority, served.adapter, headers
         )
 
     async def start(self) -> None:
@@ -92,15 +98,20 @@ class Generation:
         from .vllm_seam import EngineDeadError
 
         try:
-            self._first = await anext(self.outputs)
-        except EngineDeadError as exc:
-            raise engine_dead() from exc
-        except (ValueError, VLLMClientError) as exc:
-            param = getattr(exc, "parameter", None)
-            if param is None and "grammar" in str(exc).lower():
-                # The grammar compiler refused a schema or pattern that passed our own checks.
-                param = self._structured_param
-            raise APIError(400, str(exc), param=param) from exc
+            try:
+                self._first = await anext(self.outputs)
+            except EngineDeadError as exc:
+                raise engine_dead() from exc
+            except (ValueError, VLLMClientError) as exc:
+                param = getattr(exc, "parameter", None)
+                if param is None and "grammar" in str(exc).lower():
+                    # The grammar compiler refused a schema or pattern that passed our checks.
+                    param = self._structured_param
+                raise APIError(400, str(exc), param=param) from exc
+        except BaseException:
+            if self._span is not None:
+                self._end_span()
+            raise
         self.cached_tokens = self._first.num_cached_tokens or 0
 
     def usage(self) -> Usage:
@@ -133,6 +144,8 @@ class Generation:
         self.completion_tokens = sum(len(o.token_ids) for o in choices)
         self._record.capture("output", [o.text for o in choices])
         self._record.settle(self.usage(), self.finish_reason(choices[0]))
+        if self._span is not None:
+            self._end_span()
         return choices
 
     def begin_stream(self) -> Any:
@@ -161,10 +174,20 @@ class Generation:
         if self._texts is not None:
             self._record.capture("output", ["".join(t) for t in self._texts])
         self._record.settle(self.usage(), self._reasons.get(0))
+        if self._span is not None:
+            self._end_span()
 
     async def close(self) -> None:
         """Close the engine's stream; closed before it ended, vLLM aborts the request."""
         await self.outputs.aclose()
+        if self._span is not None:  # it ended early: cancelled, timed out, or failed
+            self._end_span()
+
+    def _end_span(self) -> None:
+        from ..observability.spans import end_generation
+
+        end_generation(self._span, self.usage(), self._reasons.get(0))
+        self._span = None
 
 
 def _nothing() -> bytes:

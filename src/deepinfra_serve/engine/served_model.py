@@ -69,14 +69,20 @@ class ServedModel:
         request_id: str,
         priority: int = 0,
         adapter: ServedAdapter | None = None,
+        trace_headers: dict[str, str] | None = None,
     ) -> AsyncGenerator[Any, None]:
         """The engine's outputs; `priority` (lower first) orders its waiting queue (vLLM's
         priority scheduling); `adapter`: the LoRA adapter applied (loaded by the engine's
-        workers on its first request, kept while it is among the most recently used)."""
-        if adapter is None:
-            return self.engine.generate(prompt, params, request_id, priority=priority)
+        workers on its first request, kept while it is among the most recently used);
+        `trace_headers`: the span the engine's own span goes under, when tracing."""
+        lora = None if adapter is None else self.lora(adapter)
         return self.engine.generate(
-            prompt, params, request_id, priority=priority, lora_request=self.lora(adapter)
+            prompt,
+            params,
+            request_id,
+            priority=priority,
+            lora_request=lora,
+            trace_headers=trace_headers,
         )
 
     def lora(self, adapter: ServedAdapter) -> Any:

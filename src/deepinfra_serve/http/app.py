@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -31,6 +32,7 @@ from ..lora.registry import Adapters
 from ..lora.routes import LoraServices, base_config
 from ..observability.ledger import Ledger
 from ..observability.metrics import exposition, publish_prices
+from ..observability.tracing import start_tracing
 from ..store import usage
 from ..store.database import Store
 from ..usage.routes import UsageServices
@@ -193,6 +195,8 @@ def create_app(
                 app.state.store_services = {}
                 app.state.adapters.store = None
                 app.state.store.close()
+            if tracing is not None:
+                tracing.shutdown()  # the spans still queued are exported
             gc.unfreeze()  # what start-up built may now be collected at exit
 
     app = FastAPI(
@@ -226,7 +230,10 @@ def create_app(
     catalog = Catalog(
         fleet_cards(card, settings.fleet_cards), int(time.time()), capacity.policy.limit
     )
-    app.state.runner = Runner(app.state, catalog, ledger)
+    # Spans, when OpenTelemetry's settings ask for them; set before the engine starts, whose
+    # spans go through the same provider.
+    tracing = start_tracing(os.environ, card.name, str(settings.port), __version__)
+    app.state.runner = Runner(app.state, catalog, ledger, tracing)
     install_error_handlers(app)
     app.openapi = lambda: document(app)  # type: ignore[method-assign]  # FastAPI's way to replace it
 
@@ -271,6 +278,7 @@ def create_app(
         model=card.name,
         log_content=settings.log_content,
         ledger=ledger,
+        tracing=tracing,
     )
     return app
 

@@ -153,9 +153,14 @@ class BatchWork:
     def _start(self, line: Claimed, place: Place) -> None:
         route = self.routes[line.endpoint]
         tenant = self.api_keys.by_owner(line.owner)
-        record = self.runner.record(route, via="batch", tenant=tenant)
+        record = self.runner.record(
+            route,
+            via="batch",
+            tenant=tenant,
+            batch=(line.batch_id, line.custom_id),
+            origin=line.origin,
+        )
         record.owner = line.owner
-        record.batch = (line.batch_id, line.custom_id)
         record.place = place
         task = asyncio.create_task(self._run_line(line, route, record))
         self.running[(line.batch_id, line.line)] = (task, record)
@@ -246,6 +251,7 @@ class BatchWork:
                 params=params,
                 request_id=job.request_id,
                 tenant=self.api_keys.by_owner(job.owner),
+                origin=job.origin,
             )
             record.owner = job.owner
             tier = self.capacity.policy.tiers.get(job.tier)

@@ -9,7 +9,7 @@ note their status and send the request id themselves, and only FastAPI's `send` 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -19,15 +19,24 @@ from ..observability.ledger import Ledger
 from ..observability.record import RequestRecord, bind, request_id_from, source_from, unbind
 from .routes import TABLE
 
+if TYPE_CHECKING:  # imported only when tracing is on (`observability.tracing`)
+    from ..observability.spans import Tracing
+
 
 class ObservabilityMiddleware:
     def __init__(
-        self, app: ASGIApp, model: str, log_content: bool = False, ledger: Ledger | None = None
+        self,
+        app: ASGIApp,
+        model: str,
+        log_content: bool = False,
+        ledger: Ledger | None = None,
+        tracing: Tracing | None = None,
     ) -> None:
         self.app = app
         self.model = model
         self.log_content = log_content
         self.ledger = ledger
+        self.tracing = tracing  # None: tracing is off, and no span is ever started
         self._in_flight: dict[str, Any] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -53,6 +62,8 @@ class ObservabilityMiddleware:
         api = record.api
         in_flight = None
         if api is not None:
+            if self.tracing is not None:
+                record.trace = self.tracing.server(record, scope["headers"])
             in_flight = self._in_flight.get(api)
             if in_flight is None:
                 in_flight = self._in_flight[api] = metrics.IN_FLIGHT.labels(self.model, api)

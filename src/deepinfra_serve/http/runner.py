@@ -14,7 +14,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Mapping
 from enum import StrEnum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from starlette.datastructures import State
 
@@ -33,6 +33,9 @@ from .families import served_as
 from .lifetime import CLIENT_CLOSED, engine_failure
 from .routes import Route
 
+if TYPE_CHECKING:  # imported only when tracing is on (`observability.tracing`)
+    from ..observability.spans import Tracing
+
 log = logging.getLogger(__name__)
 
 _NO_PARAMS: Mapping[str, str] = {}
@@ -47,10 +50,17 @@ class Admission(StrEnum):
 
 
 class Runner:
-    def __init__(self, state: State, catalog: Catalog, ledger: Ledger | None) -> None:
+    def __init__(
+        self,
+        state: State,
+        catalog: Catalog,
+        ledger: Ledger | None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self.state = state
         self.catalog = catalog
         self.ledger = ledger
+        self.tracing = tracing  # None: tracing is off
 
     def account(self, record: RequestRecord) -> None:
         """`accounting.account`, with this server's usage ledger."""
@@ -102,12 +112,19 @@ class Runner:
         record, or the 429 or 503 that says why not."""
         if not (route.admitted and route.holds_place) or how is Admission.HELD:
             return
+        trace = record.trace
+        if trace is None:
+            record.place = await self._place(record, how)
+            return
+        with trace.admission(record.tier.name):
+            record.place = await self._place(record, how)
+
+    async def _place(self, record: RequestRecord, how: Admission) -> Any:
         capacity: Capacity = self.state.capacity
         tenant, tier = record.tenant, record.tier
         if how is Admission.TIER and tier.name != "flex":
-            record.place = capacity.take(tenant, tier)
-        else:
-            record.place = await capacity.wait_flex(tenant, tier, self.state.flex_max_wait_s)
+            return capacity.take(tenant, tier)
+        return await capacity.wait_flex(tenant, tier, self.state.flex_max_wait_s)
 
     def record(
         self,
@@ -117,9 +134,13 @@ class Runner:
         params: Mapping[str, str] = _NO_PARAMS,
         request_id: str | None = None,
         tenant: Tenant | None = None,
+        batch: tuple[str, str] | None = None,
+        origin: str | None = None,
     ) -> RequestRecord:
-        """A record for a request no client waits on, named in its access line by `via`."""
-        return RequestRecord(
+        """A record for a request no client waits on, named in its access line by `via`;
+        traced, when the server traces, as a trace of its own linked to `origin` (the
+        `traceparent` of the request that created it)."""
+        record = RequestRecord(
             request_id=request_id or new_request_id(),
             model=self.state.card.name,
             method=route.method,
@@ -127,7 +148,11 @@ class Runner:
             via=via,
             route=route,
             tenant=tenant,
+            batch=batch,
         )
+        if self.tracing is not None:
+            record.trace = self.tracing.work(record, origin)
+        return record
 
     async def run(
         self,
@@ -201,6 +226,8 @@ class Runner:
             tier=parent.tier,
             place=None if parent.place is None else parent.place.again(),
         )
+        if parent.trace is not None:
+            record.trace = parent.trace.tracing.work(record, parent.trace.span)
         return self.run(route, body, record, params=params, admission=Admission.HELD)
 
 

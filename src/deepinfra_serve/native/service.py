@@ -118,6 +118,7 @@ class InferenceService:
                     str(req.webhook),
                     "" if call.tenant is None else call.tenant.owner,
                     record.tier.name,
+                    None if record.trace is None else record.trace.traceparent(),
                 )
             )
             self.webhooks.submit(

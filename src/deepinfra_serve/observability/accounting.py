@@ -113,6 +113,10 @@ def account(record: RequestRecord, ledger: Ledger | None = None) -> None:
         line["batch_id"], line["custom_id"] = record.batch
     if record.content is not None:
         line["content"] = record.content
+    trace = record.trace
+    if trace is not None:
+        line["trace_id"] = trace.trace_id
+        trace.end(record, usage, ttft)
     access_log.write(line)
 
 

@@ -17,7 +17,7 @@ import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ..config.pricing import NO_USAGE, Usage
 from ..config.served import Served, Tenant
@@ -31,6 +31,9 @@ _ALPHABET = (string.ascii_letters + string.digits).encode()
 # above are dropped.
 _TO_ALPHABET = bytes.maketrans(bytes(range(248)), _ALPHABET * 4)
 _DROPPED = bytes(range(248, 256))
+if TYPE_CHECKING:
+    from .spans import RequestTrace
+
 _CLIENT_ID = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # What a client says it is (`x-deepinfra-source`, sent by coding agents for attribution): kept
 # for the access line only when it is a short, plain token.
@@ -95,6 +98,7 @@ class RequestRecord:
     # claim another run superseded): its access line bills nothing.
     billed: bool = True
     content: dict[str, Any] | None = None
+    trace: RequestTrace | None = None  # its OpenTelemetry trace, when the server traces
 
     @property
     def api(self) -> str | None:

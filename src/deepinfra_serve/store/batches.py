@@ -74,6 +74,7 @@ def _batch(r: Any) -> BatchRow:
     m = dict(r._mapping)
     m["metadata"] = None if m["metadata"] is None else json.loads(m["metadata"])
     m["errors"] = None if m["errors"] is None else json.loads(m["errors"])
+    del m["traceparent"]
     return BatchRow(**m)
 
 
@@ -89,11 +90,16 @@ class _Refused(Exception):
 
 
 def create(
-    store: Store, batch_id: str, lines: Iterable[NewLine], then: Callable[[], BatchRow]
+    store: Store,
+    batch_id: str,
+    lines: Iterable[NewLine],
+    then: Callable[[], BatchRow],
+    origin: str | None = None,
 ) -> BatchRow:
     """A batch and all its lines in one transaction, `lines` read as they come (a file of any
     size is never held whole); `then()`, once they are read, is the batch's row. A `failed`
-    row (a line was bad) is written without any line."""
+    row (a line was bad) is written without any line. `origin`: the creating request's
+    `traceparent`, which its lines' traces link to."""
     try:
         with store.engine.begin() as conn:
             chunk: list[dict[str, Any]] = []
@@ -118,10 +124,10 @@ def create(
             row = then()
             if row.status == "failed":
                 raise _Refused
-            conn.execute(insert(batches).values(**_values(row)))
+            conn.execute(insert(batches).values(**_values(row), traceparent=origin))
     except _Refused:
         with store.engine.begin() as conn:
-            conn.execute(insert(batches).values(**_values(row)))
+            conn.execute(insert(batches).values(**_values(row), traceparent=origin))
     return row
 
 

@@ -29,6 +29,7 @@ class Claimed:
     claim: int  # this claim's number: the result counts only if no later claim was made
     endpoint: str  # the batch's
     owner: str  # the batch's
+    origin: str | None = None  # the batch's creating request's `traceparent`
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +66,11 @@ def claim(store: Store, model: str, runner: str, n: int, lease_s: float) -> list
         ).all()
         ids = {r[0] for r in rows}
         of = {
-            b: (endpoint, owner)
-            for b, endpoint, owner in conn.execute(
-                select(batches.c.id, batches.c.endpoint, batches.c.owner).where(
-                    batches.c.id.in_(ids)
-                )
+            b: (endpoint, owner, origin)
+            for b, endpoint, owner, origin in conn.execute(
+                select(
+                    batches.c.id, batches.c.endpoint, batches.c.owner, batches.c.traceparent
+                ).where(batches.c.id.in_(ids))
             )
         }
     return [Claimed(b, n, cid, body, k, *of[b]) for b, n, cid, body, k in rows]

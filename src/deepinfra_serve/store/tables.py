@@ -21,6 +21,8 @@ from sqlalchemy import (
     String,
     Table,
     Text,
+    inspect,
+    text,
 )
 
 metadata = MetaData()
@@ -72,6 +74,7 @@ batches = Table(
     Column("expired_at", BigInteger),
     Column("cancelling_at", BigInteger),
     Column("cancelled_at", BigInteger),
+    Column("traceparent", String(64)),  # the creating request's span, for its lines' traces
     Index("batches_by_owner", "owner", "id"),
     Index("batches_by_status", "status"),
 )
@@ -114,6 +117,7 @@ webhook_jobs = Table(
     Column("runner", String(64)),
     Column("lease_until", Float),
     Column("created_at", BigInteger, nullable=False),
+    Column("traceparent", String(64)),  # the accepting request's span, for the job's trace
     Index("webhook_jobs_to_claim", "model", "lease_until"),
 )
 
@@ -200,4 +204,13 @@ def _version_3(conn: Connection) -> None:
     metadata.create_all(conn, tables=[usage_requests, usage_daily])
 
 
-MIGRATIONS: list[Callable[[Connection], None]] = [_version_1, _version_2, _version_3]
+def _version_4(conn: Connection) -> None:
+    """The `traceparent` that work from the store links its trace to. Version 1 creates the
+    tables as they are declared now, with the column; a database made before has it added."""
+    for table in (batches, webhook_jobs):
+        columns = {c["name"] for c in inspect(conn).get_columns(table.name)}
+        if "traceparent" not in columns:
+            conn.execute(text(f"ALTER TABLE {table.name} ADD COLUMN traceparent VARCHAR(64)"))
+
+
+MIGRATIONS: list[Callable[[Connection], None]] = [_version_1, _version_2, _version_3, _version_4]

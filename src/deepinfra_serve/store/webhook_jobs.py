@@ -23,6 +23,7 @@ class WebhookJob:
     webhook: str
     owner: str  # the API key's digest ("" on an open server)
     tier: str  # the service tier it was accepted at
+    origin: str | None = None  # the accepting request's `traceparent`
 
 
 def keep(store: Store, job: WebhookJob, runner: str, lease_s: float) -> None:
@@ -39,6 +40,7 @@ def keep(store: Store, job: WebhookJob, runner: str, lease_s: float) -> None:
                 runner=runner,
                 lease_until=time.time() + lease_s,
                 created_at=int(time.time()),
+                traceparent=job.origin,
             )
         )
 
@@ -76,6 +78,8 @@ def claim(store: Store, model: str, runner: str, n: int, lease_s: float) -> list
             update(webhook_jobs)
             .where(c.request_id.in_(claimable))
             .values(runner=runner, lease_until=now + lease_s)
-            .returning(c.request_id, c.model, c.path, c.body, c.webhook, c.owner, c.tier)
+            .returning(
+                c.request_id, c.model, c.path, c.body, c.webhook, c.owner, c.tier, c.traceparent
+            )
         ).all()
     return [WebhookJob(*r) for r in rows]
