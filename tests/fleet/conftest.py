@@ -1,6 +1,7 @@
 """A real fleet on the CPU: `deepinfra-serve fleet` runs HAProxy and three replicas (two of the
 tiny Llama, one of the tiny Mistral) under supervisord, on loopback ports, sharing one store
-(the session's PostgreSQL)."""
+(the session's PostgreSQL), its replicas' spans sent over OTLP/HTTP to the tests' stand-in for
+a collector."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from ..collector import Collector, http_collector
 from ..helpers import (
     FLEET_KEY,
     FLEET_KEY_LIMIT,
@@ -48,11 +50,19 @@ def _free_ports(count: int) -> int:
 
 
 @pytest.fixture(scope="package")
+def fleet_collector() -> Iterator[tuple[str, Collector]]:
+    """(endpoint, spans received) of the OTLP receiver the fleet's replicas export to."""
+    with http_collector() as received:
+        yield received
+
+
+@pytest.fixture(scope="package")
 def fleet(
     cache_dir: Path,
     tmp_path_factory: pytest.TempPathFactory,
     postgres_url: str | None,
     adapter_dir: Path,
+    fleet_collector: tuple[str, Collector],
 ) -> Iterator[RunningFleet]:
     if shutil.which("haproxy") is None:
         pytest.skip("Debian's haproxy is not installed here (`make test` installs it as root)")
@@ -72,6 +82,11 @@ def fleet(
         else "",
         "DEEPINFRA_SERVE_DATA_DIR": str(run_dir / "data"),
         "DEEPINFRA_SERVE_ADAPTER_DIRS": str(adapter_dir),
+        # Every replica traced, by the settings supervisord passes on to them.
+        "OTEL_EXPORTER_OTLP_ENDPOINT": fleet_collector[0],
+        "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
+        "OTEL_SERVICE_NAME": "fleet",
+        "OTEL_BSP_SCHEDULE_DELAY": "100",
     }
     cmd = [
         sys.executable,
