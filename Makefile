@@ -41,8 +41,8 @@ fleet: install
 # side by side, with the HTTP floor (a bare ASGI server over the same engine); where the API
 # process spends its CPU (py-spy); what service tiers buy (priority under saturation, flex on
 # idle capacity); what a batch takes and costs (lines/s, online beside it, the store per line);
-# what LoRA adapters and the usage ledger cost; then the fleet's front door against direct and
-# prefix-affine against round-robin balancing (many minutes on a CPU).
+# what LoRA adapters, the usage ledger and tracing cost; then the fleet's front door against
+# direct and prefix-affine against round-robin balancing (many minutes on a CPU).
 bench: install
 	$(BIN)/pip install --quiet -e '.[bench]'
 	$(BIN)/pip uninstall --quiet -y torchvision torchaudio torchcodec
@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python -m benchmarks.batch --out benchmarks/out
 	$(BIN)/python -m benchmarks.lora --out benchmarks/out
 	$(BIN)/python -m benchmarks.ledger --out benchmarks/out
+	$(BIN)/python -m benchmarks.tracing --out benchmarks/out
 	$(MAKE) --no-print-directory debs DEBS=haproxy
 	$(BIN)/python -m benchmarks.fleet --out benchmarks/out
 

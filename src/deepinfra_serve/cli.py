@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 from .config.cards import CardError, ModelCard, load_card, load_cards
 from .config.settings import ServerSettings
 from .observability.logs import configure_logging
-from .observability.tracing import TracingError
+from .observability.tracing import TracingError, TracingSettings
 from .observability.tracing import settings_from as tracing_settings
 
 if TYPE_CHECKING:  # the engine's modules load vLLM: imported where a command needs them
@@ -125,7 +125,6 @@ def main(argv: list[str] | None = None) -> int:
     except (CardError, TracingError) as exc:
         print(f"deepinfra-serve: {exc}", file=sys.stderr)
         return 2
-    endpoint = None if traces is None else traces.traces_endpoint
 
     from .engine.engine_args import api_process_count, detect_device, plan_engine
     from .engine.weights import prepare_weights
@@ -139,7 +138,7 @@ def main(argv: list[str] | None = None) -> int:
             model_path(card, settings.cache_dir),
             device,
             cpu_kv_cache_gib=settings.cpu_kv_cache_gib,
-            traces_endpoint=endpoint,
+            traces=traces,
         )
         print(
             json.dumps(
@@ -159,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         print(prepare_weights(card, settings.cache_dir))
         return 0
 
-    status = _serve(card, settings, device, endpoint)
+    status = _serve(card, settings, device, traces)
     gc.collect()  # what the app left in reference cycles goes while every module is whole
     return status
 
@@ -184,7 +183,7 @@ def _usage(args: argparse.Namespace, settings: ServerSettings) -> int:
 
 
 def _serve(
-    card: ModelCard, settings: ServerSettings, device: Device, traces_endpoint: str | None
+    card: ModelCard, settings: ServerSettings, device: Device, traces: TracingSettings | None
 ) -> int:
     from .engine.engine_args import api_process_count, build_engine_args, plan_engine
     from .engine.served_model import ServedModel
@@ -199,7 +198,7 @@ def _serve(
                 model,
                 device,
                 cpu_kv_cache_gib=settings.cpu_kv_cache_gib,
-                traces_endpoint=traces_endpoint,
+                traces=traces,
             )
         )
 

@@ -257,10 +257,14 @@ def test_the_engine_traces_where_opentelemetrys_settings_say() -> None:
         "OTEL_EXPORTER_OTLP_PROTOCOL": "http/protobuf",
     }
     out = subprocess.run(command, capture_output=True, text=True, check=True, timeout=120, env=env)
-    args = json.loads(out.stdout)["engine_args"]
-    assert args == {
+    printed = json.loads(out.stdout)
+    assert printed["engine_args"] == {
         **GPU_ARGS["mythomax-l2-13b-turbo.yaml"],
         "otlp_traces_endpoint": "http://127.0.0.1:4318/v1/traces",
+    }
+    assert printed["env"] == {  # what the engine's own processes read
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT": "http://127.0.0.1:4318/v1/traces",
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL": "http/protobuf",
     }
     env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/json"
     refused = subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)

@@ -71,3 +71,16 @@ def test_the_clients_trace_goes_on_in_whichever_replica_serves_it(
     span = _server_span(collector, request_id)
     assert span.parent_id != "" and len(span.trace_id) == 32  # the front door's span id
     assert _access_line(fleet, request_id)["trace_id"] == span.trace_id
+
+
+def test_the_engines_own_processes_export_to_the_same_collector(
+    fleet: RunningFleet, fleet_collector: tuple[str, Collector]
+) -> None:
+    """The engine core and its workers read only vLLM's traces endpoint and protocol: the
+    server passes both on, so their start-up spans arrive, over the fleet's protocol."""
+    _, collector = fleet_collector
+    names = {s.name for s in collector.where(lambda s: s.resource.get("service.name") == "fleet")}
+    assert {"EngineCoreProc init", "Load weights"} <= names
+    for name in fleet.replicas:
+        log = (fleet.run_dir / "logs" / f"{name}.log").read_text()
+        assert "Failed to export" not in log, name

@@ -32,7 +32,13 @@ class StandInEngine:
         self.ran_to_end = False
 
     async def generate(
-        self, prompt: Any, params: Any, request_id: str, priority: int = 0, adapter: Any = None
+        self,
+        prompt: Any,
+        params: Any,
+        request_id: str,
+        priority: int = 0,
+        adapter: Any = None,
+        trace_headers: Any = None,
     ) -> AsyncIterator[Any]:
         for i, text in enumerate(self.texts):
             await asyncio.sleep(0)

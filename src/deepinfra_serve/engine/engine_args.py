@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ..config.cards import HubWeights, ModelCard
+from ..observability.tracing import TracingSettings
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +83,21 @@ def plan_engine(
     device: Device,
     *,
     cpu_kv_cache_gib: int = 1,
-    traces_endpoint: str | None = None,
+    traces: TracingSettings | None = None,
 ) -> EnginePlan:
-    """`traces_endpoint`: where the engine's spans go (`observability.tracing`); None: off."""
+    """`traces`: where the engine's spans go (`observability.tracing`); None: off."""
     kwargs = gpu_engine_kwargs(card, model)
-    if traces_endpoint is not None:
-        kwargs["otlp_traces_endpoint"] = traces_endpoint
+    env: dict[str, str] = {}
+    if traces is not None:
+        kwargs["otlp_traces_endpoint"] = traces.traces_endpoint
+        # vLLM's engine processes read these two alone (not OTEL_EXPORTER_OTLP_ENDPOINT or
+        # _PROTOCOL) for the spans of their start-up.
+        env["OTEL_EXPORTER_OTLP_TRACES_ENDPOINT"] = traces.traces_endpoint
+        env["OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"] = traces.protocol
     if device == "cuda":
-        return EnginePlan(kwargs)
+        return EnginePlan(kwargs, env)
 
     changes: list[str] = []
-    env: dict[str, str] = {}
 
     def replace(key: str, value: Any, why: str) -> None:
         if kwargs.get(key) != value:

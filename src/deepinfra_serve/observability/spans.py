@@ -59,14 +59,23 @@ class _QuietOverride(logging.Filter):
 class Tracing:
     """This process's tracer: its provider, exporter and resource, and the spans of requests."""
 
-    def __init__(self, settings: TracingSettings, model: str, instance: str, version: str) -> None:
+    def __init__(
+        self,
+        settings: TracingSettings,
+        model: str,
+        instance: str,
+        version: str,
+        exporter: SpanExporter | None = None,
+    ) -> None:
+        """`exporter`: OTLP's for the settings' protocol, unless given (a benchmark's)."""
         self.settings = settings
         resource = _resource(model, instance, version)
         # The engine's processes, started after this, export their own start-up spans (the
         # model's loading) under the same service name.
         os.environ.setdefault("OTEL_SERVICE_NAME", str(resource.attributes["service.name"]))
         self.provider = TracerProvider(resource=resource)
-        self.provider.add_span_processor(BatchSpanProcessor(_exporter(settings.protocol)))
+        exporter = exporter or _exporter(settings.protocol)
+        self.provider.add_span_processor(BatchSpanProcessor(exporter))
         trace.set_tracer_provider(self.provider)
         logging.getLogger("opentelemetry.trace").addFilter(_QuietOverride())
         self.tracer = self.provider.get_tracer("deepinfra_serve")
