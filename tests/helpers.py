@@ -214,13 +214,12 @@ def killed_leaves_nothing(url: str, proc: subprocess.Popen[bytes]) -> None:
     print(f"{len(family)} processes gone {time.monotonic() - t0:.1f} s after SIGKILL")
 
 
-def json_log(path: Path, pattern: str) -> list[dict[str, Any]]:
-    """The server's JSON log lines (this service's own loggers) whose text matches `pattern`."""
-    return [
-        json.loads(line)
-        for line in path.read_text(errors="replace").splitlines()
-        if line.startswith("{") and re.search(pattern, line)
-    ]
+def json_log(path: Path, pattern: str = "") -> list[dict[str, Any]]:
+    """The server's JSON log lines (this service's own loggers) whose text matches `pattern`;
+    a last line the server is still writing is left out."""
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")[:-1]  # what follows the last newline is not a whole line yet
+    return [json.loads(line) for line in lines if line.startswith("{") and re.search(pattern, line)]
 
 
 def _status(url: str) -> int | None:

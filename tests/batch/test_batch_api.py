@@ -26,6 +26,7 @@ from ..helpers import (
     MODEL,
     batch_line,
     eventually,
+    json_log,
     jsonl,
     metric_sum,
     upload_batch,
@@ -121,7 +122,7 @@ def test_batches_answer_as_online_at_the_batch_price(
         assert oai.batches.retrieve(batch.id).output_file_id == done.output_file_id
 
     # Each line's access line names its batch and custom_id, at the batch tier.
-    access = [json.loads(x) for x in server_log.read_text().splitlines() if x.startswith("{")]
+    access = json_log(server_log)
     mine = [x for x in access if x.get("batch_id") == created[CHAT].id]
     assert {x["via"] for x in mine} == {"batch"}
     assert len(mine) == LINES and {x["service_tier"] for x in mine} == {"batch"}

@@ -7,7 +7,6 @@ lines run, it hands them back at once rather than waiting for them."""
 from __future__ import annotations
 
 import contextlib
-import json
 import signal
 import time
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from ..helpers import (
     TINY_CARD,
     Receiver,
     batch_line,
+    json_log,
     jsonl,
     postgres_database,
     receiving,
@@ -62,7 +62,7 @@ def receiver() -> Iterator[Receiver]:
 
 
 def _access(log: Path, batch_id: str) -> list[dict[str, object]]:
-    lines = (json.loads(x) for x in log.read_text().splitlines() if x.startswith("{"))
+    lines = json_log(log)
     return [x for x in lines if x.get("batch_id") == batch_id]
 
 

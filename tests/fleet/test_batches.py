@@ -5,18 +5,26 @@ lines."""
 from __future__ import annotations
 
 import io
-import json
 
 import openai
 
-from ..helpers import FLEET_KEY, MODEL, RunningFleet, batch_line, jsonl, upload_batch, wait_batch
+from ..helpers import (
+    FLEET_KEY,
+    MODEL,
+    RunningFleet,
+    batch_line,
+    json_log,
+    jsonl,
+    upload_batch,
+    wait_batch,
+)
 
 COMPLETIONS = "/v1/completions"
 
 
 def _ran(fleet: RunningFleet, name: str, batch_id: str) -> int:
     log = fleet.run_dir / "logs" / f"{name}.log"
-    lines = (json.loads(x) for x in log.read_text().splitlines() if x.startswith("{"))
+    lines = json_log(log)
     return sum(1 for x in lines if x.get("batch_id") == batch_id)
 
 

@@ -87,7 +87,7 @@ class Tracing:
         for name, value in headers:
             if name == b"traceparent" or name == b"tracestate":
                 carrier[name.decode()] = value.decode("latin-1")
-        parent = _PROPAGATOR.extract(carrier) if carrier else None
+        parent = _PROPAGATOR.extract(carrier) if carrier else Context()  # none: a new trace
         route = _template(record)
         span = self.tracer.start_span(
             f"{record.method} {route}",
