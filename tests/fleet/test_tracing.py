@@ -5,12 +5,12 @@ which the replica's spans and its access line carry."""
 from __future__ import annotations
 
 import hashlib
-import json
+from typing import Any
 
 import httpx
 
 from ..collector import Collector, Span
-from ..helpers import FLEET_KEY, MISTRAL, MODEL, RunningFleet
+from ..helpers import FLEET_KEY, MISTRAL, MODEL, RunningFleet, eventually, json_log
 
 SERVER = 2  # OTLP's span kind
 
@@ -23,14 +23,21 @@ def _server_span(collector: Collector, request_id: str) -> Span:
     return span
 
 
-def _access_line(fleet: RunningFleet, request_id: str) -> dict[str, object]:
-    for name in fleet.replicas:
-        for line in (fleet.run_dir / "logs" / f"{name}.log").read_text().splitlines():
-            if line.startswith("{") and f'"{request_id}"' in line:
-                found = json.loads(line)
-                if found.get("request_id") == request_id and "trace_id" in found:
-                    return found
-    raise AssertionError(f"no access line for {request_id}")
+def _access_line(fleet: RunningFleet, request_id: str) -> dict[str, Any]:
+    """The request's access line, in whichever replica's log it is (written as its last byte
+    goes, which may be after its client and its spans have it)."""
+
+    def lines() -> list[dict[str, Any]]:
+        return [
+            line
+            for name in fleet.replicas
+            for line in json_log(fleet.run_dir / "logs" / f"{name}.log", request_id)
+            if line.get("request_id") == request_id
+        ]
+
+    eventually(lambda: lines(), 10, f"the access line of {request_id}")
+    [line] = lines()
+    return line
 
 
 def test_the_clients_trace_goes_on_in_whichever_replica_serves_it(

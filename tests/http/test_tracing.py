@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import httpx
 import openai
@@ -27,6 +28,7 @@ from ..helpers import (
     INFERENCE,
     MODEL,
     batch_line,
+    eventually,
     json_log,
     jsonl,
     metric_sum,
@@ -56,6 +58,18 @@ def _trace(collector: Collector, trace_id: str, count: int) -> list[Span]:
     spans = collector.wait_for(lambda s: len(s) >= count, lambda s: s.trace_id == trace_id)
     assert len(spans) == count, [s.name for s in spans]
     return spans
+
+
+def _access_line(log: Path, request_id: str) -> dict[str, Any]:
+    """The request's access line, written once its last byte has gone (after the client has
+    it)."""
+
+    def lines() -> list[dict[str, Any]]:
+        return [x for x in json_log(log, request_id) if x.get("request_id") == request_id]
+
+    eventually(lambda: lines(), 10, f"the access line of {request_id}")
+    [line] = lines()
+    return line
 
 
 def _root_spans(collector: Collector, request_id: str, count: int = 1) -> list[Span]:
@@ -119,7 +133,7 @@ def test_a_streamed_chat_is_one_trace_from_the_client_to_the_engine(
         == server.attributes
     )
     # Its first token and last byte, in order, inside it; its TTFT is the access line's.
-    [line] = [x for x in json_log(log, request_id) if x.get("request_id") == request_id]
+    line = _access_line(log, request_id)
     assert line["trace_id"] == trace_id
     ttft = server.attributes["gen_ai.latency.time_to_first_token"]
     assert round(ttft * 1000, 1) == line["ttft_ms"]
@@ -132,10 +146,11 @@ def test_a_streamed_chat_is_one_trace_from_the_client_to_the_engine(
     assert admission.parent_id == generation.parent_id == server.span_id
     assert admission.attributes["deepinfra.admission.wait_s"] < 0.5
     assert admission.end_ns <= generation.start_ns
-    assert generation.attributes["gen_ai.operation.name"] == "chat"
-    assert generation.attributes["gen_ai.usage.input_tokens"] == usage.prompt_tokens
-    assert generation.attributes["gen_ai.usage.output_tokens"] == usage.completion_tokens
-    assert generation.attributes["deepinfra.estimated_cost"] == cost
+    assert generation.attributes == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "deepinfra",
+        "gen_ai.request.model": MODEL,
+    }
     assert engine.parent_id == generation.span_id
     assert engine.attributes["gen_ai.request.id"] == f"chatcmpl-{request_id}"
     assert engine.attributes["gen_ai.usage.prompt_tokens"] == usage.prompt_tokens
@@ -185,13 +200,11 @@ def test_a_flex_request_that_waited_shows_its_wait(
     spans = _trace(collector, refused_id, 2)
     wait = _one(spans, "admission")
     assert wait.status == ERROR and wait.attributes["http.response.status_code"] == 429
-    assert wait.attributes["deepinfra.service_tier"] == "flex"
     assert wait.attributes["deepinfra.admission.wait_s"] >= GUARDED_FLEX_WAIT_S * 0.95
     assert wait.seconds >= GUARDED_FLEX_WAIT_S * 0.95
-    assert (
-        _one(spans, "POST /v1/openai/chat/completions").attributes["http.response.status_code"]
-        == 429
-    )
+    server = _one(spans, "POST /v1/openai/chat/completions")
+    assert server.attributes["http.response.status_code"] == 429
+    assert server.attributes["deepinfra.service_tier"] == "flex"
 
     spans = _trace(collector, served_id, 4)
     wait = _one(spans, "admission")
@@ -272,7 +285,7 @@ def test_a_server_not_traced_exports_nothing_and_loads_no_tracing(
     )
     assert answer.status_code == 200
     request_id = answer.headers["x-request-id"]
-    [line] = [x for x in json_log(server_log, request_id) if x.get("request_id") == request_id]
+    line = _access_line(server_log, request_id)
     assert "trace_id" not in line and line["completion_tokens"] == 2
     assert not collector.trace(trace_id)
     loaded = subprocess.run(

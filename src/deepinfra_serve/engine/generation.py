@@ -86,7 +86,7 @@ class Generation:
         headers = None
         trace = record.trace
         if trace is not None and trace.recording:
-            self._span, headers = trace.generation(record, params)
+            self._span, headers = trace.generation(record)
         self.outputs = model.generate(
             prompt, params, request_id, record.tier.engine_priority, served.adapter, headers
         )
@@ -184,9 +184,7 @@ class Generation:
             self._end_span()
 
     def _end_span(self) -> None:
-        from ..observability.spans import end_generation
-
-        end_generation(self._span, self.usage(), self._reasons.get(0))
+        self._span.end()
         self._span = None
 
 

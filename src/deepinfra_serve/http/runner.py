@@ -116,7 +116,7 @@ class Runner:
         if trace is None:
             record.place = await self._place(record, how)
             return
-        with trace.admission(record.tier.name):
+        with trace.admission():
             record.place = await self._place(record, how)
 
     async def _place(self, record: RequestRecord, how: Admission) -> Any:

@@ -168,10 +168,10 @@ class RequestTrace:
         return self.tracing.tracer.start_span(name, context=self._context, attributes=attributes)
 
     @contextmanager
-    def admission(self, tier: str) -> Iterator[Span]:
+    def admission(self) -> Iterator[Span]:
         """The request's wait for its place: its length is the wait; a refusal is its error."""
         started = time.perf_counter()
-        span = self.child("admission", {"deepinfra.service_tier": tier})
+        span = self.child("admission")
         try:
             yield span
         except BaseException as exc:
@@ -184,24 +184,18 @@ class RequestTrace:
             span.set_attribute("deepinfra.admission.wait_s", time.perf_counter() - started)
             span.end()
 
-    def generation(self, record: RequestRecord, params: Any) -> tuple[Span, dict[str, str]]:
+    def generation(self, record: RequestRecord) -> tuple[Span, dict[str, str]]:
         """The generation's span, and the `trace_headers` that put the engine's spans under
-        it."""
+        it. The engine's span holds the sampling parameters and its own timings, the server
+        span the usage and cost: each attribute once, as each costs the request's process
+        its encoding."""
         served = record.serves
         operation = _OPERATIONS.get(record.route.label, "text_completion")
         attributes: dict[str, Any] = {
             "gen_ai.operation.name": operation,
             "gen_ai.provider.name": "deepinfra",
             "gen_ai.request.model": served.name,
-            "gen_ai.request.max_tokens": params.max_tokens or 0,
-            "gen_ai.request.temperature": params.temperature,
-            "gen_ai.request.top_p": params.top_p,
-            "deepinfra.service_tier": record.tier.name,
         }
-        if params.n > 1:
-            attributes["gen_ai.request.choice.count"] = params.n
-        if params.seed is not None:
-            attributes["gen_ai.request.seed"] = params.seed
         if served.adapter is not None:
             attributes["deepinfra.adapter"] = served.adapter.name
         span = self.child(f"{operation} {served.name}", attributes)
@@ -224,7 +218,6 @@ class RequestTrace:
             attributes: dict[str, Any] = {
                 "http.response.status_code": status,
                 "deepinfra.service_tier": record.tier.name,
-                "deepinfra.model": record.model,
                 "gen_ai.usage.input_tokens": usage.prompt_tokens,
                 "gen_ai.usage.output_tokens": usage.completion_tokens,
                 "gen_ai.usage.cache_read.input_tokens": usage.cached_tokens,
@@ -256,21 +249,6 @@ class RequestTrace:
             span.end(end_time=now)
         else:
             span.end()
-
-
-def end_generation(span: Span, usage: Usage, finish_reason: str | None) -> None:
-    """The generation span's usage and its end."""
-    if span.is_recording():
-        attributes: dict[str, Any] = {
-            "gen_ai.usage.input_tokens": usage.prompt_tokens,
-            "gen_ai.usage.output_tokens": usage.completion_tokens,
-            "gen_ai.usage.cache_read.input_tokens": usage.cached_tokens,
-            "deepinfra.estimated_cost": usage.estimated_cost,
-        }
-        if finish_reason is not None:
-            attributes["gen_ai.response.finish_reasons"] = (finish_reason,)
-        span.set_attributes(attributes)
-    span.end()
 
 
 def _template(record: RequestRecord) -> str:
