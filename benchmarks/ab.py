@@ -18,13 +18,13 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import psutil
 from tqdm import tqdm
 
-from deepinfra_serve.config.cards import load_card
+from deepinfra_serve.config.cards import ModelCard, load_card
 from deepinfra_serve.engine.engine_args import plan_engine
 from deepinfra_serve.engine.weights import prepare_weights
 
@@ -36,12 +36,30 @@ from .workload import requests_per_level, run_level
 ROOT = Path(__file__).resolve().parents[1]
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What every side-by-side benchmark starts from: its levels, its card (the file the
+    servers read, and loaded), and the environment the card's CPU plan needs."""
+
+    levels: list[int]
+    card_file: Path
+    card: ModelCard
+    env: dict[str, str]
+
+
+def setup(args: argparse.Namespace) -> Setup:
+    levels = [int(c) for c in args.concurrency.split(",")]
+    args.out.mkdir(parents=True, exist_ok=True)
+    card_file = bench_card(args.card, args.out)
+    card = load_card(card_file)
+    plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
+    return Setup(levels, card_file, card, {**os.environ, **plan.env})
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__ or "", "32,128", rounds=5)
     parser.add_argument("--before", required=True, help="the git revision to compare against")
     args = parser.parse_args(argv)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    args.out.mkdir(parents=True, exist_ok=True)
     revision = subprocess.run(
         ["git", "rev-parse", "--short", args.before],
         cwd=ROOT,
@@ -54,19 +72,16 @@ def main(argv: list[str] | None = None) -> int:
         subprocess.run(
             ["git", "worktree", "add", "--detach", str(tree), revision], cwd=ROOT, check=True
         )
-    card_file = bench_card(args.card, args.out)
-    card = load_card(card_file)
-    plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
-    env = {**os.environ, **plan.env}
+    s = setup(args)
     arms = {
-        "before": (18331, {**env, "PYTHONPATH": str(tree / "src")}),
-        "after": (18332, {**env, "PYTHONPATH": str(ROOT / "src")}),
+        "before": (18331, {**s.env, "PYTHONPATH": str(tree / "src")}),
+        "after": (18332, {**s.env, "PYTHONPATH": str(ROOT / "src")}),
     }
     try:
         with contextlib.ExitStack() as stack:
-            front = start_arms(stack, arms, card_file, args, "ab")
+            front = start_arms(stack, arms, s.card_file, args, "ab")
             ports = {name: port for name, (port, _) in arms.items()}
-            rows = interleaved(ports, front, card.name, levels, args, "A/B")
+            rows = interleaved(ports, front, s.card.name, s.levels, args, "A/B")
     finally:
         subprocess.run(["git", "worktree", "remove", "--force", str(tree)], cwd=ROOT, check=False)
     write_report(

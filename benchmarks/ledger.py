@@ -13,34 +13,26 @@ resolve to a few percent: handing it over (`Ledger.add`) and its share of a grou
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-from deepinfra_serve.config.cards import load_card
-from deepinfra_serve.engine.engine_args import plan_engine
-from deepinfra_serve.engine.weights import prepare_weights
 from deepinfra_serve.observability.ledger import Ledger, LedgerEntry
 from deepinfra_serve.store import usage
 from deepinfra_serve.store.database import Store
 
-from .ab import interleaved, start_arms, write_report
+from .ab import interleaved, setup, start_arms, write_report
 from .measure import counter
-from .servers import bench_card, bench_parser
+from .servers import bench_parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__ or "", "32,128", rounds=5)
     args = parser.parse_args(argv)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    args.out.mkdir(parents=True, exist_ok=True)
-    card_file = bench_card(args.card, args.out)
-    card = load_card(card_file)
-    plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
-    env = {**os.environ, **plan.env}
+    s = setup(args)
+    env = s.env
     arms = {
         "off": (18341, {**env, "DEEPINFRA_SERVE_USAGE_LEDGER": "false"}),
         "on": (18342, env),
@@ -48,9 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     for _, arm_env in arms.values():  # a store of its own, empty at start
         arm_env["DEEPINFRA_SERVE_DATA_DIR"] = tempfile.mkdtemp(prefix="bench-ledger-")
     with contextlib.ExitStack() as stack:
-        front = start_arms(stack, arms, card_file, args, "ledger")
+        front = start_arms(stack, arms, s.card_file, args, "ledger")
         ports = {name: port for name, (port, _) in arms.items()}
-        rows = interleaved(ports, front, card.name, levels, args, "ledger")
+        rows = interleaved(ports, front, s.card.name, s.levels, args, "ledger")
         on = [f"http://127.0.0.1:{ports['on']}"]
         written = counter(on, "deepinfra_ledger_records_written_total")
         dropped = counter(on, "deepinfra_ledger_records_dropped_total")

@@ -16,7 +16,6 @@ measured above.
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import sys
 import threading
@@ -28,18 +27,16 @@ from typing import Any
 import grpc
 from opentelemetry.proto.collector.trace.v1 import trace_service_pb2, trace_service_pb2_grpc
 
-from deepinfra_serve.config.cards import ModelCard, load_card
+from deepinfra_serve.config.cards import ModelCard
 from deepinfra_serve.config.pricing import Usage
-from deepinfra_serve.engine.engine_args import plan_engine
-from deepinfra_serve.engine.weights import prepare_weights
 from deepinfra_serve.http.families import served_as
 from deepinfra_serve.http.routes import TABLE
 from deepinfra_serve.observability.record import RequestRecord
 from deepinfra_serve.observability.spans import Tracing
 from deepinfra_serve.observability.tracing import TracingSettings
 
-from .ab import interleaved, start_arms, write_report
-from .servers import bench_card, bench_parser
+from .ab import interleaved, setup, start_arms, write_report
+from .servers import bench_parser
 
 
 class _Sink(trace_service_pb2_grpc.TraceServiceServicer):
@@ -72,12 +69,9 @@ def sink() -> Iterator[tuple[str, _Sink]]:
 def main(argv: list[str] | None = None) -> int:
     parser = bench_parser(__doc__ or "", "32,128", rounds=5)
     args = parser.parse_args(argv)
-    levels = [int(c) for c in args.concurrency.split(",")]
-    args.out.mkdir(parents=True, exist_ok=True)
-    card_file = bench_card(args.card, args.out)
-    card = load_card(card_file)
-    plan = plan_engine(card, prepare_weights(card, args.cache_dir), "cpu")
-    env = {k: v for k, v in {**os.environ, **plan.env}.items() if not k.startswith("OTEL_")}
+    s = setup(args)
+    card = s.card
+    env = {k: v for k, v in s.env.items() if not k.startswith("OTEL_")}
     with sink() as (endpoint, counted), contextlib.ExitStack() as stack:
         traced = {
             **env,
@@ -85,9 +79,9 @@ def main(argv: list[str] | None = None) -> int:
             "OTEL_TRACES_SAMPLER": "always_on",
         }
         arms = {"off": (18351, env), "on": (18352, traced)}
-        front = start_arms(stack, arms, card_file, args, "tracing")
+        front = start_arms(stack, arms, s.card_file, args, "tracing")
         ports = {name: port for name, (port, _) in arms.items()}
-        rows = interleaved(ports, front, card.name, levels, args, "tracing")
+        rows = interleaved(ports, front, card.name, s.levels, args, "tracing")
         requests = sum(r.requests for r in rows if r.server == "on")
     per_request_us = statistics.median(
         r.api_cpu_ms_per_1k_tokens * args.max_tokens for r in rows if r.server == "on"

@@ -88,19 +88,7 @@ class Tracing:
             if name == b"traceparent" or name == b"tracestate":
                 carrier[name.decode()] = value.decode("latin-1")
         parent = _PROPAGATOR.extract(carrier) if carrier else Context()  # none: a new trace
-        route = _template(record)
-        span = self.tracer.start_span(
-            f"{record.method} {route}",
-            context=parent,
-            kind=SpanKind.SERVER,
-            attributes={
-                "http.request.method": record.method,
-                "http.route": route,
-                "url.path": record.path,
-                "deepinfra.request_id": record.request_id,
-            },
-        )
-        return RequestTrace(self, span)
+        return self._top(record, parent, SpanKind.SERVER)
 
     def work(self, record: RequestRecord, origin: Span | str | None) -> RequestTrace:
         """The root span of work no client waits on (`record.via`: a webhook job, a batch
@@ -115,18 +103,31 @@ class Tracing:
         links = []
         if origin_context is not None and origin_context.is_valid:
             links.append(Link(origin_context))
+        attributes = {"deepinfra.via": record.via}
+        # A trace of its own, as a batch of many lines would otherwise be one.
+        return self._top(record, Context(), SpanKind.CONSUMER, links, attributes)
+
+    def _top(
+        self,
+        record: RequestRecord,
+        context: Context,
+        kind: SpanKind,
+        links: list[Link] | None = None,
+        attributes: dict[str, Any] | None = None,
+    ) -> RequestTrace:
+        """A request's top span, named by its method and route."""
         route = _template(record)
         span = self.tracer.start_span(
             f"{record.method} {route}",
-            context=Context(),  # a trace of its own
-            kind=SpanKind.CONSUMER,
+            context=context,
+            kind=kind,
             links=links,
             attributes={
                 "http.request.method": record.method,
                 "http.route": route,
                 "url.path": record.path,
                 "deepinfra.request_id": record.request_id,
-                "deepinfra.via": record.via,
+                **(attributes or {}),
             },
         )
         return RequestTrace(self, span)
