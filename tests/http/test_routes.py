@@ -15,7 +15,8 @@ from deepinfra_serve.engine.errors import APIError
 from deepinfra_serve.engine.served_model import ServedModel
 from deepinfra_serve.http.app import create_app
 from deepinfra_serve.http.auth import ApiKeys, KeyEntry
-from deepinfra_serve.http.routes import ROUTES, TABLE, RouteTable
+from deepinfra_serve.http.route_table import RouteTable
+from deepinfra_serve.http.routes import ROUTES, TABLE
 
 from ..helpers import CARDS
 

@@ -24,7 +24,8 @@ from deepinfra_serve.engine.lifecycle import Phase
 from deepinfra_serve.engine.served_model import ServedModel
 from deepinfra_serve.engine.weights import prepare_weights
 from deepinfra_serve.http.app import create_app
-from deepinfra_serve.http.routes import ROUTES, Route
+from deepinfra_serve.http.route_table import Route
+from deepinfra_serve.http.routes import ROUTES
 from deepinfra_serve.http.runner import Admission, Runner
 from deepinfra_serve.native.schema import InferenceRequest, InferenceResponse
 from deepinfra_serve.observability.logs import ACCESS_LOGGER, access_log

@@ -18,7 +18,8 @@ from ..engine.errors import APIError, not_found, validation_error
 from ..lora.registry import Adapters
 from ..store import adapters as stored
 from .families import served_as
-from .routes import TABLE, Route
+from .route_table import Route
+from .routes import TABLE
 
 BATCH_ENDPOINTS = ("/v1/chat/completions", "/v1/completions")
 

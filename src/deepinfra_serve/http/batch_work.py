@@ -44,7 +44,7 @@ from ..store.claims import Claimed, LineResult
 from ..store.database import Store
 from .auth import ApiKeys
 from .capacity import Capacity, Place
-from .routes import Route
+from .route_table import Route
 from .runner import Admission, Runner
 
 log = logging.getLogger(__name__)

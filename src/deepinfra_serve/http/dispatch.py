@@ -25,7 +25,8 @@ from ..observability.record import record_of
 from ..store.database import StoreUnavailable
 from .lifetime import CLIENT_CLOSED, send_error, serve_request
 from .responses import send_json
-from .routes import TABLE, Route
+from .route_table import Route
+from .routes import TABLE
 from .runner import Admission, Runner
 
 

@@ -11,7 +11,8 @@ from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse
 from fastapi.routing import APIRoute
 
-from .routes import ROUTES, Route
+from .route_table import Route
+from .routes import ROUTES
 
 _ERROR_STATUSES = {
     400: "Bad request (a prompt longer than the context, a template the messages break)",

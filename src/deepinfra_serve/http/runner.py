@@ -31,7 +31,7 @@ from ..store.database import StoreUnavailable
 from .capacity import Capacity
 from .families import served_as
 from .lifetime import CLIENT_CLOSED, engine_failure
-from .routes import Route
+from .route_table import Route
 
 if TYPE_CHECKING:  # imported only when tracing is on (`observability.tracing`)
     from ..observability.spans import Tracing
